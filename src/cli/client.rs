@@ -1,0 +1,302 @@
+//! `tessera client …`: create, list, show, update, rotate-secret, disable, enable, delete.
+//!
+//! Works directly on the database named by `--database-url` / `TESSERA_DATABASE_URL`, also
+//! while a server runs on it: the server reads clients from the store on every request, so it
+//! sees changes at once.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::domain::client::{Profile, TokenFormat};
+use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
+use crate::service::{ServiceError, Tessera};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ClientCommand {
+    /// Create a client; prints its id and its secret (shown only this once).
+    Create(CreateArgs),
+    /// List clients.
+    List(JsonFlag),
+    /// Show one client.
+    Show(IdArgs),
+    /// Change a client's settings.
+    Update(UpdateArgs),
+    /// Give a client a new secret; the old one keeps working for --keep-old seconds.
+    RotateSecret(RotateArgs),
+    /// Disable a client: it cannot authenticate and its tokens stop working.
+    Disable(IdArgs),
+    /// Enable a disabled client.
+    Enable(IdArgs),
+    /// Delete a client and every token it holds.
+    Delete(IdArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct IdArgs {
+    /// The client id.
+    id: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct CreateArgs {
+    /// A human name.
+    #[arg(long)]
+    name: String,
+    /// Allowed scope patterns, space-separated (e.g. "/ping.read /accounts/*/profile.read").
+    #[arg(long)]
+    scope: String,
+    /// Access token format: opaque or jwt [default: the server's default_format].
+    #[arg(long)]
+    format: Option<TokenFormat>,
+    /// Wire profile: seed, moov or rfc6749 [default: follow the server's default_profile].
+    #[arg(long)]
+    profile: Option<Profile>,
+    /// Access token lifetime in seconds [default: the server's access_ttl].
+    #[arg(long)]
+    access_ttl: Option<u32>,
+    /// Refresh token lifetime in seconds [default: the server's refresh_ttl].
+    #[arg(long)]
+    refresh_ttl: Option<u32>,
+    /// An allowed browser origin for web tokens (repeatable).
+    #[arg(long = "origin")]
+    origins: Vec<String>,
+    /// The `aud` of this client's tokens [default: the server's audience].
+    #[arg(long)]
+    audience: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A value that may also be `default` (follow the server setting).
+fn or_default<T: std::str::FromStr>(s: &str) -> Result<Option<T>, T::Err> {
+    if s == "default" {
+        Ok(None)
+    } else {
+        s.parse().map(Some)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct UpdateArgs {
+    /// The client id.
+    id: String,
+    /// New name.
+    #[arg(long)]
+    name: Option<String>,
+    /// New allowed scope patterns (replacing the current ones).
+    #[arg(long)]
+    scope: Option<String>,
+    /// New token format.
+    #[arg(long)]
+    format: Option<TokenFormat>,
+    /// New profile, or `default`.
+    #[arg(long, value_parser = or_default::<Profile>)]
+    profile: Option<Option<Profile>>,
+    /// New access TTL in seconds, or `default`.
+    #[arg(long, value_parser = or_default::<u32>)]
+    access_ttl: Option<Option<u32>>,
+    /// New refresh TTL in seconds, or `default`.
+    #[arg(long, value_parser = or_default::<u32>)]
+    refresh_ttl: Option<Option<u32>>,
+    /// Allowed origins (replacing the current ones; repeatable).
+    #[arg(long = "origin")]
+    origins: Vec<String>,
+    /// Remove every allowed origin.
+    #[arg(long, conflicts_with = "origins")]
+    clear_origins: bool,
+    /// New audience, or `default`.
+    #[arg(long, value_parser = or_default::<String>)]
+    audience: Option<Option<String>>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct RotateArgs {
+    /// The client id.
+    id: String,
+    /// Seconds the old secret keeps working (0: stops at once).
+    #[arg(long, default_value_t = 86_400)]
+    keep_old: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        println!("client_id:   {}", v.client_id);
+        println!("name:        {}", v.name);
+        println!("scopes:      {}", v.scopes.join(" "));
+        println!("format:      {}", v.token_format);
+        println!(
+            "profile:     {}{}",
+            v.effective_profile,
+            if v.profile.is_none() {
+                " (server default)"
+            } else {
+                ""
+            }
+        );
+        let ttl =
+            |t: Option<u32>| t.map_or_else(|| "server default".to_owned(), |t| format!("{t}s"));
+        println!("access_ttl:  {}", ttl(v.access_ttl));
+        println!("refresh_ttl: {}", ttl(v.refresh_ttl));
+        println!(
+            "origins:     {}",
+            if v.origins.is_empty() {
+                "(any)".to_owned()
+            } else {
+                v.origins.join(" ")
+            }
+        );
+        println!(
+            "audience:    {}",
+            v.audience.as_deref().unwrap_or("server default")
+        );
+        println!("disabled:    {}", v.disabled);
+        if let Some(t) = v.previous_secret_expires_at {
+            println!("old secret valid until: {t} (Unix time)");
+        }
+    }
+    Ok(())
+}
+
+fn fail(e: ServiceError) -> anyhow::Error {
+    match e {
+        ServiceError::OAuth(e) => anyhow::anyhow!("{}", e.description),
+        other => anyhow::Error::new(other),
+    }
+}
+
+pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> {
+    let tessera = Tessera::open(settings).await?;
+    match cmd {
+        ClientCommand::Create(a) => {
+            let spec = ClientSpec {
+                name: a.name,
+                scopes: a.scope,
+                format: a.format,
+                profile: a.profile,
+                access_ttl: a.access_ttl,
+                refresh_ttl: a.refresh_ttl,
+                origins: a.origins,
+                audience: a.audience,
+            };
+            let (client, secret) = tessera.create_client(spec).await.map_err(fail)?;
+            let view = tessera.view(&client);
+            if a.json {
+                let mut v = serde_json::to_value(&view)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("client_secret".into(), json!(secret));
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_client(&view, false)?;
+                println!("client_secret: {secret}");
+                println!(
+                    "\nStore the secret now: it is not stored in clear and cannot be shown again."
+                );
+            }
+        }
+        ClientCommand::List(f) => {
+            let clients = tessera.list_clients().await.map_err(fail)?;
+            let views: Vec<ClientView> = clients.iter().map(|c| tessera.view(c)).collect();
+            if f.json {
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else if views.is_empty() {
+                println!("no clients");
+            } else {
+                println!("CLIENT_ID         PROFILE   FORMAT   DISABLED  NAME");
+                for v in views {
+                    println!(
+                        "{:<16}  {:<8}  {:<7}  {:<8}  {}",
+                        v.client_id, v.effective_profile, v.token_format, v.disabled, v.name
+                    );
+                }
+            }
+        }
+        ClientCommand::Show(a) => {
+            let c = tessera.get_client(&a.id).await.map_err(fail)?;
+            print_client(&tessera.view(&c), a.json)?;
+        }
+        ClientCommand::Update(a) => {
+            let changes = ClientChanges {
+                name: a.name,
+                scopes: a.scope,
+                format: a.format,
+                profile: a.profile,
+                access_ttl: a.access_ttl,
+                refresh_ttl: a.refresh_ttl,
+                origins: if a.clear_origins {
+                    Some(Vec::new())
+                } else {
+                    (!a.origins.is_empty()).then_some(a.origins)
+                },
+                audience: a.audience,
+                disabled: None,
+            };
+            let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;
+            print_client(&tessera.view(&c), a.json)?;
+        }
+        ClientCommand::RotateSecret(a) => {
+            let (c, secret) = tessera
+                .rotate_secret(&a.id, a.keep_old)
+                .await
+                .map_err(fail)?;
+            let until = c.previous_secret.as_ref().map(|(_, t)| *t);
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "client_id": c.id,
+                        "client_secret": secret,
+                        "previous_secret_expires_at": until,
+                    }))?
+                );
+            } else {
+                println!("client_id:     {}", c.id);
+                println!("client_secret: {secret}");
+                match until {
+                    Some(t) => println!("The old secret keeps working until {t} (Unix time)."),
+                    None => println!("The old secret no longer works."),
+                }
+            }
+        }
+        ClientCommand::Disable(a) => set_disabled(&tessera, a, true).await?,
+        ClientCommand::Enable(a) => set_disabled(&tessera, a, false).await?,
+        ClientCommand::Delete(a) => {
+            tessera.delete_client(&a.id).await.map_err(fail)?;
+            if a.json {
+                println!("{}", json!({ "client_id": a.id, "deleted": true }));
+            } else {
+                println!("deleted client {} and all its tokens", a.id);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn set_disabled(tessera: &Tessera, a: IdArgs, disabled: bool) -> anyhow::Result<()> {
+    let changes = ClientChanges {
+        disabled: Some(disabled),
+        ..ClientChanges::default()
+    };
+    let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;
+    print_client(&tessera.view(&c), a.json)
+}

@@ -1,0 +1,172 @@
+//! The `tessera` command line: `serve`, `migrate`, `client …`, `gen-master-key`.
+//!
+//! Thin by design: each command parses its flags, loads [`Settings`], and calls the same
+//! [`Tessera`] methods the HTTP handlers use. Every command that prints something a script
+//! would read takes `--json`.
+
+mod client;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, Settings};
+use crate::domain::crypto::MasterKey;
+use crate::http::Application;
+
+/// Tessera, an OAuth 2.0 token server for machine clients.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about)]
+pub struct Cli {
+    /// A TOML configuration file (see docs/configuration.md).
+    #[arg(long, global = true, env = "TESSERA_CONFIG")]
+    config: Option<PathBuf>,
+    /// The database: `sqlite://FILE` (default `sqlite://tessera.db`) or a file path.
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Apply database migrations and exit (serve also applies them at start).
+    Migrate,
+    /// Print a new random master key (base64 of 32 bytes).
+    GenMasterKey,
+    /// Manage clients (API keys).
+    #[command(subcommand)]
+    Client(client::ClientCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Issuer URL [default: http://<listen address>].
+    #[arg(long)]
+    issuer: Option<String>,
+    /// Wire profile for clients without one: seed, moov or rfc6749 [default: seed].
+    #[arg(long)]
+    default_profile: Option<String>,
+    /// Token format for new clients without one: opaque or jwt [default: opaque].
+    #[arg(long)]
+    default_format: Option<String>,
+    /// Access token lifetime in seconds [default: 3600].
+    #[arg(long)]
+    access_ttl: Option<u32>,
+    /// Refresh token lifetime in seconds [default: 2592000].
+    #[arg(long)]
+    refresh_ttl: Option<u32>,
+    /// Seconds a used refresh token may be retried before reuse revokes its family [default: 0].
+    #[arg(long)]
+    refresh_grace: Option<u32>,
+    /// Default `aud` of access tokens [default: the issuer].
+    #[arg(long)]
+    audience: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl ServeArgs {
+    fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let mut put = |name, v: Option<String>| {
+            if let Some(v) = v {
+                out.push((name, v));
+            }
+        };
+        put("listen", self.listen.clone());
+        put("issuer", self.issuer.clone());
+        put("default_profile", self.default_profile.clone());
+        put("default_format", self.default_format.clone());
+        put("access_ttl", self.access_ttl.map(|v| v.to_string()));
+        put("refresh_ttl", self.refresh_ttl.map(|v| v.to_string()));
+        put("refresh_grace", self.refresh_grace.map(|v| v.to_string()));
+        put("audience", self.audience.clone());
+        put("log_format", self.log_format.clone());
+        out
+    }
+}
+
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling `run` twice) is harmless: keep the first.
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the command line.
+///
+/// # Errors
+/// Whatever the command failed with; `main` prints it and exits non-zero.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut flags = Vec::new();
+    if let Some(url) = &cli.database_url {
+        flags.push(("database_url", url.clone()));
+    }
+    match cli.command {
+        Command::Serve(args) => {
+            flags.extend(args.flags());
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "info");
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(shutdown_signal()).await?;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            let store = crate::service::open_store(&settings.database_url).await?;
+            store.migrate().await.context("applying migrations")?;
+            println!("migrations applied to {}", settings.database_url);
+            Ok(())
+        }
+        Command::GenMasterKey => {
+            println!("{}", MasterKey::generate()?.encode());
+            Ok(())
+        }
+        Command::Client(cmd) => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            client::run(cmd, &settings).await
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}

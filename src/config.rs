@@ -1,0 +1,296 @@
+//! Configuration: defaults, overridden by a TOML file, overridden by `TESSERA_*` environment
+//! variables, overridden by command-line flags.
+//!
+//! Every setting has one name used in all three places: `access_ttl` in the TOML file is
+//! `TESSERA_ACCESS_TTL` in the environment and `--access-ttl` on `tessera serve`. The table in
+//! `docs/configuration.md` documents each one; [`SETTINGS`] is the list they are read from.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Deserializer};
+
+use crate::domain::client::{Profile, TokenFormat};
+
+/// Longest token lifetime accepted (one year), so `exp` always fits an int32 until 2037.
+pub const MAX_TTL: u32 = 365 * 24 * 3600;
+
+/// How a setting's text (from the environment or a flag) becomes a TOML value.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Taken as is.
+    Text,
+    /// A non-negative integer.
+    Integer,
+    /// A whitespace-separated list.
+    List,
+}
+
+/// Every setting's name and kind.
+pub const SETTINGS: &[(&str, Kind)] = &[
+    ("listen", Kind::Text),
+    ("database_url", Kind::Text),
+    ("issuer", Kind::Text),
+    ("master_key", Kind::Text),
+    ("master_key_file", Kind::Text),
+    ("default_profile", Kind::Text),
+    ("default_format", Kind::Text),
+    ("access_ttl", Kind::Integer),
+    ("refresh_ttl", Kind::Integer),
+    ("refresh_grace", Kind::Integer),
+    ("audience", Kind::Text),
+    ("extra_scopes", Kind::List),
+    ("max_body_bytes", Kind::Integer),
+    ("cleanup_interval", Kind::Integer),
+    ("cleanup_batch", Kind::Integer),
+    ("log_format", Kind::Text),
+];
+
+/// A secret setting: `Debug` never shows it.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    let s = String::deserialize(d)?;
+    T::from_str(&s).map_err(serde::de::Error::custom)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
+        }
+    }
+}
+
+/// All settings, after layering. See `docs/configuration.md`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Public listen address.
+    pub listen: String,
+    /// `sqlite://path` (default `sqlite://tessera.db`) or a plain file path.
+    pub database_url: String,
+    /// The issuer URL (`iss`); defaults to `http://<listen>`.
+    pub issuer: Option<String>,
+    /// The master key (base64 of 32 bytes).
+    pub master_key: Option<Secret>,
+    /// A file holding the master key.
+    pub master_key_file: Option<PathBuf>,
+    /// Wire profile for clients that do not choose one.
+    #[serde(deserialize_with = "from_str")]
+    pub default_profile: Profile,
+    /// Token format for new clients that do not choose one.
+    #[serde(deserialize_with = "from_str")]
+    pub default_format: TokenFormat,
+    /// Default access token lifetime, seconds.
+    pub access_ttl: u32,
+    /// Default refresh token lifetime, seconds.
+    pub refresh_ttl: u32,
+    /// Seconds during which a just-used refresh token may be retried.
+    pub refresh_grace: u32,
+    /// Default `aud` of access tokens; defaults to the issuer.
+    pub audience: Option<String>,
+    /// Scope templates added to Moov's catalogue.
+    pub extra_scopes: Vec<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+    /// Seconds between two runs of the expired-token cleanup.
+    pub cleanup_interval: u32,
+    /// Rows deleted per cleanup transaction.
+    pub cleanup_batch: u32,
+    /// `text` or `json`.
+    #[serde(deserialize_with = "from_str")]
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://tessera.db".into(),
+            issuer: None,
+            master_key: None,
+            master_key_file: None,
+            default_profile: Profile::Seed,
+            default_format: TokenFormat::Opaque,
+            access_ttl: 3600,
+            refresh_ttl: 30 * 24 * 3600,
+            refresh_grace: 0,
+            audience: None,
+            extra_scopes: Vec::new(),
+            max_body_bytes: 16 * 1024,
+            cleanup_interval: 60,
+            cleanup_batch: 500,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Settings {
+    /// Layers the TOML file (if any), the process environment and `flags` (setting name →
+    /// text) over the defaults, and validates the result.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, an unknown setting, or an invalid value.
+    pub fn load(file: Option<&Path>, flags: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::load_from(file, |name| std::env::var(name).ok(), flags)
+    }
+
+    /// [`Settings::load`] with an explicit environment, for tests.
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading configuration file {}", path.display()))?;
+                toml::from_str::<toml::Table>(&text)
+                    .with_context(|| format!("parsing configuration file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, kind) in SETTINGS {
+            let var = format!("TESSERA_{}", name.to_ascii_uppercase());
+            if let Some(text) = env(&var) {
+                table.insert((*name).to_owned(), to_value(name, *kind, &text)?);
+            }
+        }
+        for (name, text) in flags {
+            let (_, kind) = SETTINGS
+                .iter()
+                .find(|(n, _)| n == name)
+                .with_context(|| format!("unknown setting {name}"))?;
+            table.insert((*name).to_owned(), to_value(name, *kind, text)?);
+        }
+        let settings: Self =
+            Settings::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, ttl) in [
+            ("access_ttl", self.access_ttl),
+            ("refresh_ttl", self.refresh_ttl),
+        ] {
+            if ttl == 0 || ttl > MAX_TTL {
+                bail!("{name} must be between 1 and {MAX_TTL} seconds");
+            }
+        }
+        if self.max_body_bytes < 256 {
+            bail!("max_body_bytes must be at least 256");
+        }
+        if self.cleanup_interval == 0 || self.cleanup_batch == 0 {
+            bail!("cleanup_interval and cleanup_batch must be positive");
+        }
+        Ok(())
+    }
+
+    /// The issuer URL, explicit or derived from the listen address.
+    #[must_use]
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {
+    Ok(match kind {
+        Kind::Text => toml::Value::String(text.to_owned()),
+        Kind::Integer => toml::Value::Integer(
+            text.trim()
+                .parse::<i64>()
+                .with_context(|| format!("{name} must be an integer"))?,
+        ),
+        Kind::List => toml::Value::Array(
+            text.split_whitespace()
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_environment_which_overrides_the_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "access_ttl = 100\nrefresh_ttl = 200\nlisten = \"0.0.0.0:1\"\n",
+        )?;
+        let env = |k: &str| (k == "TESSERA_REFRESH_TTL").then(|| "300".to_owned());
+        let s = Settings::load_from(Some(&file), env, &[("listen", "127.0.0.1:9".into())])?;
+        assert_eq!(
+            (s.access_ttl, s.refresh_ttl, s.listen.as_str()),
+            (100, 300, "127.0.0.1:9")
+        );
+        assert_eq!(s.issuer(), "http://127.0.0.1:9");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_and_unknown_settings_are_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "acess_ttl = 100\n")?;
+        assert!(Settings::load_from(Some(&file), |_| None, &[]).is_err());
+        let env = |k: &str| (k == "TESSERA_DEFAULT_PROFILE").then(|| "fancy".to_owned());
+        assert!(Settings::load_from(None, env, &[]).is_err());
+        assert!(Settings::load_from(None, |_| None, &[("access_ttl", "0".into())]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn master_key_is_not_shown_by_debug() -> anyhow::Result<()> {
+        let env = |k: &str| (k == "TESSERA_MASTER_KEY").then(|| "c2VjcmV0".to_owned());
+        let s = Settings::load_from(None, env, &[])?;
+        assert!(!format!("{s:?}").contains("c2VjcmV0"));
+        Ok(())
+    }
+}

@@ -1,0 +1,254 @@
+//! The master key and the keys derived from it.
+//!
+//! One 256-bit master key protects everything Tessera keeps: it is never used directly, but
+//! through sub-keys derived with HMAC-SHA-256 under fixed labels (a one-step KDF, sound because
+//! the master key is uniformly random):
+//!
+//! - the **secret pepper**, keying the HMAC under which client secrets are stored;
+//! - the **token MAC key**, keying the checksum inside every opaque token, so that forged or
+//!   mangled tokens are rejected before any database read;
+//! - the **key-encryption key**, an AES-256-GCM key that seals signing keys at rest;
+//! - a **check value**, stored in the database so that starting with the wrong master key
+//!   fails loudly instead of silently rejecting every secret.
+//!
+//! Format: 32 random bytes, written as base64 (standard or URL-safe alphabet, padding optional).
+//! `openssl rand -base64 32` or `tessera gen-master-key` make one.
+
+use aws_lc_rs::{aead, digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+
+/// Length of the master key in bytes.
+pub const MASTER_KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 12;
+
+/// Why a master key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    /// The text is not base64 of exactly 32 bytes.
+    #[error(
+        "the master key must be base64 of exactly 32 random bytes (e.g. `openssl rand -base64 32`)"
+    )]
+    Malformed,
+}
+
+/// The 256-bit master key. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct MasterKey([u8; MASTER_KEY_LEN]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    /// A fresh random master key.
+    ///
+    /// # Errors
+    /// Fails only if the system's random source fails.
+    pub fn generate() -> anyhow::Result<Self> {
+        let mut key = [0u8; MASTER_KEY_LEN];
+        random_fill(&mut key)?;
+        Ok(Self(key))
+    }
+
+    /// Parses the documented text form (base64 of 32 bytes; whitespace around it is ignored).
+    ///
+    /// # Errors
+    /// [`MasterKeyError::Malformed`] for anything else.
+    pub fn parse(text: &str) -> Result<Self, MasterKeyError> {
+        let trimmed = text.trim().trim_end_matches('=');
+        let bytes = STANDARD_NO_PAD
+            .decode(trimmed)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
+            .map_err(|_| MasterKeyError::Malformed)?;
+        let key: [u8; MASTER_KEY_LEN] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
+        Ok(Self(key))
+    }
+
+    /// The text form accepted by [`MasterKey::parse`] (standard base64 with padding).
+    #[must_use]
+    pub fn encode(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// Derives the working keys.
+    #[must_use]
+    pub fn derive(&self) -> DerivedKeys {
+        let master = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let sub = |label: &str| -> [u8; 32] {
+            let tag = hmac::sign(&master, label.as_bytes());
+            let mut out = [0u8; 32];
+            out.copy_from_slice(tag.as_ref());
+            out
+        };
+        let kek_bytes = sub("tessera/v1/key-encryption");
+        // AES-256 accepts any 32-byte key; this cannot fail.
+        let kek = aead::UnboundKey::new(&aead::AES_256_GCM, &kek_bytes)
+            .map(aead::LessSafeKey::new)
+            .ok();
+        DerivedKeys {
+            secret_pepper: hmac::Key::new(hmac::HMAC_SHA256, &sub("tessera/v1/client-secret")),
+            token_mac: hmac::Key::new(hmac::HMAC_SHA256, &sub("tessera/v1/token-mac")),
+            kek,
+            check: hex(&sub("tessera/v1/check")),
+        }
+    }
+}
+
+/// Keys derived from the master key; see the module docs.
+pub struct DerivedKeys {
+    secret_pepper: hmac::Key,
+    token_mac: hmac::Key,
+    kek: Option<aead::LessSafeKey>,
+    check: String,
+}
+
+impl std::fmt::Debug for DerivedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DerivedKeys(<redacted>)")
+    }
+}
+
+/// Sealing or opening a value with the key-encryption key failed.
+#[derive(Debug, thiserror::Error)]
+#[error("sealed value could not be opened (wrong master key or corrupted data)")]
+pub struct SealError;
+
+impl DerivedKeys {
+    /// HMAC-SHA-256 of a client secret under the pepper: what the store keeps.
+    #[must_use]
+    pub fn hash_secret(&self, secret: &str) -> [u8; 32] {
+        mac32(&self.secret_pepper, secret.as_bytes())
+    }
+
+    /// HMAC-SHA-256 under the token MAC key (the checksum inside opaque tokens).
+    #[must_use]
+    pub fn token_mac(&self, data: &[u8]) -> [u8; 32] {
+        mac32(&self.token_mac, data)
+    }
+
+    /// The value stored in the database to recognise this master key.
+    #[must_use]
+    pub fn check_value(&self) -> &str {
+        &self.check
+    }
+
+    /// Encrypts `plaintext` with AES-256-GCM; `aad` binds it to its context (e.g. a key id).
+    /// The result is `nonce || ciphertext || tag`.
+    ///
+    /// # Errors
+    /// Fails only if the random source or the cipher fails.
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let kek = self.kek.as_ref().ok_or(SealError)?;
+        let mut nonce = [0u8; NONCE_LEN];
+        random_fill(&mut nonce).map_err(|_| SealError)?;
+        let mut buf = plaintext.to_vec();
+        kek.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| SealError)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(out)
+    }
+
+    /// Reverses [`DerivedKeys::seal`].
+    ///
+    /// # Errors
+    /// [`SealError`] if the data was sealed under another key or context, or was altered.
+    pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        let kek = self.kek.as_ref().ok_or(SealError)?;
+        let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(SealError)?;
+        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError)?;
+        let mut buf = body.to_vec();
+        let plain = kek
+            .open_in_place(nonce, aead::Aad::from(aad), &mut buf)
+            .map_err(|_| SealError)?;
+        Ok(plain.to_vec())
+    }
+}
+
+fn mac32(key: &hmac::Key, data: &[u8]) -> [u8; 32] {
+    let tag = hmac::sign(key, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+/// Fills `dest` from the operating system's CSPRNG.
+///
+/// # Errors
+/// Fails only if the random source fails.
+pub fn random_fill(dest: &mut [u8]) -> anyhow::Result<()> {
+    rand::fill(dest).map_err(|_| anyhow::anyhow!("the system random source failed"))
+}
+
+/// SHA-256 of `data`.
+#[must_use]
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Constant-time equality of two byte strings.
+#[must_use]
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    #[allow(deprecated)]
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// Lower-case hex.
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn master_key_round_trips_through_its_text_form() -> anyhow::Result<()> {
+        let key = MasterKey::generate()?;
+        let again = MasterKey::parse(&key.encode())?;
+        assert_eq!(key.derive().check_value(), again.derive().check_value());
+        Ok(())
+    }
+
+    #[test]
+    fn master_key_rejects_wrong_lengths_and_garbage() {
+        assert!(MasterKey::parse("").is_err());
+        assert!(MasterKey::parse("c2hvcnQ=").is_err());
+        assert!(MasterKey::parse("not base64 at all!").is_err());
+    }
+
+    #[test]
+    fn master_key_debug_does_not_show_the_key() -> anyhow::Result<()> {
+        let key = MasterKey::generate()?;
+        assert!(!format!("{key:?}").contains(&key.encode()));
+        Ok(())
+    }
+
+    #[test]
+    fn sealed_values_open_only_with_the_same_key_and_context() -> anyhow::Result<()> {
+        let keys = MasterKey::generate()?.derive();
+        let other = MasterKey::generate()?.derive();
+        let sealed = keys.seal(b"private key", b"kid-1")?;
+        assert_eq!(keys.open(&sealed, b"kid-1")?, b"private key");
+        assert!(keys.open(&sealed, b"kid-2").is_err());
+        assert!(other.open(&sealed, b"kid-1").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! JWT access tokens (RFC 9068) and the keys that sign them.
+//!
+//! A JWT access token is a JWS in compact form with header `{"alg", "typ": "at+jwt", "kid"}` and
+//! the claims of [`AccessClaims`]. Tessera signs with Ed25519 (`EdDSA`) by default. Verification
+//! here is strict: the `alg` in the header must be the algorithm of the key named by `kid`
+//! (so `none`, `HS256` or any algorithm swap is refused), `typ` must be `at+jwt`, and `exp`,
+//! `nbf` and `iss` are checked.
+//!
+//! Key ids are RFC 7638 JWK thumbprints, so a `kid` names the key's public material and nothing
+//! else. Private keys leave this module only as PKCS#8 bytes, which the caller seals under the
+//! key-encryption key before storing them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::clock::UnixTime;
+use super::crypto::sha256;
+
+/// The `typ` header of access tokens (RFC 9068 §2.1).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// Signing algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Ed25519 (RFC 8037).
+    EdDsa,
+}
+
+impl Algorithm {
+    /// The JOSE name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "EdDSA" => Ok(Self::EdDsa),
+            other => Err(format!(
+                "unsupported signing algorithm {other:?} (expected EdDSA)"
+            )),
+        }
+    }
+}
+
+/// Why a key could not be created or loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("signing key error: {0}")]
+pub struct KeyError(String);
+
+/// A signing key pair.
+pub struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    pair: Ed25519KeyPair,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// Generates a key; returns it with its PKCS#8 encoding (to be sealed before storing).
+    ///
+    /// # Errors
+    /// Fails only if key generation fails.
+    pub fn generate(alg: Algorithm) -> Result<(Self, Vec<u8>), KeyError> {
+        match alg {
+            Algorithm::EdDsa => {
+                let pair =
+                    Ed25519KeyPair::generate().map_err(|_| KeyError("generation failed".into()))?;
+                let pkcs8 = pair
+                    .to_pkcs8()
+                    .map_err(|_| KeyError("encoding failed".into()))?;
+                let key = Self::from_pair(alg, pair);
+                Ok((key, pkcs8.as_ref().to_vec()))
+            }
+        }
+    }
+
+    /// Loads a key from its PKCS#8 encoding.
+    ///
+    /// # Errors
+    /// When the bytes are not a key of that algorithm.
+    pub fn from_pkcs8(alg: Algorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        match alg {
+            Algorithm::EdDsa => {
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+                    .map_err(|e| KeyError(format!("not an Ed25519 key: {e}")))?;
+                Ok(Self::from_pair(alg, pair))
+            }
+        }
+    }
+
+    fn from_pair(alg: Algorithm, pair: Ed25519KeyPair) -> Self {
+        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+        // RFC 7638: members in lexicographic order, no whitespace.
+        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let kid = URL_SAFE_NO_PAD.encode(sha256(canonical.as_bytes()));
+        Self { kid, alg, pair }
+    }
+
+    /// The key id (RFC 7638 thumbprint).
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The algorithm.
+    #[must_use]
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The public key as a JWK, for the JWKS document.
+    #[must_use]
+    pub fn public_jwk(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
+            "kid": self.kid,
+            "alg": self.alg.as_str(),
+            "use": "sig",
+        })
+    }
+
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
+    }
+
+    fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        UnparsedPublicKey::new(&signature::ED25519, self.pair.public_key().as_ref())
+            .verify(message, sig)
+            .is_ok()
+    }
+}
+
+/// The claims of a Tessera access token (RFC 9068 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: the client id (a client acting on its own behalf).
+    pub sub: String,
+    /// Audience.
+    pub aud: String,
+    /// Expiry.
+    pub exp: UnixTime,
+    /// Issued at.
+    pub iat: UnixTime,
+    /// Not before.
+    pub nbf: UnixTime,
+    /// Token id.
+    pub jti: String,
+    /// The client.
+    pub client_id: String,
+    /// Space-delimited scopes.
+    pub scope: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    typ: Option<String>,
+    kid: Option<String>,
+}
+
+/// Signs `claims` with `key` into a compact JWS.
+///
+/// # Errors
+/// Only if the claims cannot be serialised.
+pub fn encode(key: &SigningKey, claims: &AccessClaims) -> Result<String, serde_json::Error> {
+    let header = Header {
+        alg: key.alg.as_str().to_owned(),
+        typ: Some(ACCESS_TOKEN_TYP.to_owned()),
+        kid: Some(key.kid.clone()),
+    };
+    let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+    let sig = key.sign(out.as_bytes());
+    out.push('.');
+    out.push_str(&URL_SAFE_NO_PAD.encode(sig));
+    Ok(out)
+}
+
+/// Why a JWT was not accepted. The variants are for logs; clients only learn "invalid".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    /// Not three base64url parts of JSON.
+    #[error("malformed token")]
+    Malformed,
+    /// `typ` is not `at+jwt`.
+    #[error("wrong typ")]
+    WrongType,
+    /// No published key has this `kid`.
+    #[error("unknown key")]
+    UnknownKey,
+    /// The header's `alg` is not the key's.
+    #[error("algorithm mismatch")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Issued by someone else.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `exp` has passed.
+    #[error("expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("not yet valid")]
+    NotYetValid,
+}
+
+/// Verifies a compact JWS access token against `keys` (looked up by `kid`).
+///
+/// # Errors
+/// A [`JwtError`] saying what failed.
+pub fn decode<'k>(
+    token: &str,
+    keys: impl Fn(&str) -> Option<&'k SigningKey>,
+    issuer: &str,
+    now: UnixTime,
+) -> Result<AccessClaims, JwtError> {
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: Header = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    let typ_ok = header.typ.as_deref().is_some_and(|t| {
+        t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt")
+    });
+    if !typ_ok {
+        return Err(JwtError::WrongType);
+    }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(&keys)
+        .ok_or(JwtError::UnknownKey)?;
+    if header.alg != key.alg.as_str() {
+        return Err(JwtError::AlgorithmMismatch);
+    }
+    let sig = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwtError::Malformed)?;
+    let signed_len = h.len() + 1 + c.len();
+    let signed = token.get(..signed_len).ok_or(JwtError::Malformed)?;
+    if !key.verify(signed.as_bytes(), &sig) {
+        return Err(JwtError::BadSignature);
+    }
+    let claims: AccessClaims = URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    if claims.iss != issuer {
+        return Err(JwtError::WrongIssuer);
+    }
+    if now >= claims.exp {
+        return Err(JwtError::Expired);
+    }
+    if now < claims.nbf {
+        return Err(JwtError::NotYetValid);
+    }
+    Ok(claims)
+}
+
+/// True if `token` has the shape of a compact JWS (three dot-separated parts).
+#[must_use]
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(now: UnixTime) -> AccessClaims {
+        AccessClaims {
+            iss: "https://issuer.test".into(),
+            sub: "client".into(),
+            aud: "https://api.test".into(),
+            exp: now + 60,
+            iat: now,
+            nbf: now,
+            jti: "id".into(),
+            client_id: "client".into(),
+            scope: "/ping.read".into(),
+        }
+    }
+
+    fn fixture() -> Result<(SigningKey, String), Box<dyn std::error::Error>> {
+        let (key, _) = SigningKey::generate(Algorithm::EdDsa)?;
+        let token = encode(&key, &claims(1000))?;
+        Ok((key, token))
+    }
+
+    #[test]
+    fn signed_tokens_verify_with_their_key() -> Result<(), Box<dyn std::error::Error>> {
+        let (key, token) = fixture()?;
+        let got = decode(
+            &token,
+            |kid| (kid == key.kid()).then_some(&key),
+            "https://issuer.test",
+            1000,
+        )?;
+        assert_eq!(got, claims(1000));
+        Ok(())
+    }
+
+    #[test]
+    fn pkcs8_round_trip_keeps_the_kid() -> Result<(), Box<dyn std::error::Error>> {
+        let (key, pkcs8) = SigningKey::generate(Algorithm::EdDsa)?;
+        let again = SigningKey::from_pkcs8(Algorithm::EdDsa, &pkcs8)?;
+        assert_eq!(key.kid(), again.kid());
+        Ok(())
+    }
+
+    #[test]
+    fn tampering_is_detected() -> Result<(), Box<dyn std::error::Error>> {
+        let (key, token) = fixture()?;
+        let find = |kid: &str| (kid == key.kid()).then_some(&key);
+        let parts: Vec<&str> = token.split('.').collect();
+        let [h, c, s] = parts.as_slice() else {
+            return Err("shape".into());
+        };
+        // Changed claim.
+        let mut cl = claims(1000);
+        cl.scope = "/accounts.write".into();
+        let forged = format!(
+            "{h}.{}.{s}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&cl)?)
+        );
+        assert_eq!(
+            decode(&forged, find, "https://issuer.test", 1000),
+            Err(JwtError::BadSignature)
+        );
+        // alg swapped to none / HS256.
+        for alg in ["none", "HS256"] {
+            let hdr = format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#, key.kid());
+            let swapped = format!("{}.{c}.{s}", URL_SAFE_NO_PAD.encode(hdr));
+            assert_eq!(
+                decode(&swapped, find, "https://issuer.test", 1000),
+                Err(JwtError::AlgorithmMismatch)
+            );
+        }
+        // Wrong typ, unknown kid.
+        let hdr = format!(r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#, key.kid());
+        let wrong_typ = format!("{}.{c}.{s}", URL_SAFE_NO_PAD.encode(hdr));
+        assert_eq!(
+            decode(&wrong_typ, find, "https://issuer.test", 1000),
+            Err(JwtError::WrongType)
+        );
+        let hdr = r#"{"alg":"EdDSA","typ":"at+jwt","kid":"nope"}"#;
+        let unknown = format!("{}.{c}.{s}", URL_SAFE_NO_PAD.encode(hdr));
+        assert_eq!(
+            decode(&unknown, find, "https://issuer.test", 1000),
+            Err(JwtError::UnknownKey)
+        );
+        // Time and issuer.
+        assert_eq!(
+            decode(&token, find, "https://issuer.test", 1060),
+            Err(JwtError::Expired)
+        );
+        assert_eq!(
+            decode(&token, find, "https://issuer.test", 999),
+            Err(JwtError::NotYetValid)
+        );
+        assert_eq!(
+            decode(&token, find, "https://other.test", 1000),
+            Err(JwtError::WrongIssuer)
+        );
+        assert_eq!(
+            decode("a.b", find, "https://issuer.test", 1000),
+            Err(JwtError::Malformed)
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Rules (SPEC §3), by wire profile:
+//!
+//! | failure | `seed` / `moov` | `rfc6749` |
+//! |---|---|---|
+//! | client authentication | `401 {"error": "invalid_client", …}` | same |
+//! | about one request field | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
+//! | about the request as a whole | `400 {"error": "<code>", "error_description": …}` | same |
+//! | body too large | `413 {"error": "invalid_request", …}` | same |
+//! | store unavailable | `503` + `Retry-After`, `{"error": "temporarily_unavailable"}` | same |
+//!
+//! `WWW-Authenticate: Basic` accompanies a 401 when the client used Basic authentication or
+//! sent no credentials at all. Internal errors are logged with their cause chain and shown to
+//! the client only as `server_error`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::client::Profile;
+use crate::domain::error::{ErrorCode, OAuthError};
+use crate::service::ServiceError;
+use crate::store::StoreError;
+
+/// `Retry-After` seconds sent with 503.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The challenge sent with 401 for client authentication.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\"";
+
+#[derive(Debug)]
+enum Kind {
+    OAuth(OAuthError),
+    TooLarge(usize),
+    Unavailable,
+    Internal,
+    NotFound(String),
+    MethodNotAllowed,
+}
+
+/// A failed request, ready to be rendered in a wire profile.
+#[derive(Debug)]
+pub struct ApiError {
+    profile: Profile,
+    kind: Kind,
+    basic_challenge: bool,
+}
+
+impl ApiError {
+    /// An OAuth refusal in `profile`.
+    #[must_use]
+    pub fn oauth(profile: Profile, error: OAuthError) -> Self {
+        Self {
+            profile,
+            kind: Kind::OAuth(error),
+            basic_challenge: false,
+        }
+    }
+
+    /// A service failure in `profile`. Internal causes are logged here, once.
+    #[must_use]
+    pub fn service(profile: Profile, error: ServiceError) -> Self {
+        let kind = match error {
+            ServiceError::OAuth(e) => Kind::OAuth(e),
+            ServiceError::NotFound(what) => Kind::NotFound(what),
+            ServiceError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+                Kind::Unavailable
+            }
+            ServiceError::Store(e) => {
+                tracing::error!(error = ?anyhow::Error::from(e), "store failure");
+                Kind::Internal
+            }
+            ServiceError::Internal(e) => {
+                tracing::error!(error = ?e, "internal failure");
+                Kind::Internal
+            }
+        };
+        Self {
+            profile,
+            kind,
+            basic_challenge: false,
+        }
+    }
+
+    /// The body exceeded `limit` bytes.
+    #[must_use]
+    pub fn too_large(profile: Profile, limit: usize) -> Self {
+        Self {
+            profile,
+            kind: Kind::TooLarge(limit),
+            basic_challenge: false,
+        }
+    }
+
+    /// No such route.
+    #[must_use]
+    pub fn not_found(profile: Profile) -> Self {
+        Self {
+            profile,
+            kind: Kind::NotFound("no such endpoint".into()),
+            basic_challenge: false,
+        }
+    }
+
+    /// The route exists with other methods.
+    #[must_use]
+    pub fn method_not_allowed(profile: Profile) -> Self {
+        Self {
+            profile,
+            kind: Kind::MethodNotAllowed,
+            basic_challenge: false,
+        }
+    }
+
+    /// Adds `WWW-Authenticate: Basic` to a 401.
+    #[must_use]
+    pub fn with_basic_challenge(mut self, yes: bool) -> Self {
+        self.basic_challenge = yes;
+        self
+    }
+
+    /// True if this is a client-authentication failure.
+    #[must_use]
+    pub fn is_invalid_client(&self) -> bool {
+        matches!(&self.kind, Kind::OAuth(e) if e.code == ErrorCode::InvalidClient)
+    }
+}
+
+fn generic(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({ "error": code, "error_description": description })),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.kind {
+            Kind::OAuth(e) if e.code == ErrorCode::InvalidClient => {
+                let mut resp = generic(StatusCode::UNAUTHORIZED, e.code.as_str(), &e.description);
+                if self.basic_challenge {
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(BASIC_CHALLENGE),
+                    );
+                }
+                resp
+            }
+            Kind::OAuth(e) => match (self.profile, e.field) {
+                (Profile::Seed | Profile::Moov, Some(field)) => {
+                    let mut body = serde_json::Map::new();
+                    body.insert(field.to_owned(), e.description.into_owned().into());
+                    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+                }
+                _ => generic(StatusCode::BAD_REQUEST, e.code.as_str(), &e.description),
+            },
+            Kind::TooLarge(limit) => generic(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                &format!("the request body exceeds {limit} bytes"),
+            ),
+            Kind::Unavailable => {
+                let mut resp = generic(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the token store is unavailable; retry later",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                resp
+            }
+            Kind::Internal => generic(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "an internal error occurred; it has been logged with this request's id",
+            ),
+            Kind::NotFound(what) => generic(StatusCode::NOT_FOUND, "not_found", &what),
+            Kind::MethodNotAllowed => generic(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request",
+                "this endpoint does not accept this HTTP method",
+            ),
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! What wraps every request: a request id, the no-store headers, the `X-Moov-Version` check,
+//! and one structured log event per request (never a secret or token: only method, path,
+//! status, latency, request id and, once known, the client id).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::error::OAuthError;
+
+/// The request id header.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static MOOV_VERSION: HeaderName = HeaderName::from_static("x-moov-version");
+
+/// True for `latest` or `vYYYY.MM.BB` (month 01–12, build 00–99).
+#[must_use]
+pub fn valid_moov_version(v: &str) -> bool {
+    if v == "latest" {
+        return true;
+    }
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    let [year, month, build] = parts.as_slice() else {
+        return false;
+    };
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    digits(year, 4)
+        && digits(month, 2)
+        && digits(build, 2)
+        && month.parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
+}
+
+/// The envelope around every request.
+pub async fn envelope(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        client_id = tracing::field::Empty,
+    );
+    let version_ok = req
+        .headers()
+        .get(&MOOV_VERSION)
+        .is_none_or(|v| v.to_str().is_ok_and(valid_moov_version));
+    let mut response = if version_ok {
+        next.run(req).instrument(span.clone()).await
+    } else {
+        ApiError::oauth(
+            state.tessera.policy().default_profile,
+            OAuthError::invalid_request(
+                "X-Moov-Version must be vYYYY.MM.BB (e.g. v2025.01.00) or latest",
+            ),
+        )
+        .into_response()
+    };
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID.clone(), v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    let status = response.status().as_u16();
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    span.in_scope(|| tracing::info!(status, latency_us, "request"));
+    response
+}

@@ -1,0 +1,124 @@
+//! `GET /ping`: Moov's credential check, and the reference for how a resource server checks a
+//! Tessera token.
+//!
+//! - `Authorization: Bearer <access token>` holding `/ping.read` → `200`, no body.
+//! - `Authorization: Basic` with valid client credentials → `200`, no body.
+//! - missing, malformed, invalid, expired or revoked credentials → `401` with
+//!   `WWW-Authenticate` (RFC 6750 §3: `error="invalid_token"` when a token was presented).
+//! - a valid token without `/ping.read` → `403` with
+//!   `WWW-Authenticate: Bearer error="insufficient_scope", scope="/ping.read"`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde_json::json;
+
+use super::AppState;
+use super::error::{ApiError, BASIC_CHALLENGE};
+use crate::service::tokens::BearerError;
+
+/// The scope `/ping` requires.
+pub const PING_SCOPE: &str = "/ping.read";
+
+fn challenge(status: StatusCode, www: &str, error: &str, description: &str) -> Response {
+    let mut resp = (
+        status,
+        Json(json!({ "error": error, "error_description": description })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(www) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// The handler.
+pub async fn ping(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let Some((scheme, value)) = auth.and_then(|a| a.split_once(' ')) else {
+        return Ok(challenge(
+            StatusCode::UNAUTHORIZED,
+            "Bearer realm=\"tessera\", Basic realm=\"tessera\"",
+            "invalid_request",
+            "credentials are required: a Bearer access token or HTTP Basic client credentials",
+        ));
+    };
+    let value = value.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return match state.tessera.check_bearer(value).await {
+            Ok(grant) => {
+                tracing::Span::current().record("client_id", grant.client_id.as_str());
+                if grant.scope.contains(PING_SCOPE) {
+                    Ok(StatusCode::OK.into_response())
+                } else {
+                    Ok(challenge(
+                        StatusCode::FORBIDDEN,
+                        &format!(
+                            "Bearer realm=\"tessera\", error=\"insufficient_scope\", scope=\"{PING_SCOPE}\""
+                        ),
+                        "insufficient_scope",
+                        "the access token does not hold /ping.read",
+                    ))
+                }
+            }
+            Err(BearerError::Invalid) => Ok(challenge(
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\"",
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            )),
+            Err(BearerError::Service(e)) => {
+                Err(ApiError::service(state.tessera.policy().default_profile, e))
+            }
+        };
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+            return Ok(challenge(
+                StatusCode::UNAUTHORIZED,
+                BASIC_CHALLENGE,
+                "invalid_client",
+                "malformed Basic credentials",
+            ));
+        };
+        return match state.tessera.authenticate(id, secret).await {
+            Ok(client) => {
+                tracing::Span::current().record("client_id", client.id.as_str());
+                Ok(StatusCode::OK.into_response())
+            }
+            Err(e) => {
+                let err = ApiError::service(state.tessera.policy().default_profile, e);
+                if err.is_invalid_client() {
+                    Ok(challenge(
+                        StatusCode::UNAUTHORIZED,
+                        BASIC_CHALLENGE,
+                        "invalid_client",
+                        "client authentication failed",
+                    ))
+                } else {
+                    Err(err)
+                }
+            }
+        };
+    }
+    Ok(challenge(
+        StatusCode::UNAUTHORIZED,
+        "Bearer realm=\"tessera\", Basic realm=\"tessera\"",
+        "invalid_request",
+        "unsupported authorization scheme: use Bearer or Basic",
+    ))
+}

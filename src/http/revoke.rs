@@ -1,0 +1,49 @@
+//! `POST /oauth2/revoke` (RFC 7009).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::OAuthRequest;
+use super::token::authenticate;
+use crate::domain::client::Profile;
+use crate::domain::error::{ErrorCode, OAuthError};
+
+/// The handler: `204` in the Moov profiles, `200` in `rfc6749`, for any token that is now
+/// unusable (including unknown ones); `400` for another client's token.
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    req: OAuthRequest,
+) -> Result<Response, ApiError> {
+    let client = authenticate(&state, &req).await?;
+    let profile = state.tessera.profile_of(&client);
+    let token = req
+        .get("token")
+        .ok_or_else(|| ApiError::oauth(profile, OAuthError::missing("token")))?;
+    match req.get("token_type_hint") {
+        None | Some("access_token" | "refresh_token") => {}
+        Some(_) => {
+            return Err(ApiError::oauth(
+                profile,
+                OAuthError::field(
+                    ErrorCode::UnsupportedTokenType,
+                    "token_type_hint",
+                    "token_type_hint must be access_token or refresh_token",
+                ),
+            ));
+        }
+    }
+    state
+        .tessera
+        .revoke(&client, token)
+        .await
+        .map_err(|e| ApiError::service(profile, e))?;
+    Ok(match profile {
+        Profile::Rfc6749 => StatusCode::OK.into_response(),
+        Profile::Seed | Profile::Moov => StatusCode::NO_CONTENT.into_response(),
+    })
+}

@@ -1,0 +1,89 @@
+//! `POST /oauth2/token`: authenticate the client, run the grant, answer an AuthToken in the
+//! client's wire profile.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::OAuthRequest;
+use crate::domain::client::{Client, Profile};
+use crate::service::tokens::{Issued, TokenRequest};
+
+/// The AuthToken (SPEC §1).
+#[derive(Serialize)]
+pub struct AuthToken {
+    /// `opaque`/`jwt` (seed profile) or `Bearer`.
+    pub token_type: &'static str,
+    /// The access token.
+    pub access_token: String,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// Unix expiry (seed, moov) or lifetime in seconds (rfc6749).
+    pub expires_in: i64,
+    /// Space-delimited granted scopes.
+    pub scope: String,
+}
+
+impl AuthToken {
+    /// Shapes an issued token for a profile.
+    #[must_use]
+    pub fn render(profile: Profile, issued: Issued) -> Self {
+        let (token_type, expires_in) = match profile {
+            Profile::Seed => (issued.format.as_str(), issued.expires_at),
+            Profile::Moov => ("Bearer", issued.expires_at),
+            Profile::Rfc6749 => ("Bearer", i64::from(issued.lifetime)),
+        };
+        Self {
+            token_type,
+            access_token: issued.access_token,
+            refresh_token: issued.refresh_token,
+            expires_in,
+            scope: issued.scope.to_string(),
+        }
+    }
+}
+
+/// Authenticates the client of an OAuth request; errors are in the server's default profile.
+///
+/// # Errors
+/// The `invalid_client`/`invalid_request` answer.
+pub async fn authenticate(state: &AppState, req: &OAuthRequest) -> Result<Client, ApiError> {
+    let default = state.tessera.policy().default_profile;
+    let creds = req
+        .credentials()
+        .map_err(|(e, challenge)| ApiError::oauth(default, e).with_basic_challenge(challenge))?;
+    let client = state
+        .tessera
+        .authenticate(&creds.client_id, &creds.secret)
+        .await
+        .map_err(|e| ApiError::service(default, e).with_basic_challenge(creds.basic))?;
+    tracing::Span::current().record("client_id", client.id.as_str());
+    Ok(client)
+}
+
+/// The handler.
+pub async fn token(
+    State(state): State<Arc<AppState>>,
+    req: OAuthRequest,
+) -> Result<Response, ApiError> {
+    let client = authenticate(&state, &req).await?;
+    let profile = state.tessera.profile_of(&client);
+    let request = TokenRequest {
+        grant_type: req.get("grant_type"),
+        scope: req.get("scope"),
+        refresh_token: req.get("refresh_token"),
+        client_type: req.get("client_type"),
+        origin: req.origin(),
+    };
+    let issued = state
+        .tessera
+        .token(&client, &request)
+        .await
+        .map_err(|e| ApiError::service(profile, e))?;
+    Ok(Json(AuthToken::render(profile, issued)).into_response())
+}

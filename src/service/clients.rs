@@ -1,0 +1,282 @@
+//! Managing clients (API keys): what the CLI (and later the admin API) calls.
+
+use serde::Serialize;
+
+use crate::config::MAX_TTL;
+use crate::domain::client::{Client, Profile, SecretHash, TokenFormat, parse_origin};
+use crate::domain::clock::UnixTime;
+use crate::domain::error::OAuthError;
+use crate::domain::scope::parse_patterns;
+use crate::domain::token;
+
+use super::{ServiceError, Tessera};
+
+/// A new client's settings.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSpec {
+    /// Human name.
+    pub name: String,
+    /// Space-delimited allowed scope patterns.
+    pub scopes: String,
+    /// Token format (server default if `None`).
+    pub format: Option<TokenFormat>,
+    /// Wire profile (follows the server default if `None`).
+    pub profile: Option<Profile>,
+    /// Access token lifetime override.
+    pub access_ttl: Option<u32>,
+    /// Refresh token lifetime override.
+    pub refresh_ttl: Option<u32>,
+    /// Allowed origins for web tokens.
+    pub origins: Vec<String>,
+    /// Audience override.
+    pub audience: Option<String>,
+}
+
+/// Changes to a client; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct ClientChanges {
+    /// New name.
+    pub name: Option<String>,
+    /// New allowed scope patterns (replacing the old ones).
+    pub scopes: Option<String>,
+    /// New format.
+    pub format: Option<TokenFormat>,
+    /// New profile (`Some(None)` = follow the server default).
+    pub profile: Option<Option<Profile>>,
+    /// New access TTL (`Some(None)` = server default).
+    pub access_ttl: Option<Option<u32>>,
+    /// New refresh TTL (`Some(None)` = server default).
+    pub refresh_ttl: Option<Option<u32>>,
+    /// New origins (replacing the old ones).
+    pub origins: Option<Vec<String>>,
+    /// New audience (`Some(None)` = server default).
+    pub audience: Option<Option<String>>,
+    /// Disable or enable.
+    pub disabled: Option<bool>,
+}
+
+/// A client as shown to operators: everything but secret hashes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    /// Public id.
+    pub client_id: String,
+    /// Name.
+    pub name: String,
+    /// Allowed scope patterns.
+    pub scopes: Vec<String>,
+    /// Token format.
+    pub token_format: String,
+    /// Wire profile (`null`: server default).
+    pub profile: Option<String>,
+    /// Effective wire profile.
+    pub effective_profile: String,
+    /// Access TTL override.
+    pub access_ttl: Option<u32>,
+    /// Refresh TTL override.
+    pub refresh_ttl: Option<u32>,
+    /// Allowed origins.
+    pub origins: Vec<String>,
+    /// Audience override.
+    pub audience: Option<String>,
+    /// Disabled flag.
+    pub disabled: bool,
+    /// When the previous secret stops working, during a rotation.
+    pub previous_secret_expires_at: Option<UnixTime>,
+    /// Creation time (Unix seconds).
+    pub created_at: UnixTime,
+    /// Last change (Unix seconds).
+    pub updated_at: UnixTime,
+}
+
+fn invalid(msg: impl Into<String>) -> ServiceError {
+    ServiceError::OAuth(OAuthError::invalid_request(msg.into()))
+}
+
+fn check_ttl(name: &str, ttl: Option<u32>) -> Result<(), ServiceError> {
+    match ttl {
+        Some(t) if t == 0 || t > MAX_TTL => Err(invalid(format!(
+            "{name} must be between 1 and {MAX_TTL} seconds"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_origins(origins: &[String]) -> Result<Vec<String>, ServiceError> {
+    origins
+        .iter()
+        .map(|o| parse_origin(o).map_err(invalid))
+        .collect()
+}
+
+fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name.trim().is_empty() || name.len() > 200 {
+        return Err(invalid("name must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+impl Tessera {
+    /// The operator's view of a client.
+    #[must_use]
+    pub fn view(&self, c: &Client) -> ClientView {
+        ClientView {
+            client_id: c.id.clone(),
+            name: c.name.clone(),
+            scopes: c.scopes.iter().map(|p| p.as_str().to_owned()).collect(),
+            token_format: c.format.as_str().to_owned(),
+            profile: c.profile.map(|p| p.as_str().to_owned()),
+            effective_profile: self.profile_of(c).as_str().to_owned(),
+            access_ttl: c.access_ttl,
+            refresh_ttl: c.refresh_ttl,
+            origins: c.origins.clone(),
+            audience: c.audience.clone(),
+            disabled: c.disabled,
+            previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+
+    /// Creates a client; returns it with its secret, which is never available again.
+    ///
+    /// # Errors
+    /// `invalid_request`/`invalid_scope` for bad settings; store failures.
+    pub async fn create_client(&self, spec: ClientSpec) -> Result<(Client, String), ServiceError> {
+        check_name(&spec.name)?;
+        let scopes = parse_patterns(&spec.scopes, &self.registry)?;
+        if scopes.is_empty() {
+            return Err(invalid("a client needs at least one allowed scope"));
+        }
+        check_ttl("access_ttl", spec.access_ttl)?;
+        check_ttl("refresh_ttl", spec.refresh_ttl)?;
+        let origins = check_origins(&spec.origins)?;
+        let secret = token::new_secret()?;
+        let now = self.clock.now();
+        let client = Client {
+            id: token::new_client_id()?,
+            name: spec.name.trim().to_owned(),
+            secret: SecretHash(self.keys.hash_secret(&secret)),
+            previous_secret: None,
+            scopes,
+            format: spec.format.unwrap_or(self.policy.default_format),
+            profile: spec.profile,
+            access_ttl: spec.access_ttl,
+            refresh_ttl: spec.refresh_ttl,
+            origins,
+            audience: spec.audience.filter(|a| !a.is_empty()),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_client(&client).await?;
+        tracing::info!(client_id = %client.id, "client created");
+        Ok((client, secret))
+    }
+
+    /// Every client.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn list_clients(&self) -> Result<Vec<Client>, ServiceError> {
+        Ok(self.store.list_clients().await?)
+    }
+
+    /// One client.
+    ///
+    /// # Errors
+    /// [`ServiceError::NotFound`] if there is no such client.
+    pub async fn get_client(&self, id: &str) -> Result<Client, ServiceError> {
+        self.store
+            .get_client(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("no client {id:?}")))
+    }
+
+    /// Applies `changes` to a client.
+    ///
+    /// # Errors
+    /// Bad settings, an unknown client, store failures.
+    pub async fn update_client(
+        &self,
+        id: &str,
+        changes: ClientChanges,
+    ) -> Result<Client, ServiceError> {
+        let mut c = self.get_client(id).await?;
+        if let Some(name) = changes.name {
+            check_name(&name)?;
+            c.name = name.trim().to_owned();
+        }
+        if let Some(scopes) = changes.scopes {
+            let parsed = parse_patterns(&scopes, &self.registry)?;
+            if parsed.is_empty() {
+                return Err(invalid("a client needs at least one allowed scope"));
+            }
+            c.scopes = parsed;
+        }
+        if let Some(f) = changes.format {
+            c.format = f;
+        }
+        if let Some(p) = changes.profile {
+            c.profile = p;
+        }
+        if let Some(t) = changes.access_ttl {
+            check_ttl("access_ttl", t)?;
+            c.access_ttl = t;
+        }
+        if let Some(t) = changes.refresh_ttl {
+            check_ttl("refresh_ttl", t)?;
+            c.refresh_ttl = t;
+        }
+        if let Some(o) = changes.origins {
+            c.origins = check_origins(&o)?;
+        }
+        if let Some(a) = changes.audience {
+            c.audience = a.filter(|a| !a.is_empty());
+        }
+        if let Some(d) = changes.disabled {
+            c.disabled = d;
+        }
+        c.updated_at = self.clock.now();
+        if !self.store.update_client(&c).await? {
+            return Err(ServiceError::NotFound(format!("no client {id:?}")));
+        }
+        tracing::info!(client_id = %c.id, disabled = c.disabled, "client updated");
+        Ok(c)
+    }
+
+    /// Gives a client a new secret. The old one keeps working for `keep_old` seconds (0: stops
+    /// at once). Returns the new secret, which is never available again.
+    ///
+    /// # Errors
+    /// An unknown client, store failures.
+    pub async fn rotate_secret(
+        &self,
+        id: &str,
+        keep_old: u32,
+    ) -> Result<(Client, String), ServiceError> {
+        let mut c = self.get_client(id).await?;
+        let secret = token::new_secret()?;
+        let now = self.clock.now();
+        let old = std::mem::replace(&mut c.secret, SecretHash(self.keys.hash_secret(&secret)));
+        c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
+        c.updated_at = now;
+        if !self.store.update_client(&c).await? {
+            return Err(ServiceError::NotFound(format!("no client {id:?}")));
+        }
+        tracing::info!(client_id = %c.id, keep_old, "client secret rotated");
+        Ok((c, secret))
+    }
+
+    /// Deletes a client and all its tokens.
+    ///
+    /// # Errors
+    /// An unknown client, store failures.
+    pub async fn delete_client(&self, id: &str) -> Result<(), ServiceError> {
+        if self.store.delete_client(id).await? {
+            tracing::info!(client_id = %id, "client deleted");
+            Ok(())
+        } else {
+            Err(ServiceError::NotFound(format!("no client {id:?}")))
+        }
+    }
+}

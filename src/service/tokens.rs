@@ -1,0 +1,430 @@
+//! Grants, revocation and bearer checks.
+
+use crate::domain::client::{Client, ClientType, TokenFormat};
+use crate::domain::clock::UnixTime;
+use crate::domain::error::{ErrorCode, OAuthError};
+use crate::domain::grant::{self, RefreshVerdict};
+use crate::domain::jwt::{self, AccessClaims};
+use crate::domain::scope::ScopeSet;
+use crate::domain::token::{self, OpaqueKind, TokenHash};
+use crate::store::{AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome};
+
+use super::{ServiceError, Tessera};
+
+/// A token request, already split into fields by the HTTP layer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenRequest<'a> {
+    /// `grant_type`.
+    pub grant_type: Option<&'a str>,
+    /// `scope`.
+    pub scope: Option<&'a str>,
+    /// `refresh_token`.
+    pub refresh_token: Option<&'a str>,
+    /// `client_type`.
+    pub client_type: Option<&'a str>,
+    /// The browser origin (`Origin`, else the origin of `Referer`).
+    pub origin: Option<&'a str>,
+}
+
+/// A freshly issued AuthToken, before a wire profile shapes it.
+pub struct Issued {
+    /// The access token (opaque or JWT).
+    pub access_token: String,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// The access token's format.
+    pub format: TokenFormat,
+    /// When the access token expires (Unix seconds).
+    pub expires_at: UnixTime,
+    /// Its lifetime in seconds.
+    pub lifetime: u32,
+    /// Granted scopes.
+    pub scope: ScopeSet,
+    /// Token id of the access token, for logs.
+    pub token_id: String,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("token_id", &self.token_id)
+            .field("format", &self.format)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a valid bearer token grants.
+#[derive(Debug, Clone)]
+pub struct BearerGrant {
+    /// The client it was issued to.
+    pub client_id: String,
+    /// Its scopes.
+    pub scope: ScopeSet,
+}
+
+/// Why a bearer token was not accepted (RFC 6750 `invalid_token`).
+#[derive(Debug, thiserror::Error)]
+pub enum BearerError {
+    /// Malformed, unknown, expired, revoked, or its client is disabled.
+    #[error("the access token is invalid, expired or revoked")]
+    Invalid,
+    /// The store failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+fn required<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, OAuthError> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| OAuthError::missing(field))
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+impl Tessera {
+    /// Authenticates a client by id and secret.
+    ///
+    /// # Errors
+    /// `invalid_client` for an unknown client, a wrong secret or a disabled client.
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Client, ServiceError> {
+        let now = self.clock.now();
+        let client = if client_id.is_empty() || client_id.len() > 128 {
+            None
+        } else {
+            self.store.get_client(client_id).await?
+        };
+        match client {
+            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => Ok(c),
+            Some(c) => {
+                tracing::info!(client_id = %c.id, disabled = c.disabled, "client authentication failed");
+                Err(OAuthError::invalid_client().into())
+            }
+            None => {
+                // Same work as for a known client, so timing does not reveal which ids exist.
+                let _ = self.keys.hash_secret(secret);
+                tracing::info!("client authentication failed: unknown client id");
+                Err(OAuthError::invalid_client().into())
+            }
+        }
+    }
+
+    /// `POST /oauth2/token` for an authenticated client.
+    ///
+    /// # Errors
+    /// The OAuth refusal, or a store failure.
+    pub async fn token(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+    ) -> Result<Issued, ServiceError> {
+        let client_type = req
+            .client_type
+            .filter(|t| !t.is_empty())
+            .map(ClientType::parse)
+            .transpose()?;
+        match required(req.grant_type, "grant_type")? {
+            "client_credentials" => {
+                self.client_credentials(client, req, client_type.unwrap_or_default())
+                    .await
+            }
+            "refresh_token" => self.refresh(client, req).await,
+            other => Err(OAuthError::field(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type",
+                format!(
+                    "grant_type {:?} is not supported (use client_credentials or refresh_token)",
+                    other.chars().take(64).collect::<String>()
+                ),
+            )
+            .into()),
+        }
+    }
+
+    async fn client_credentials(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+        client_type: ClientType,
+    ) -> Result<Issued, ServiceError> {
+        let scope = ScopeSet::parse(required(req.scope, "scope")?)?;
+        if scope.is_empty() {
+            return Err(OAuthError::missing("scope").into());
+        }
+        self.registry.check_allowed(&scope, &client.scopes)?;
+        if client_type == ClientType::Web {
+            client.check_origin(req.origin)?;
+        }
+        let now = self.clock.now();
+        let family = NewFamily {
+            id: new_id(),
+            client_id: client.id.clone(),
+            scope: scope.to_string(),
+            client_type,
+            created_at: now,
+        };
+        let (access_token, access) = self.mint_access(client, &family.id, &scope, now)?;
+        let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
+        self.store.issue(&family, &access, &refresh).await?;
+        tracing::info!(client_id = %client.id, token_id = %access.id, family_id = %family.id, "issued");
+        Ok(self.issued(client, access_token, refresh_token, &access, scope))
+    }
+
+    async fn refresh(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+    ) -> Result<Issued, ServiceError> {
+        let presented = required(req.refresh_token, "refresh_token")?;
+        let hash = token::verify(OpaqueKind::Refresh, presented, &self.keys)
+            .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
+        // Two rounds at most: if another request consumes the token between our read and our
+        // conditional write, the second read sees it consumed and treats this as reuse.
+        for _ in 0..2 {
+            let now = self.clock.now();
+            let record = self
+                .store
+                .find_refresh(&hash)
+                .await?
+                .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
+            match grant::judge_refresh(&record, &client.id, now, self.policy.refresh_grace)? {
+                RefreshVerdict::Rotate => {}
+                RefreshVerdict::Reused => {
+                    self.store.revoke_family(&record.family_id, now).await?;
+                    tracing::warn!(
+                        client_id = %client.id, family_id = %record.family_id, token = %hash.log_id(),
+                        "refresh token reuse detected: family revoked"
+                    );
+                    return Err(grant::reuse_error().into());
+                }
+            }
+            let scope = grant::refresh_scope(req.scope, &record.scope, client, &self.registry)?;
+            if record.client_type == ClientType::Web {
+                client.check_origin(req.origin)?;
+            }
+            let (access_token, access) =
+                self.mint_access(client, &record.family_id, &scope, now)?;
+            let (refresh_token, refresh) =
+                self.mint_refresh(client, &record.family_id, &record.scope, now)?;
+            let cutoff = if self.policy.refresh_grace > 0 {
+                now - i64::from(self.policy.refresh_grace)
+            } else {
+                UnixTime::MAX
+            };
+            match self
+                .store
+                .rotate_refresh(&hash, cutoff, &access, &refresh)
+                .await?
+            {
+                RotateOutcome::Rotated => {
+                    tracing::info!(client_id = %client.id, token_id = %access.id, family_id = %record.family_id, "refreshed");
+                    return Ok(self.issued(client, access_token, refresh_token, &access, scope));
+                }
+                RotateOutcome::Lost => continue,
+            }
+        }
+        Err(OAuthError::invalid_grant("refresh token is no longer valid").into())
+    }
+
+    fn access_ttl(&self, client: &Client) -> u32 {
+        client.access_ttl.unwrap_or(self.policy.access_ttl)
+    }
+
+    fn mint_access(
+        &self,
+        client: &Client,
+        family_id: &str,
+        scope: &ScopeSet,
+        now: UnixTime,
+    ) -> Result<(String, NewAccessToken), ServiceError> {
+        let id = new_id();
+        let expires_at = now + i64::from(self.access_ttl(client));
+        let audience = client
+            .audience
+            .clone()
+            .unwrap_or_else(|| self.policy.audience.clone());
+        let token = match client.format {
+            TokenFormat::Opaque => token::mint(OpaqueKind::Access, &self.keys)?.token,
+            TokenFormat::Jwt => {
+                let claims = AccessClaims {
+                    iss: self.policy.issuer.clone(),
+                    sub: client.id.clone(),
+                    aud: audience.clone(),
+                    exp: expires_at,
+                    iat: now,
+                    nbf: now,
+                    jti: id.clone(),
+                    client_id: client.id.clone(),
+                    scope: scope.to_string(),
+                };
+                let key = self
+                    .keyring
+                    .active()
+                    .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+                jwt::encode(key, &claims).map_err(anyhow::Error::from)?
+            }
+        };
+        let record = NewAccessToken {
+            id,
+            hash: TokenHash::of(&token),
+            family_id: family_id.to_owned(),
+            client_id: client.id.clone(),
+            format: client.format,
+            scope: scope.to_string(),
+            audience,
+            issued_at: now,
+            expires_at,
+        };
+        Ok((token, record))
+    }
+
+    fn mint_refresh(
+        &self,
+        client: &Client,
+        family_id: &str,
+        family_scope: &str,
+        now: UnixTime,
+    ) -> Result<(String, NewRefreshToken), ServiceError> {
+        let minted = token::mint(OpaqueKind::Refresh, &self.keys)?;
+        let ttl = client.refresh_ttl.unwrap_or(self.policy.refresh_ttl);
+        let record = NewRefreshToken {
+            hash: minted.hash,
+            family_id: family_id.to_owned(),
+            client_id: client.id.clone(),
+            scope: family_scope.to_owned(),
+            issued_at: now,
+            expires_at: now + i64::from(ttl),
+        };
+        Ok((minted.token, record))
+    }
+
+    fn issued(
+        &self,
+        client: &Client,
+        access_token: String,
+        refresh_token: String,
+        access: &NewAccessToken,
+        scope: ScopeSet,
+    ) -> Issued {
+        Issued {
+            access_token,
+            refresh_token,
+            format: client.format,
+            expires_at: access.expires_at,
+            lifetime: self.access_ttl(client),
+            scope,
+            token_id: access.id.clone(),
+        }
+    }
+
+    /// `POST /oauth2/revoke` (RFC 7009) for an authenticated client. Unknown, malformed,
+    /// expired and already revoked tokens succeed with nothing to do. The hint is not needed:
+    /// every Tessera token says what it is (prefix or JWT shape).
+    ///
+    /// # Errors
+    /// `unauthorized_client` if the token belongs to another client (nothing is changed), or a
+    /// store failure.
+    pub async fn revoke(&self, client: &Client, presented: &str) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let not_yours = || {
+            OAuthError::field(
+                ErrorCode::UnauthorizedClient,
+                "token",
+                "the token was not issued to this client",
+            )
+        };
+        if let Some(hash) = token::verify(OpaqueKind::Refresh, presented, &self.keys) {
+            let Some(record) = self.store.find_refresh(&hash).await? else {
+                return Ok(());
+            };
+            if record.client_id != client.id {
+                return Err(not_yours().into());
+            }
+            self.store.revoke_family(&record.family_id, now).await?;
+            tracing::info!(client_id = %client.id, family_id = %record.family_id, "refresh token revoked with its family");
+            return Ok(());
+        }
+        let key = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
+            Some(OwnedAccessKey::Hash(hash))
+        } else if jwt::looks_like_jwt(presented) {
+            // Signature and issuer must check out; an expired JWT is nothing to revoke.
+            jwt::decode(
+                presented,
+                |kid| self.keyring.find(kid),
+                &self.policy.issuer,
+                now,
+            )
+            .ok()
+            .map(|claims| OwnedAccessKey::Id(claims.jti))
+        } else {
+            None
+        };
+        let Some(key) = key else { return Ok(()) };
+        let Some(record) = self.store.find_access(key.borrow()).await? else {
+            return Ok(());
+        };
+        if record.client_id != client.id {
+            return Err(not_yours().into());
+        }
+        self.store.revoke_access(&record.id, now).await?;
+        tracing::info!(client_id = %client.id, token_id = %record.id, "access token revoked");
+        Ok(())
+    }
+
+    /// Checks a bearer access token the way a resource server would, plus revocation.
+    ///
+    /// # Errors
+    /// [`BearerError::Invalid`] for any token that is not currently valid.
+    pub async fn check_bearer(&self, presented: &str) -> Result<BearerGrant, BearerError> {
+        let now = self.clock.now();
+        let key = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
+            OwnedAccessKey::Hash(hash)
+        } else if jwt::looks_like_jwt(presented) {
+            let claims = jwt::decode(
+                presented,
+                |kid| self.keyring.find(kid),
+                &self.policy.issuer,
+                now,
+            )
+            .map_err(|_| BearerError::Invalid)?;
+            OwnedAccessKey::Id(claims.jti)
+        } else {
+            return Err(BearerError::Invalid);
+        };
+        let record = self
+            .store
+            .find_access(key.borrow())
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or(BearerError::Invalid)?;
+        if record.revoked || now >= record.expires_at {
+            return Err(BearerError::Invalid);
+        }
+        let scope = ScopeSet::parse(&record.scope).map_err(|_| BearerError::Invalid)?;
+        Ok(BearerGrant {
+            client_id: record.client_id,
+            scope,
+        })
+    }
+}
+
+/// An owned [`AccessKey`].
+enum OwnedAccessKey {
+    Hash(TokenHash),
+    Id(String),
+}
+
+impl OwnedAccessKey {
+    fn borrow(&self) -> AccessKey<'_> {
+        match self {
+            Self::Hash(h) => AccessKey::Hash(h),
+            Self::Id(id) => AccessKey::Id(id),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Persistence: one [`Store`] abstraction, one implementation per database.
+//!
+//! The store speaks in domain types and in whole units of work: each method is one transaction
+//! that either commits entirely or not at all, so the service never sees a half-written grant.
+//! Conditional writes (not timing) decide races: a refresh token is consumed by an `UPDATE …
+//! WHERE consumed_at IS NULL`, and only the caller whose update touched the row may issue its
+//! successor.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::domain::client::{Client, TokenFormat};
+use crate::domain::clock::UnixTime;
+use crate::domain::grant::RefreshRecord;
+use crate::domain::token::TokenHash;
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is busy beyond the timeout: try again later (503).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness rule was violated (e.g. a client id that already exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else: a bug or corrupted data.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A new token family, written with its first tokens.
+#[derive(Debug, Clone)]
+pub struct NewFamily {
+    /// Family id (UUID v7).
+    pub id: String,
+    /// Owner.
+    pub client_id: String,
+    /// The original grant.
+    pub scope: String,
+    /// `client_type` of the original request.
+    pub client_type: crate::domain::client::ClientType,
+    /// Creation time.
+    pub created_at: UnixTime,
+}
+
+/// A new access token (opaque or JWT), as stored: never the token itself.
+#[derive(Debug, Clone)]
+pub struct NewAccessToken {
+    /// Token id: the JWT `jti`, or a UUID v7 for opaque tokens.
+    pub id: String,
+    /// SHA-256 of the token string.
+    pub hash: TokenHash,
+    /// Family.
+    pub family_id: String,
+    /// Owner.
+    pub client_id: String,
+    /// Format.
+    pub format: TokenFormat,
+    /// Granted scope.
+    pub scope: String,
+    /// Audience.
+    pub audience: String,
+    /// Issue time.
+    pub issued_at: UnixTime,
+    /// Expiry.
+    pub expires_at: UnixTime,
+}
+
+/// A new refresh token, as stored.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    /// SHA-256 of the token string.
+    pub hash: TokenHash,
+    /// Family.
+    pub family_id: String,
+    /// Owner.
+    pub client_id: String,
+    /// The family's original grant (RFC 6749 §6).
+    pub scope: String,
+    /// Issue time.
+    pub issued_at: UnixTime,
+    /// Expiry.
+    pub expires_at: UnixTime,
+}
+
+/// What the store knows about an access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    /// Token id (`jti`).
+    pub id: String,
+    /// Owner.
+    pub client_id: String,
+    /// Family.
+    pub family_id: String,
+    /// Format.
+    pub format: TokenFormat,
+    /// Scope.
+    pub scope: String,
+    /// Audience.
+    pub audience: String,
+    /// Issue time.
+    pub issued_at: UnixTime,
+    /// Expiry.
+    pub expires_at: UnixTime,
+    /// True if the token or its family was revoked, or its client is disabled.
+    pub revoked: bool,
+}
+
+/// How to find an access token.
+#[derive(Debug, Clone, Copy)]
+pub enum AccessKey<'a> {
+    /// By the hash of an opaque token.
+    Hash(&'a TokenHash),
+    /// By the `jti` of a JWT.
+    Id(&'a str),
+}
+
+/// A signing key as stored (private part sealed).
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// Key id.
+    pub kid: String,
+    /// JOSE algorithm name.
+    pub alg: String,
+    /// `next`, `active`, `retired` or `revoked`.
+    pub state: String,
+    /// PKCS#8, sealed under the key-encryption key with the kid as associated data.
+    pub sealed_private_key: Vec<u8>,
+    /// Creation time.
+    pub created_at: UnixTime,
+}
+
+/// The outcome of trying to consume a refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The token was consumed and its successors written.
+    Rotated,
+    /// Someone else consumed or revoked it (or its family) first; nothing was written.
+    Lost,
+}
+
+/// Tessera's persistence.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies the embedded migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap query proving the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Stores `value` under `key` unless a value is already there; returns the stored value.
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
+
+    /// Inserts a new client; `Conflict` if the id exists.
+    async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    /// Finds a client by id.
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
+    /// All clients, ordered by creation time then id.
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Replaces a client's stored fields; false if it does not exist.
+    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Deletes a client and every token it holds; false if it did not exist.
+    async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+
+    /// Every signing key.
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// Inserts `key` as the active key unless an active key exists already (two instances
+    /// starting at once create one key, not two).
+    async fn insert_first_active_key(&self, key: &StoredKey) -> StoreResult<()>;
+
+    /// Writes a new family with its first access and refresh tokens, atomically.
+    async fn issue(
+        &self,
+        family: &NewFamily,
+        access: &NewAccessToken,
+        refresh: &NewRefreshToken,
+    ) -> StoreResult<()>;
+    /// Finds a refresh token with its family's facts.
+    async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>>;
+    /// Consumes refresh token `old` and writes its successors, atomically, if and only if the
+    /// token and its family are unrevoked and the token is unconsumed (or was consumed at or
+    /// after `reuse_cutoff`, the start of the grace window).
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        reuse_cutoff: UnixTime,
+        access: &NewAccessToken,
+        refresh: &NewRefreshToken,
+    ) -> StoreResult<RotateOutcome>;
+    /// Revokes a whole family (idempotent).
+    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Finds an access token.
+    async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>>;
+    /// Revokes one access token (idempotent).
+    async fn revoke_access(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Deletes up to `batch` expired families and access tokens whose expiry is before
+    /// `before`; returns how many rows went.
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
+}
