@@ -80,11 +80,17 @@ pub(super) struct CreateArgs {
 }
 
 /// A value that may also be `default` (follow the server setting).
-fn or_default<T: std::str::FromStr>(s: &str) -> Result<Option<T>, T::Err> {
-    if s == "default" {
-        Ok(None)
-    } else {
-        s.parse().map(Some)
+#[derive(Debug, Clone)]
+pub(super) struct OrDefault<T>(Option<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for OrDefault<T> {
+    type Err = T::Err;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "default" {
+            Ok(Self(None))
+        } else {
+            s.parse().map(|v| Self(Some(v)))
+        }
     }
 }
 
@@ -102,14 +108,14 @@ pub(super) struct UpdateArgs {
     #[arg(long)]
     format: Option<TokenFormat>,
     /// New profile, or `default`.
-    #[arg(long, value_parser = or_default::<Profile>)]
-    profile: Option<Option<Profile>>,
+    #[arg(long)]
+    profile: Option<OrDefault<Profile>>,
     /// New access TTL in seconds, or `default`.
-    #[arg(long, value_parser = or_default::<u32>)]
-    access_ttl: Option<Option<u32>>,
+    #[arg(long)]
+    access_ttl: Option<OrDefault<u32>>,
     /// New refresh TTL in seconds, or `default`.
-    #[arg(long, value_parser = or_default::<u32>)]
-    refresh_ttl: Option<Option<u32>>,
+    #[arg(long)]
+    refresh_ttl: Option<OrDefault<u32>>,
     /// Allowed origins (replacing the current ones; repeatable).
     #[arg(long = "origin")]
     origins: Vec<String>,
@@ -117,8 +123,8 @@ pub(super) struct UpdateArgs {
     #[arg(long, conflicts_with = "origins")]
     clear_origins: bool,
     /// New audience, or `default`.
-    #[arg(long, value_parser = or_default::<String>)]
-    audience: Option<Option<String>>,
+    #[arg(long)]
+    audience: Option<OrDefault<String>>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -240,15 +246,15 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 name: a.name,
                 scopes: a.scope,
                 format: a.format,
-                profile: a.profile,
-                access_ttl: a.access_ttl,
-                refresh_ttl: a.refresh_ttl,
+                profile: a.profile.map(|v| v.0),
+                access_ttl: a.access_ttl.map(|v| v.0),
+                refresh_ttl: a.refresh_ttl.map(|v| v.0),
                 origins: if a.clear_origins {
                     Some(Vec::new())
                 } else {
                     (!a.origins.is_empty()).then_some(a.origins)
                 },
-                audience: a.audience,
+                audience: a.audience.map(|v| v.0),
                 disabled: None,
             };
             let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;

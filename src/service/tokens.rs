@@ -333,9 +333,8 @@ impl Tessera {
     pub async fn revoke(&self, client: &Client, presented: &str) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let not_yours = || {
-            OAuthError::field(
+            OAuthError::new(
                 ErrorCode::UnauthorizedClient,
-                "token",
                 "the token was not issued to this client",
             )
         };

@@ -1,1 +1,19 @@
+//! Tessera's integration tests: the real server on a random loopback port, a fresh SQLite file
+//! per test, driven over HTTP (and the real `tessera` binary for the CLI).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod helpers;
+
+mod cli;
+mod jwt;
+mod ping;
+mod refresh;
+mod revoke;
+mod storage;
+mod token;

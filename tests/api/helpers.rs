@@ -1,0 +1,340 @@
+//! `spawn_app()` and typed request helpers.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use base64::Engine as _;
+use serde_json::Value;
+use tessera::config::Settings;
+use tessera::http::Application;
+use tokio::sync::oneshot;
+
+/// A running Tessera on a fresh SQLite file.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A client created through the CLI.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub id: String,
+    pub secret: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns the app with extra settings (`name`, value) over the test defaults.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    spawn_in(dir, extra).await
+}
+
+/// Spawns the app on the database in `dir` (which may already hold data).
+pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp {
+    let db = dir.path().join("tessera.db");
+    let mut flags: Vec<(&str, String)> = vec![
+        ("listen", "127.0.0.1:0".into()),
+        ("database_url", format!("sqlite://{}", db.display())),
+    ];
+    flags.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    let settings = Settings::load_from(None, |_| None, &flags).expect("settings");
+    let app = Application::build(settings).await.expect("build app");
+    let addr = app.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("server");
+    });
+    TestApp {
+        addr,
+        dir,
+        http: reqwest::Client::builder().build().expect("http client"),
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+pub fn basic(id: &str, secret: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+pub fn form(fields: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in fields {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+pub const FORM: &str = "application/x-www-form-urlencoded";
+pub const JSON: &str = "application/json";
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("tessera.db")
+    }
+
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.db_path().display())
+    }
+
+    /// Stops the server (graceful) and gives back its directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Runs the real `tessera` binary against this app's database.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .arg("--database-url")
+            .arg(self.database_url())
+            .env_remove("TESSERA_MASTER_KEY")
+            .env_remove("TESSERA_CONFIG")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run tessera")
+    }
+
+    /// Runs the CLI and parses its JSON output, asserting success.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tessera {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "tessera {args:?}: output is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Creates a client with `tessera client create … --json`.
+    pub fn client(&self, scope: &str, extra: &[&str]) -> TestClient {
+        let mut args = vec![
+            "client",
+            "create",
+            "--name",
+            "test client",
+            "--scope",
+            scope,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let v = self.cli_json(&args);
+        TestClient {
+            id: v["client_id"].as_str().expect("client_id").to_owned(),
+            secret: v["client_secret"]
+                .as_str()
+                .expect("client_secret")
+                .to_owned(),
+        }
+    }
+
+    /// POSTs a raw body with optional content type and headers.
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.get(self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// `POST /oauth2/token` as a form, authenticating with Basic.
+    pub async fn token(&self, c: &TestClient, fields: &[(&str, &str)]) -> Reply {
+        self.post(
+            "/oauth2/token",
+            Some(FORM),
+            form(fields),
+            &[("authorization", &basic(&c.id, &c.secret))],
+        )
+        .await
+    }
+
+    /// A successful client_credentials grant.
+    pub async fn grant(&self, c: &TestClient, scope: &str) -> Value {
+        let r = self
+            .token(c, &[("grant_type", "client_credentials"), ("scope", scope)])
+            .await;
+        assert_eq!(r.status, 200, "grant failed: {}", r.text);
+        r.json()
+    }
+
+    /// A refresh_token grant.
+    pub async fn refresh(&self, c: &TestClient, refresh_token: &str) -> Reply {
+        self.token(
+            c,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
+    /// `POST /oauth2/revoke` as a form with Basic.
+    pub async fn revoke(&self, c: &TestClient, fields: &[(&str, &str)]) -> Reply {
+        self.post(
+            "/oauth2/revoke",
+            Some(FORM),
+            form(fields),
+            &[("authorization", &basic(&c.id, &c.secret))],
+        )
+        .await
+    }
+
+    /// `GET /ping` with a bearer token; returns the status.
+    pub async fn ping(&self, access_token: &str) -> u16 {
+        self.get(
+            "/ping",
+            &[("authorization", &format!("Bearer {access_token}"))],
+        )
+        .await
+        .status
+    }
+
+    /// Row counts of the token tables (families, access tokens, refresh tokens).
+    pub async fn token_rows(&self) -> (i64, i64, i64) {
+        let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", self.database_url()))
+            .await
+            .expect("open db");
+        let count = |t: &'static str| {
+            let pool = pool.clone();
+            async move {
+                let q = match t {
+                    "f" => "SELECT COUNT(*) FROM token_families",
+                    "a" => "SELECT COUNT(*) FROM access_tokens",
+                    _ => "SELECT COUNT(*) FROM refresh_tokens",
+                };
+                sqlx::query_scalar::<_, i64>(q)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("count")
+            }
+        };
+        let out = (count("f").await, count("a").await, count("r").await);
+        pool.close().await;
+        out
+    }
+}
+
+async fn read(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    Reply {
+        status,
+        headers,
+        text,
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs() as i64
+}
+
+/// Asserts the headers every response carries.
+pub fn assert_envelope(r: &Reply) {
+    let id = r.header("x-request-id").expect("x-request-id");
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "x-request-id is not a UUID: {id}"
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("pragma"), Some("no-cache"));
+}
+
+/// Asserts a Moov field error: 422 with exactly one key.
+pub fn assert_field_error(r: &Reply, field: &str, contains: &str) {
+    assert_eq!(r.status, 422, "expected 422 for {field}: {}", r.text);
+    let v = r.json();
+    let obj = v.as_object().expect("object");
+    assert_eq!(obj.len(), 1, "{}", r.text);
+    let msg = obj
+        .get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no {field} key: {}", r.text));
+    assert!(
+        msg.contains(contains),
+        "{field}: {msg:?} does not contain {contains:?}"
+    );
+}
+
+/// Asserts an RFC 6749 / generic error body with the given status and code.
+pub fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    let v = r.json();
+    assert_eq!(v["error"], code, "{}", r.text);
+    assert!(
+        v["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{}",
+        r.text
+    );
+}
