@@ -15,5 +15,6 @@ mod jwt;
 mod ping;
 mod refresh;
 mod revoke;
+mod robustness;
 mod storage;
 mod token;
