@@ -261,7 +261,7 @@ pub fn parse_origin(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::crypto::MasterKey;
+    use crate::domain::crypto::RootKey;
 
     fn client(keys: &DerivedKeys, secret: &str) -> Client {
         Client {
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn previous_secret_works_until_its_expiry() -> anyhow::Result<()> {
-        let keys = MasterKey::generate()?.derive();
+        let keys = RootKey::generate()?.derive()?;
         let mut c = client(&keys, "new");
         c.previous_secret = Some((SecretHash(keys.hash_secret("old")), 100));
         assert!(c.secret_matches("new", &keys, 50));
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn origins_compare_by_scheme_host_and_port() -> anyhow::Result<()> {
-        let keys = MasterKey::generate()?.derive();
+        let keys = RootKey::generate()?.derive()?;
         let mut c = client(&keys, "s");
         assert!(c.check_origin(None).is_ok());
         c.origins = vec![parse_origin("https://App.example.com").map_err(anyhow::Error::msg)?];

@@ -1,26 +1,31 @@
-//! The master key and the keys derived from it.
+//! The master key, the root key, and the keys derived from it.
 //!
-//! One 256-bit master key protects everything Tessera keeps: it is never used directly, but
-//! through sub-keys derived with HMAC-SHA-256 under fixed labels (a one-step KDF, sound because
-//! the master key is uniformly random):
+//! Two levels, so that the master key can be rotated without touching anything else:
 //!
-//! - the **secret pepper**, keying the HMAC under which client secrets are stored;
-//! - the **token MAC key**, keying the checksum inside every opaque token, so that forged or
-//!   mangled tokens are rejected before any database read;
-//! - the **key-encryption key**, an AES-256-GCM key that seals signing keys at rest;
-//! - a **check value**, stored in the database so that starting with the wrong master key
-//!   fails loudly instead of silently rejecting every secret.
+//! - the **master key** (operator-supplied, 256 bits) only wraps the root key, with
+//!   AES-256-GCM under a key derived from it;
+//! - the **root key** (random, generated once per deployment) is stored in the database only
+//!   in that wrapped form. Everything else is derived from it with HMAC-SHA-256 under fixed
+//!   labels (a one-step KDF, sound because the root key is uniformly random):
+//!   - the **secret pepper**, keying the HMAC under which client secrets are stored;
+//!   - the **token MAC key**, keying the checksum inside every opaque token, so that forged or
+//!     mangled tokens are rejected before any database read;
+//!   - the **key-encryption key**, an AES-256-GCM key that seals signing keys at rest.
 //!
-//! Format: 32 random bytes, written as base64 (standard or URL-safe alphabet, padding optional).
-//! `openssl rand -base64 32` or `tessera gen-master-key` make one.
+//! Starting with the wrong master key fails loudly: the wrapped root key does not open.
+//! Rotating the master key re-wraps the root key; secrets, tokens and signing keys stay valid.
+//!
+//! Master key format: 32 random bytes, written as base64 (standard or URL-safe alphabet,
+//! padding optional). `openssl rand -base64 32` or `tessera gen-master-key` make one.
 
 use aws_lc_rs::{aead, digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 
-/// Length of the master key in bytes.
-pub const MASTER_KEY_LEN: usize = 32;
+/// Length of the master and root keys in bytes.
+pub const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
+const ROOT_KEY_AAD: &[u8] = b"tessera/v1/root-key";
 
 /// Why a master key could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +37,56 @@ pub enum MasterKeyError {
     Malformed,
 }
 
-/// The 256-bit master key. Its `Debug` never shows the key.
+/// Sealing or opening a value failed.
+#[derive(Debug, thiserror::Error)]
+#[error("sealed value could not be opened (wrong key or corrupted data)")]
+pub struct SealError;
+
+fn random_key() -> anyhow::Result<[u8; KEY_LEN]> {
+    let mut key = [0u8; KEY_LEN];
+    random_fill(&mut key)?;
+    Ok(key)
+}
+
+fn sub_key(key: &[u8], label: &str) -> [u8; 32] {
+    mac32(&hmac::Key::new(hmac::HMAC_SHA256, key), label.as_bytes())
+}
+
+fn aead_key(bytes: &[u8; 32]) -> Result<aead::LessSafeKey, SealError> {
+    aead::UnboundKey::new(&aead::AES_256_GCM, bytes)
+        .map(aead::LessSafeKey::new)
+        .map_err(|_| SealError)
+}
+
+/// AES-256-GCM with a random nonce; returns `nonce || ciphertext || tag`.
+fn seal_with(key: &aead::LessSafeKey, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    random_fill(&mut nonce).map_err(|_| SealError)?;
+    let mut buf = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(nonce),
+        aead::Aad::from(aad),
+        &mut buf,
+    )
+    .map_err(|_| SealError)?;
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    Ok(out)
+}
+
+fn open_with(key: &aead::LessSafeKey, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+    let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(SealError)?;
+    let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError)?;
+    let mut buf = body.to_vec();
+    let plain = key
+        .open_in_place(nonce, aead::Aad::from(aad), &mut buf)
+        .map_err(|_| SealError)?;
+    Ok(plain.to_vec())
+}
+
+/// The operator's 256-bit master key. Its `Debug` never shows the key.
 #[derive(Clone)]
-pub struct MasterKey([u8; MASTER_KEY_LEN]);
+pub struct MasterKey([u8; KEY_LEN]);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,9 +100,7 @@ impl MasterKey {
     /// # Errors
     /// Fails only if the system's random source fails.
     pub fn generate() -> anyhow::Result<Self> {
-        let mut key = [0u8; MASTER_KEY_LEN];
-        random_fill(&mut key)?;
-        Ok(Self(key))
+        Ok(Self(random_key()?))
     }
 
     /// Parses the documented text form (base64 of 32 bytes; whitespace around it is ignored).
@@ -63,7 +113,7 @@ impl MasterKey {
             .decode(trimmed)
             .or_else(|_| URL_SAFE_NO_PAD.decode(trimmed))
             .map_err(|_| MasterKeyError::Malformed)?;
-        let key: [u8; MASTER_KEY_LEN] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| MasterKeyError::Malformed)?;
         Ok(Self(key))
     }
 
@@ -73,36 +123,67 @@ impl MasterKey {
         base64::engine::general_purpose::STANDARD.encode(self.0)
     }
 
-    /// Derives the working keys.
-    #[must_use]
-    pub fn derive(&self) -> DerivedKeys {
-        let master = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
-        let sub = |label: &str| -> [u8; 32] {
-            let tag = hmac::sign(&master, label.as_bytes());
-            let mut out = [0u8; 32];
-            out.copy_from_slice(tag.as_ref());
-            out
-        };
-        let kek_bytes = sub("tessera/v1/key-encryption");
-        // AES-256 accepts any 32-byte key; this cannot fail.
-        let kek = aead::UnboundKey::new(&aead::AES_256_GCM, &kek_bytes)
-            .map(aead::LessSafeKey::new)
-            .ok();
-        DerivedKeys {
-            secret_pepper: hmac::Key::new(hmac::HMAC_SHA256, &sub("tessera/v1/client-secret")),
-            token_mac: hmac::Key::new(hmac::HMAC_SHA256, &sub("tessera/v1/token-mac")),
-            kek,
-            check: hex(&sub("tessera/v1/check")),
-        }
+    fn wrapping_key(&self) -> Result<aead::LessSafeKey, SealError> {
+        aead_key(&sub_key(&self.0, "tessera/v1/wrap-root-key"))
+    }
+
+    /// Wraps the root key for storage.
+    ///
+    /// # Errors
+    /// Fails only if the random source or the cipher fails.
+    pub fn wrap(&self, root: &RootKey) -> Result<Vec<u8>, SealError> {
+        seal_with(&self.wrapping_key()?, &root.0, ROOT_KEY_AAD)
+    }
+
+    /// Unwraps a stored root key.
+    ///
+    /// # Errors
+    /// [`SealError`] if it was wrapped under another master key, or altered.
+    pub fn unwrap(&self, wrapped: &[u8]) -> Result<RootKey, SealError> {
+        let bytes = open_with(&self.wrapping_key()?, wrapped, ROOT_KEY_AAD)?;
+        Ok(RootKey(bytes.try_into().map_err(|_| SealError)?))
     }
 }
 
-/// Keys derived from the master key; see the module docs.
+/// The deployment's root key; see the module docs. Its `Debug` never shows the key.
+pub struct RootKey([u8; KEY_LEN]);
+
+impl std::fmt::Debug for RootKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootKey(<redacted>)")
+    }
+}
+
+impl RootKey {
+    /// A fresh random root key.
+    ///
+    /// # Errors
+    /// Fails only if the system's random source fails.
+    pub fn generate() -> anyhow::Result<Self> {
+        Ok(Self(random_key()?))
+    }
+
+    /// Derives the working keys.
+    ///
+    /// # Errors
+    /// Only if the cipher rejects a 32-byte key, which AES-256 never does.
+    pub fn derive(&self) -> Result<DerivedKeys, SealError> {
+        Ok(DerivedKeys {
+            secret_pepper: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &sub_key(&self.0, "tessera/v1/client-secret"),
+            ),
+            token_mac: hmac::Key::new(hmac::HMAC_SHA256, &sub_key(&self.0, "tessera/v1/token-mac")),
+            kek: aead_key(&sub_key(&self.0, "tessera/v1/key-encryption"))?,
+        })
+    }
+}
+
+/// Keys derived from the root key; see the module docs.
 pub struct DerivedKeys {
     secret_pepper: hmac::Key,
     token_mac: hmac::Key,
-    kek: Option<aead::LessSafeKey>,
-    check: String,
+    kek: aead::LessSafeKey,
 }
 
 impl std::fmt::Debug for DerivedKeys {
@@ -110,11 +191,6 @@ impl std::fmt::Debug for DerivedKeys {
         f.write_str("DerivedKeys(<redacted>)")
     }
 }
-
-/// Sealing or opening a value with the key-encryption key failed.
-#[derive(Debug, thiserror::Error)]
-#[error("sealed value could not be opened (wrong master key or corrupted data)")]
-pub struct SealError;
 
 impl DerivedKeys {
     /// HMAC-SHA-256 of a client secret under the pepper: what the store keeps.
@@ -129,31 +205,13 @@ impl DerivedKeys {
         mac32(&self.token_mac, data)
     }
 
-    /// The value stored in the database to recognise this master key.
-    #[must_use]
-    pub fn check_value(&self) -> &str {
-        &self.check
-    }
-
-    /// Encrypts `plaintext` with AES-256-GCM; `aad` binds it to its context (e.g. a key id).
-    /// The result is `nonce || ciphertext || tag`.
+    /// Encrypts `plaintext` with the key-encryption key; `aad` binds it to its context (e.g.
+    /// a key id). The result is `nonce || ciphertext || tag`.
     ///
     /// # Errors
     /// Fails only if the random source or the cipher fails.
     pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
-        let kek = self.kek.as_ref().ok_or(SealError)?;
-        let mut nonce = [0u8; NONCE_LEN];
-        random_fill(&mut nonce).map_err(|_| SealError)?;
-        let mut buf = plaintext.to_vec();
-        kek.seal_in_place_append_tag(
-            aead::Nonce::assume_unique_for_key(nonce),
-            aead::Aad::from(aad),
-            &mut buf,
-        )
-        .map_err(|_| SealError)?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        Ok(out)
+        seal_with(&self.kek, plaintext, aad)
     }
 
     /// Reverses [`DerivedKeys::seal`].
@@ -161,14 +219,7 @@ impl DerivedKeys {
     /// # Errors
     /// [`SealError`] if the data was sealed under another key or context, or was altered.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
-        let kek = self.kek.as_ref().ok_or(SealError)?;
-        let (nonce, body) = sealed.split_at_checked(NONCE_LEN).ok_or(SealError)?;
-        let nonce = aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| SealError)?;
-        let mut buf = body.to_vec();
-        let plain = kek
-            .open_in_place(nonce, aead::Aad::from(aad), &mut buf)
-            .map_err(|_| SealError)?;
-        Ok(plain.to_vec())
+        open_with(&self.kek, sealed, aad)
     }
 }
 
@@ -223,7 +274,8 @@ mod tests {
     fn master_key_round_trips_through_its_text_form() -> anyhow::Result<()> {
         let key = MasterKey::generate()?;
         let again = MasterKey::parse(&key.encode())?;
-        assert_eq!(key.derive().check_value(), again.derive().check_value());
+        let root = RootKey::generate()?;
+        assert!(again.unwrap(&key.wrap(&root)?).is_ok());
         Ok(())
     }
 
@@ -235,16 +287,31 @@ mod tests {
     }
 
     #[test]
-    fn master_key_debug_does_not_show_the_key() -> anyhow::Result<()> {
+    fn keys_do_not_show_in_debug_output() -> anyhow::Result<()> {
         let key = MasterKey::generate()?;
         assert!(!format!("{key:?}").contains(&key.encode()));
+        assert_eq!(format!("{:?}", RootKey::generate()?), "RootKey(<redacted>)");
+        Ok(())
+    }
+
+    #[test]
+    fn a_root_key_unwraps_only_under_its_master_key_and_survives_rewrapping() -> anyhow::Result<()>
+    {
+        let (old, new) = (MasterKey::generate()?, MasterKey::generate()?);
+        let root = RootKey::generate()?;
+        let wrapped = old.wrap(&root)?;
+        assert!(new.unwrap(&wrapped).is_err());
+        let rewrapped = new.wrap(&old.unwrap(&wrapped)?)?;
+        let a = root.derive()?;
+        let b = new.unwrap(&rewrapped)?.derive()?;
+        assert_eq!(a.hash_secret("s"), b.hash_secret("s"));
         Ok(())
     }
 
     #[test]
     fn sealed_values_open_only_with_the_same_key_and_context() -> anyhow::Result<()> {
-        let keys = MasterKey::generate()?.derive();
-        let other = MasterKey::generate()?.derive();
+        let keys = RootKey::generate()?.derive()?;
+        let other = RootKey::generate()?.derive()?;
         let sealed = keys.seal(b"private key", b"kid-1")?;
         assert_eq!(keys.open(&sealed, b"kid-1")?, b"private key");
         assert!(keys.open(&sealed, b"kid-2").is_err());

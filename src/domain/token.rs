@@ -150,11 +150,11 @@ pub fn new_client_id() -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::crypto::MasterKey;
+    use crate::domain::crypto::RootKey;
 
     #[test]
     fn minted_tokens_verify_and_have_their_prefix() -> anyhow::Result<()> {
-        let keys = MasterKey::generate()?.derive();
+        let keys = RootKey::generate()?.derive()?;
         for kind in [OpaqueKind::Access, OpaqueKind::Refresh] {
             let t = mint(kind, &keys)?;
             assert!(t.token.starts_with(kind.prefix()));
@@ -166,8 +166,8 @@ mod tests {
 
     #[test]
     fn mangled_or_foreign_tokens_fail_without_a_lookup() -> anyhow::Result<()> {
-        let keys = MasterKey::generate()?.derive();
-        let other = MasterKey::generate()?.derive();
+        let keys = RootKey::generate()?.derive()?;
+        let other = RootKey::generate()?.derive()?;
         let t = mint(OpaqueKind::Access, &keys)?;
         assert_eq!(verify(OpaqueKind::Refresh, &t.token, &keys), None);
         assert_eq!(verify(OpaqueKind::Access, &t.token, &other), None);

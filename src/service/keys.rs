@@ -3,15 +3,17 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::Settings;
 use crate::domain::clock::UnixTime;
-use crate::domain::crypto::{DerivedKeys, MasterKey};
+use crate::domain::crypto::{DerivedKeys, MasterKey, RootKey};
 use crate::domain::jwt::{Algorithm, SigningKey};
 use crate::store::{Store, StoredKey};
 
-const CHECK_KEY: &str = "master_key_check";
+const ROOT_KEY: &str = "root_key";
 
 /// Finds the master key: `master_key` (e.g. `TESSERA_MASTER_KEY`), else `master_key_file`,
 /// else — for the embedded SQLite default only — `<database file>.master-key`, generated with a
@@ -81,21 +83,25 @@ fn write_new_key_file(path: &std::path::Path, key: &MasterKey) -> anyhow::Result
     Ok(())
 }
 
-/// Records the master key's check value on first use, and refuses a different key later.
+/// Opens the deployment's root key with the master key: on first use a fresh root key is
+/// generated and stored wrapped (two instances starting at once agree on one, because the
+/// store keeps the first value written).
 ///
 /// # Errors
 /// When the database was initialised under another master key.
-pub async fn check_master_key(store: &dyn Store, keys: &DerivedKeys) -> anyhow::Result<()> {
-    let stored = store
-        .meta_insert_or_get(CHECK_KEY, keys.check_value())
-        .await?;
-    if stored != keys.check_value() {
-        bail!(
+pub async fn open_root_key(store: &dyn Store, master: &MasterKey) -> anyhow::Result<DerivedKeys> {
+    let fresh = URL_SAFE_NO_PAD.encode(master.wrap(&RootKey::generate()?)?);
+    let stored = store.meta_insert_or_get(ROOT_KEY, &fresh).await?;
+    let wrapped = URL_SAFE_NO_PAD
+        .decode(stored.trim())
+        .context("stored root key is not base64")?;
+    let root = master.unwrap(&wrapped).map_err(|_| {
+        anyhow::anyhow!(
             "this database was initialised with a different master key; refusing to start \
              (client secrets and signing keys would not work)"
-        );
-    }
-    Ok(())
+        )
+    })?;
+    Ok(root.derive()?)
 }
 
 /// The signing keys in memory: the active one signs; every published one verifies.

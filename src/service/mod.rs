@@ -121,8 +121,7 @@ impl Tessera {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let master = keys::resolve_master_key(settings)?;
-        let derived = master.derive();
-        keys::check_master_key(store.as_ref(), &derived).await?;
+        let derived = keys::open_root_key(store.as_ref(), &master).await?;
         let keyring = KeyRing::load_or_create(store.as_ref(), &derived, clock.now()).await?;
         let registry = Registry::with_extra(&settings.extra_scopes)
             .map_err(|e| anyhow::anyhow!("extra_scopes: {}", e.description))?;
