@@ -14,11 +14,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, BASIC_CHALLENGE};
+use super::request::parse_basic;
 use crate::service::tokens::BearerError;
 
 /// The scope `/ping` requires.
@@ -83,11 +83,7 @@ pub async fn ping(
         };
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok());
-        let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+        let Some(Ok((id, secret))) = parse_basic(&headers) else {
             return Ok(challenge(
                 StatusCode::UNAUTHORIZED,
                 BASIC_CHALLENGE,
@@ -95,7 +91,7 @@ pub async fn ping(
                 "malformed Basic credentials",
             ));
         };
-        return match state.tessera.authenticate(id, secret).await {
+        return match state.tessera.authenticate(&id, &secret).await {
             Ok(client) => {
                 tracing::Span::current().record("client_id", client.id.as_str());
                 Ok(StatusCode::OK.into_response())

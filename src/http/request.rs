@@ -263,7 +263,7 @@ impl<'de> Visitor<'de> for FieldsVisitor {
 }
 
 /// Parses `Authorization: Basic`. `None`: no Basic header; `Some(Err)`: a malformed one.
-fn parse_basic(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+pub fn parse_basic(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.trim().split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
