@@ -173,6 +173,11 @@ pub struct Client {
     pub origins: Vec<String>,
     /// The `aud` of its tokens; `None` follows the server default.
     pub audience: Option<String>,
+    /// Introspection rights beyond its own tokens: `*` (every token) or an audience value
+    /// (tokens whose `aud` is that value). `None`: its own tokens only.
+    pub resource_server: Option<String>,
+    /// RFC 8707 resource indicators the client may request as its tokens' audience.
+    pub resources: Vec<String>,
     /// A disabled client cannot authenticate, and its tokens stop working.
     pub disabled: bool,
     /// Creation time.
@@ -276,6 +281,8 @@ mod tests {
             refresh_ttl: None,
             origins: vec![],
             audience: None,
+            resource_server: None,
+            resources: vec![],
             disabled: false,
             created_at: 0,
             updated_at: 0,

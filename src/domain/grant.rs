@@ -26,6 +26,8 @@ pub struct RefreshRecord {
     pub scope: String,
     /// The `client_type` of the original request; refreshed tokens keep it.
     pub client_type: ClientType,
+    /// Issue time of this refresh token.
+    pub issued_at: UnixTime,
     /// Expiry of this refresh token.
     pub expires_at: UnixTime,
     /// When it was exchanged, if it was.
@@ -143,6 +145,7 @@ mod tests {
             client_id: "c".into(),
             scope: "/accounts.read /accounts.write".into(),
             client_type: ClientType::Service,
+            issued_at: 0,
             expires_at: 1000,
             consumed_at: None,
             revoked: false,
@@ -162,6 +165,8 @@ mod tests {
             refresh_ttl: None,
             origins: vec![],
             audience: None,
+            resource_server: None,
+            resources: vec![],
             disabled: false,
             created_at: 0,
             updated_at: 0,

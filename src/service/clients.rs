@@ -164,6 +164,8 @@ impl Tessera {
             refresh_ttl: spec.refresh_ttl,
             origins,
             audience: spec.audience.filter(|a| !a.is_empty()),
+            resource_server: None,
+            resources: Vec::new(),
             disabled: false,
             created_at: now,
             updated_at: now,

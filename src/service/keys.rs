@@ -132,6 +132,7 @@ impl KeyRing {
                     state: "active".into(),
                     sealed_private_key: sealed,
                     created_at: now,
+                    published_until: None,
                 })
                 .await?;
             tracing::info!(kid = key.kid(), alg = %key.alg(), "created the first signing key");

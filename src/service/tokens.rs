@@ -249,6 +249,7 @@ impl Tessera {
             .audience
             .clone()
             .unwrap_or_else(|| self.policy.audience.clone());
+        let mut signing_kid = None;
         let token = match client.format {
             TokenFormat::Opaque => token::mint(OpaqueKind::Access, &self.keys)?.token,
             TokenFormat::Jwt => {
@@ -267,6 +268,7 @@ impl Tessera {
                     .keyring
                     .active()
                     .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+                signing_kid = Some(key.kid().to_owned());
                 jwt::encode(key, &claims).map_err(anyhow::Error::from)?
             }
         };
@@ -280,6 +282,7 @@ impl Tessera {
             audience,
             issued_at: now,
             expires_at,
+            signing_kid,
         };
         Ok((token, record))
     }

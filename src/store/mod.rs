@@ -68,6 +68,8 @@ pub struct NewAccessToken {
     pub issued_at: UnixTime,
     /// Expiry.
     pub expires_at: UnixTime,
+    /// The key that signed it (JWTs only).
+    pub signing_kid: Option<String>,
 }
 
 /// A new refresh token, as stored.
@@ -106,7 +108,8 @@ pub struct AccessRecord {
     pub issued_at: UnixTime,
     /// Expiry.
     pub expires_at: UnixTime,
-    /// True if the token or its family was revoked, or its client is disabled.
+    /// True if the token or its family was revoked, its client is disabled, or the key that
+    /// signed it was revoked.
     pub revoked: bool,
 }
 
@@ -132,6 +135,8 @@ pub struct StoredKey {
     pub sealed_private_key: Vec<u8>,
     /// Creation time.
     pub created_at: UnixTime,
+    /// For a retired key: when it leaves the JWKS.
+    pub published_until: Option<UnixTime>,
 }
 
 /// The outcome of trying to consume a refresh token.
@@ -153,6 +158,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `value` under `key` unless a value is already there; returns the stored value.
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Replaces the value under `key` if it is still `expected`; false otherwise.
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
 
     /// Inserts a new client; `Conflict` if the id exists.
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
@@ -170,6 +177,25 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts `key` as the active key unless an active key exists already (two instances
     /// starting at once create one key, not two).
     async fn insert_first_active_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Inserts a key in state `next` unless a `next` key exists already.
+    async fn insert_next_key(&self, key: &StoredKey) -> StoreResult<()>;
+    /// Atomically: the active key becomes `retired` (published until `retired_until`) and the
+    /// `next` key `next_kid` becomes active. False (nothing changed) if `next_kid` is not the
+    /// next key.
+    async fn activate_next_key(
+        &self,
+        next_kid: &str,
+        now: UnixTime,
+        retired_until: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Moves a non-active key to `retired` (with `published_until`) or `revoked`. False if
+    /// the key does not exist, is the active key, or is already revoked.
+    async fn set_key_state(
+        &self,
+        kid: &str,
+        state: &str,
+        published_until: Option<UnixTime>,
+    ) -> StoreResult<bool>;
 
     /// Writes a new family with its first access and refresh tokens, atomically.
     async fn issue(
@@ -196,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>>;
     /// Revokes one access token (idempotent).
     async fn revoke_access(&self, id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Deletes up to `batch` expired families and access tokens whose expiry is before
-    /// `before`; returns how many rows went.
+    /// Deletes up to `batch` expired families, access and refresh tokens whose expiry is
+    /// before `before`, and retired keys no longer published; returns how many rows went.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
 }

@@ -143,6 +143,13 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
         refresh_ttl: refresh_ttl.and_then(|v| u32::try_from(v).ok()),
         origins: origins.split_whitespace().map(str::to_owned).collect(),
         audience: row.try_get("audience").map_err(map_err)?,
+        resource_server: row.try_get("resource_server").map_err(map_err)?,
+        resources: row
+            .try_get::<String, _>("resources")
+            .map_err(map_err)?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
         disabled: row.try_get::<i64, _>("disabled").map_err(map_err)? != 0,
         created_at: row.try_get("created_at").map_err(map_err)?,
         updated_at: row.try_get("updated_at").map_err(map_err)?,
@@ -164,7 +171,7 @@ async fn insert_access(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-         audience, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         audience, issued_at, expires_at, signing_kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&a.id)
     .bind(&a.hash.0[..])
@@ -175,6 +182,7 @@ async fn insert_access(
     .bind(&a.audience)
     .bind(a.issued_at)
     .bind(a.expires_at)
+    .bind(&a.signing_kid)
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
@@ -237,13 +245,26 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE meta SET value = ? WHERE key = ? AND value = ?")
+            .bind(value)
+            .bind(key)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
              previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
-             origins, audience, disabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             origins, audience, resource_server, resources, disabled, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id)
         .bind(&c.name)
@@ -257,6 +278,8 @@ impl Store for SqliteStore {
         .bind(c.refresh_ttl.map(i64::from))
         .bind(c.origins.join(" "))
         .bind(&c.audience)
+        .bind(&c.resource_server)
+        .bind(c.resources.join(" "))
         .bind(i64::from(c.disabled))
         .bind(c.created_at)
         .bind(c.updated_at)
@@ -288,8 +311,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE clients SET name = ?, secret_hash = ?, previous_secret_hash = ?, \
              previous_secret_expires_at = ?, scopes = ?, token_format = ?, profile = ?, \
-             access_ttl = ?, refresh_ttl = ?, origins = ?, audience = ?, disabled = ?, \
-             updated_at = ? WHERE client_id = ?",
+             access_ttl = ?, refresh_ttl = ?, origins = ?, audience = ?, resource_server = ?, \
+             resources = ?, disabled = ?, updated_at = ? WHERE client_id = ?",
         )
         .bind(&c.name)
         .bind(&c.secret.0[..])
@@ -302,6 +325,8 @@ impl Store for SqliteStore {
         .bind(c.refresh_ttl.map(i64::from))
         .bind(c.origins.join(" "))
         .bind(&c.audience)
+        .bind(&c.resource_server)
+        .bind(c.resources.join(" "))
         .bind(i64::from(c.disabled))
         .bind(c.updated_at)
         .bind(&c.id)
@@ -325,7 +350,8 @@ impl Store for SqliteStore {
 
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
         let rows = sqlx::query(
-            "SELECT kid, alg, state, private_key, created_at FROM signing_keys ORDER BY created_at, kid",
+            "SELECT kid, alg, state, private_key, created_at, published_until FROM signing_keys \
+             ORDER BY created_at, kid",
         )
         .fetch_all(&self.reader)
         .await
@@ -338,6 +364,7 @@ impl Store for SqliteStore {
                     state: r.try_get("state").map_err(map_err)?,
                     sealed_private_key: r.try_get("private_key").map_err(map_err)?,
                     created_at: r.try_get("created_at").map_err(map_err)?,
+                    published_until: r.try_get("published_until").map_err(map_err)?,
                 })
             })
             .collect()
@@ -359,6 +386,78 @@ impl Store for SqliteStore {
         .await
         .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, state, private_key, created_at) \
+             SELECT ?, ?, 'next', ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'next')",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(&k.sealed_private_key)
+        .bind(k.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn activate_next_key(
+        &self,
+        next_kid: &str,
+        now: UnixTime,
+        retired_until: UnixTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE signing_keys SET state = 'retired', retired_at = ?, published_until = ? \
+             WHERE state = 'active'",
+        )
+        .bind(now)
+        .bind(retired_until)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let promoted = sqlx::query(
+            "UPDATE signing_keys SET state = 'active', activated_at = ? WHERE kid = ? AND state = 'next'",
+        )
+        .bind(now)
+        .bind(next_kid)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        if promoted.rows_affected() != 1 {
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn set_key_state(
+        &self,
+        kid: &str,
+        state: &str,
+        published_until: Option<UnixTime>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE signing_keys SET state = ?, published_until = ?, \
+             retired_at = COALESCE(retired_at, ?) \
+             WHERE kid = ? AND state NOT IN ('active', 'revoked')",
+        )
+        .bind(state)
+        .bind(published_until)
+        .bind(published_until)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn issue(
@@ -388,7 +487,7 @@ impl Store for SqliteStore {
 
     async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
         let row = sqlx::query(
-            "SELECT r.family_id, r.client_id, r.scope, r.expires_at, r.consumed_at, \
+            "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
              (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
              FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
              WHERE r.token_hash = ?",
@@ -404,6 +503,7 @@ impl Store for SqliteStore {
             client_id: row.try_get("client_id").map_err(map_err)?,
             scope: row.try_get("scope").map_err(map_err)?,
             client_type: ClientType::parse(&client_type).map_err(|e| corrupt("family", e))?,
+            issued_at: row.try_get("issued_at").map_err(map_err)?,
             expires_at: row.try_get("expires_at").map_err(map_err)?,
             consumed_at: row.try_get("consumed_at").map_err(map_err)?,
             revoked: row.try_get::<i64, _>("revoked").map_err(map_err)? != 0,
@@ -470,10 +570,12 @@ impl Store for SqliteStore {
                 concat!(
                     "SELECT a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, \
                      a.issued_at, a.expires_at, \
-                     (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled != 0) \
-                     AS revoked FROM access_tokens a \
+                     (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled != 0 \
+                      OR COALESCE(k.state = 'revoked', 0)) AS revoked \
+                     FROM access_tokens a \
                      JOIN token_families f ON f.family_id = a.family_id \
-                     JOIN clients c ON c.client_id = a.client_id ",
+                     JOIN clients c ON c.client_id = a.client_id \
+                     LEFT JOIN signing_keys k ON k.kid = a.signing_kid ",
                     $where
                 )
             };
@@ -544,7 +646,16 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        let keys =
+            sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?")
+                .bind(before)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        Ok(families.rows_affected() + access.rows_affected() + refresh.rows_affected())
+        Ok(families.rows_affected()
+            + access.rows_affected()
+            + refresh.rows_affected()
+            + keys.rows_affected())
     }
 }
