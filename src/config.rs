@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::client::{Profile, TokenFormat};
+use crate::domain::jwt::Algorithm;
 
 /// Longest token lifetime accepted (one year), so `exp` always fits an int32 until 2037.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
@@ -45,6 +46,8 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("cleanup_interval", Kind::Integer),
     ("cleanup_batch", Kind::Integer),
     ("log_format", Kind::Text),
+    ("signing_alg", Kind::Text),
+    ("key_reload_interval", Kind::Integer),
 ];
 
 /// A secret setting: `Debug` never shows it.
@@ -137,6 +140,12 @@ pub struct Settings {
     /// `text` or `json`.
     #[serde(deserialize_with = "from_str")]
     pub log_format: LogFormat,
+    /// Algorithm of newly created signing keys: `EdDSA`, `ES256` or `RS256`.
+    #[serde(deserialize_with = "from_str")]
+    pub signing_alg: Algorithm,
+    /// Seconds between two reloads of the signing keys from the store (how soon a rotation
+    /// made elsewhere takes effect on this instance).
+    pub key_reload_interval: u32,
 }
 
 impl Default for Settings {
@@ -158,6 +167,8 @@ impl Default for Settings {
             cleanup_interval: 60,
             cleanup_batch: 500,
             log_format: LogFormat::Text,
+            signing_alg: Algorithm::EdDsa,
+            key_reload_interval: 10,
         }
     }
 }
@@ -220,6 +231,9 @@ impl Settings {
         }
         if self.max_body_bytes < 256 {
             bail!("max_body_bytes must be at least 256");
+        }
+        if self.key_reload_interval == 0 {
+            bail!("key_reload_interval must be positive");
         }
         if self.cleanup_interval == 0 || self.cleanup_batch == 0 {
             bail!("cleanup_interval and cleanup_batch must be positive");

@@ -74,6 +74,12 @@ pub(super) struct CreateArgs {
     /// The `aud` of this client's tokens [default: the server's audience].
     #[arg(long)]
     audience: Option<String>,
+    /// An RFC 8707 resource the client may request as audience (repeatable).
+    #[arg(long = "resource")]
+    resources: Vec<String>,
+    /// Let this client introspect others' tokens: `*` (all) or an audience value.
+    #[arg(long)]
+    resource_server: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -125,6 +131,15 @@ pub(super) struct UpdateArgs {
     /// New audience, or `default`.
     #[arg(long)]
     audience: Option<OrDefault<String>>,
+    /// Allowed RFC 8707 resources (replacing the current ones; repeatable).
+    #[arg(long = "resource")]
+    resources: Vec<String>,
+    /// Remove every allowed resource.
+    #[arg(long, conflicts_with = "resources")]
+    clear_resources: bool,
+    /// Introspection rights: `*`, an audience value, or `none`.
+    #[arg(long)]
+    resource_server: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -175,6 +190,12 @@ fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
             "audience:    {}",
             v.audience.as_deref().unwrap_or("server default")
         );
+        if !v.resources.is_empty() {
+            println!("resources:   {}", v.resources.join(" "));
+        }
+        if let Some(rs) = &v.resource_server {
+            println!("introspects: {rs}");
+        }
         println!("disabled:    {}", v.disabled);
         if let Some(t) = v.previous_secret_expires_at {
             println!("old secret valid until: {t} (Unix time)");
@@ -203,6 +224,8 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 refresh_ttl: a.refresh_ttl,
                 origins: a.origins,
                 audience: a.audience,
+                resources: a.resources,
+                resource_server: a.resource_server,
             };
             let (client, secret) = tessera.create_client(spec).await.map_err(fail)?;
             let view = tessera.view(&client);
@@ -255,6 +278,12 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                     (!a.origins.is_empty()).then_some(a.origins)
                 },
                 audience: a.audience.map(|v| v.0),
+                resources: if a.clear_resources {
+                    Some(Vec::new())
+                } else {
+                    (!a.resources.is_empty()).then_some(a.resources)
+                },
+                resource_server: a.resource_server.map(|v| (v != "none").then_some(v)),
                 disabled: None,
             };
             let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;

@@ -5,6 +5,7 @@
 //! would read takes `--json`.
 
 mod client;
+mod keys;
 
 use std::path::PathBuf;
 
@@ -41,6 +42,12 @@ enum Command {
     /// Manage clients (API keys).
     #[command(subcommand)]
     Client(client::ClientCommand),
+    /// Manage JWT signing keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Manage the master key.
+    #[command(subcommand)]
+    MasterKey(keys::MasterKeyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +151,16 @@ pub async fn run() -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             init_logging(settings.log_format, "warn");
             client::run(cmd, &settings).await
+        }
+        Command::Keys(cmd) => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            keys::run(cmd, &settings).await
+        }
+        Command::MasterKey(cmd) => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            keys::run_master(cmd, &settings).await
         }
     }
 }

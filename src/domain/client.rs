@@ -225,6 +225,62 @@ impl Client {
             ))
         }
     }
+
+    /// May this client introspect a token issued to `owner` for `audience`? Its own tokens
+    /// always; others' if it is a resource server for all tokens (`*`) or for that audience.
+    #[must_use]
+    pub fn may_introspect(&self, owner: &str, audience: Option<&str>) -> bool {
+        self.id == owner
+            || match self.resource_server.as_deref() {
+                Some("*") => true,
+                Some(aud) => audience == Some(aud),
+                None => false,
+            }
+    }
+
+    /// The audience of a new token: the RFC 8707 `resource` if one was requested (it must be
+    /// among the client's allowed resources), else the client's audience, else `default`.
+    ///
+    /// # Errors
+    /// `invalid_target` about `resource` when the resource is not allowed.
+    pub fn audience_for(
+        &self,
+        resource: Option<&str>,
+        default: &str,
+    ) -> Result<String, OAuthError> {
+        match resource {
+            Some(r) if self.resources.iter().any(|allowed| allowed == r) => Ok(r.to_owned()),
+            Some(_) => Err(OAuthError::field(
+                ErrorCode::InvalidTarget,
+                "resource",
+                "resource is not an allowed resource for this client",
+            )),
+            None => Ok(self.audience.clone().unwrap_or_else(|| default.to_owned())),
+        }
+    }
+}
+
+/// Checks an RFC 8707 resource indicator given by an operator: an absolute URI without a
+/// fragment.
+///
+/// # Errors
+/// A message saying what is wrong.
+pub fn parse_resource(value: &str) -> Result<String, String> {
+    let ok = value.split_once("://").is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            && !rest.is_empty()
+    }) && !value.contains('#')
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "resource {value:?} must be an absolute URI without a fragment"
+        ))
+    }
 }
 
 /// Reduces an `Origin` value or a `Referer` URL to `scheme://host[:port]`, lower-cased, without
@@ -324,6 +380,40 @@ mod tests {
         assert!(c.check_origin(None).is_err());
         assert!(parse_origin("https://a.test/path").is_err());
         assert!(parse_origin("ftp://a.test").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn introspection_visibility_follows_the_resource_server_setting() -> anyhow::Result<()> {
+        let keys = RootKey::generate()?.derive()?;
+        let mut c = client(&keys, "s");
+        assert!(c.may_introspect("c", None));
+        assert!(!c.may_introspect("other", Some("https://api")));
+        c.resource_server = Some("https://api".into());
+        assert!(c.may_introspect("other", Some("https://api")));
+        assert!(!c.may_introspect("other", Some("https://else")));
+        assert!(!c.may_introspect("other", None));
+        c.resource_server = Some("*".into());
+        assert!(c.may_introspect("other", None));
+        Ok(())
+    }
+
+    #[test]
+    fn audience_comes_from_an_allowed_resource_or_the_defaults() -> anyhow::Result<()> {
+        let keys = RootKey::generate()?.derive()?;
+        let mut c = client(&keys, "s");
+        assert_eq!(c.audience_for(None, "https://issuer")?, "https://issuer");
+        c.audience = Some("https://api".into());
+        assert_eq!(c.audience_for(None, "https://issuer")?, "https://api");
+        c.resources = vec!["https://payments".into()];
+        assert_eq!(
+            c.audience_for(Some("https://payments"), "x")?,
+            "https://payments"
+        );
+        assert!(c.audience_for(Some("https://other"), "x").is_err());
+        assert!(parse_resource("https://a.test/api").is_ok());
+        assert!(parse_resource("urn:x").is_err());
+        assert!(parse_resource("https://a.test/#frag").is_err());
         Ok(())
     }
 

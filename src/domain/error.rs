@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InvalidScope,
     /// RFC 7009 §2.2.1: the `token_type_hint` names a type the server does not know.
     UnsupportedTokenType,
+    /// RFC 8707 §2: the requested `resource` is not allowed for the client.
+    InvalidTarget,
 }
 
 impl ErrorCode {
@@ -41,6 +43,7 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidTarget => "invalid_target",
         }
     }
 }

@@ -13,7 +13,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use aws_lc_rs::signature::{self, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair, UnparsedPublicKey,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -24,19 +28,28 @@ use super::crypto::sha256;
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
-/// Signing algorithms.
+/// Signing algorithms. Asymmetric only: never `none`, never HMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Ed25519 (RFC 8037).
+    /// Ed25519 (RFC 8037), the default.
     EdDsa,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key (mandatory to support, RFC 9068).
+    Rs256,
 }
 
 impl Algorithm {
+    /// Every supported algorithm.
+    pub const ALL: [Self; 3] = [Self::EdDsa, Self::Es256, Self::Rs256];
+
     /// The JOSE name.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::EdDsa => "EdDSA",
+            Self::Es256 => "ES256",
+            Self::Rs256 => "RS256",
         }
     }
 }
@@ -50,12 +63,51 @@ impl fmt::Display for Algorithm {
 impl FromStr for Algorithm {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "EdDSA" => Ok(Self::EdDsa),
-            other => Err(format!(
-                "unsupported signing algorithm {other:?} (expected EdDSA)"
-            )),
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                format!("unsupported signing algorithm {s:?} (expected EdDSA, ES256 or RS256)")
+            })
+    }
+}
+
+/// Where a signing key is in its life (SPEC §2.4):
+/// `next` (published, not yet signing) → `active` (signing) → `retired` (published until every
+/// token it signed has expired, then deleted); `revoked` (withdrawn at once: unpublished, and
+/// every token it signed stops being active).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Published ahead of use, so verifiers have it before the first token it signs.
+    Next,
+    /// Signs new tokens.
+    Active,
+    /// No longer signs; still published.
+    Retired,
+    /// Withdrawn.
+    Revoked,
+}
+
+impl KeyState {
+    /// The storage name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Active => "active",
+            Self::Retired => "retired",
+            Self::Revoked => "revoked",
         }
+    }
+}
+
+impl FromStr for KeyState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Next, Self::Active, Self::Retired, Self::Revoked]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown key state {s:?}"))
     }
 }
 
@@ -64,11 +116,18 @@ impl FromStr for Algorithm {
 #[error("signing key error: {0}")]
 pub struct KeyError(String);
 
+enum Pair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
 /// A signing key pair.
 pub struct SigningKey {
     kid: String,
     alg: Algorithm,
-    pair: Ed25519KeyPair,
+    pair: Pair,
+    jwk: serde_json::Value,
 }
 
 impl fmt::Debug for SigningKey {
@@ -80,23 +139,35 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+fn key_err(what: &str) -> impl Fn(aws_lc_rs::error::Unspecified) -> KeyError + '_ {
+    move |_| KeyError(format!("{what} failed"))
+}
+
 impl SigningKey {
     /// Generates a key; returns it with its PKCS#8 encoding (to be sealed before storing).
     ///
     /// # Errors
     /// Fails only if key generation fails.
     pub fn generate(alg: Algorithm) -> Result<(Self, Vec<u8>), KeyError> {
-        match alg {
-            Algorithm::EdDsa => {
-                let pair =
-                    Ed25519KeyPair::generate().map_err(|_| KeyError("generation failed".into()))?;
-                let pkcs8 = pair
-                    .to_pkcs8()
-                    .map_err(|_| KeyError("encoding failed".into()))?;
-                let key = Self::from_pair(alg, pair);
-                Ok((key, pkcs8.as_ref().to_vec()))
-            }
-        }
+        let pkcs8 = match alg {
+            Algorithm::EdDsa => Ed25519KeyPair::generate()
+                .and_then(|p| p.to_pkcs8())
+                .map_err(key_err("Ed25519 key generation"))?
+                .as_ref()
+                .to_vec(),
+            Algorithm::Es256 => EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+                .and_then(|p| p.to_pkcs8v1())
+                .map_err(key_err("P-256 key generation"))?
+                .as_ref()
+                .to_vec(),
+            Algorithm::Rs256 => RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                .and_then(|p| p.as_der())
+                .map_err(key_err("RSA key generation"))?
+                .as_ref()
+                .to_vec(),
+        };
+        let key = Self::from_pkcs8(alg, &pkcs8)?;
+        Ok((key, pkcs8))
     }
 
     /// Loads a key from its PKCS#8 encoding.
@@ -104,21 +175,59 @@ impl SigningKey {
     /// # Errors
     /// When the bytes are not a key of that algorithm.
     pub fn from_pkcs8(alg: Algorithm, pkcs8: &[u8]) -> Result<Self, KeyError> {
-        match alg {
+        let rejected = |e: aws_lc_rs::error::KeyRejected| KeyError(format!("not a {alg} key: {e}"));
+        let (pair, canonical, mut jwk) = match alg {
             Algorithm::EdDsa => {
-                let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
-                    .map_err(|e| KeyError(format!("not an Ed25519 key: {e}")))?;
-                Ok(Self::from_pair(alg, pair))
+                let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+                (
+                    Pair::Ed(pair),
+                    format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#),
+                    serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x }),
+                )
             }
-        }
-    }
-
-    fn from_pair(alg: Algorithm, pair: Ed25519KeyPair) -> Self {
-        let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        // RFC 7638: members in lexicographic order, no whitespace.
-        let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+            Algorithm::Es256 => {
+                let pair =
+                    EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+                        .map_err(rejected)?;
+                // Uncompressed point: 0x04 || x (32 bytes) || y (32 bytes).
+                let point = pair.public_key().as_ref();
+                let (x, y) = point
+                    .get(1..33)
+                    .zip(point.get(33..65))
+                    .ok_or_else(|| KeyError("unexpected P-256 public key encoding".into()))?;
+                let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+                (
+                    Pair::Ec(pair),
+                    format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#),
+                    serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y }),
+                )
+            }
+            Algorithm::Rs256 => {
+                let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
+                let public = pair.public_key();
+                let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
+                let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+                (
+                    Pair::Rsa(pair),
+                    format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
+                    serde_json::json!({ "kty": "RSA", "n": n, "e": e }),
+                )
+            }
+        };
+        // RFC 7638 thumbprint: required members in lexicographic order, no whitespace.
         let kid = URL_SAFE_NO_PAD.encode(sha256(canonical.as_bytes()));
-        Self { kid, alg, pair }
+        if let Some(obj) = jwk.as_object_mut() {
+            obj.insert("kid".into(), kid.clone().into());
+            obj.insert("alg".into(), alg.as_str().into());
+            obj.insert("use".into(), "sig".into());
+        }
+        Ok(Self {
+            kid,
+            alg,
+            pair,
+            jwk,
+        })
     }
 
     /// The key id (RFC 7638 thumbprint).
@@ -135,23 +244,41 @@ impl SigningKey {
 
     /// The public key as a JWK, for the JWKS document.
     #[must_use]
-    pub fn public_jwk(&self) -> serde_json::Value {
-        serde_json::json!({
-            "kty": "OKP",
-            "crv": "Ed25519",
-            "x": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
-            "kid": self.kid,
-            "alg": self.alg.as_str(),
-            "use": "sig",
-        })
+    pub fn public_jwk(&self) -> &serde_json::Value {
+        &self.jwk
     }
 
-    fn sign(&self, message: &[u8]) -> Vec<u8> {
-        self.pair.sign(message).as_ref().to_vec()
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.pair {
+            Pair::Ed(p) => Ok(p.sign(message).as_ref().to_vec()),
+            Pair::Ec(p) => p
+                .sign(&SystemRandom::new(), message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(key_err("ES256 signing")),
+            Pair::Rsa(p) => {
+                let mut sig = vec![0u8; p.public_modulus_len()];
+                p.sign(
+                    &signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    message,
+                    &mut sig,
+                )
+                .map_err(key_err("RS256 signing"))?;
+                Ok(sig)
+            }
+        }
     }
 
     fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
-        UnparsedPublicKey::new(&signature::ED25519, self.pair.public_key().as_ref())
+        let (alg, public): (&dyn signature::VerificationAlgorithm, &[u8]) = match &self.pair {
+            Pair::Ed(p) => (&signature::ED25519, p.public_key().as_ref()),
+            Pair::Ec(p) => (&signature::ECDSA_P256_SHA256_FIXED, p.public_key().as_ref()),
+            Pair::Rsa(p) => (
+                &signature::RSA_PKCS1_2048_8192_SHA256,
+                p.public_key().as_ref(),
+            ),
+        };
+        UnparsedPublicKey::new(alg, public)
             .verify(message, sig)
             .is_ok()
     }
@@ -190,8 +317,8 @@ struct Header {
 /// Signs `claims` with `key` into a compact JWS.
 ///
 /// # Errors
-/// Only if the claims cannot be serialised.
-pub fn encode(key: &SigningKey, claims: &AccessClaims) -> Result<String, serde_json::Error> {
+/// Only if the claims cannot be serialised or the signer fails.
+pub fn encode(key: &SigningKey, claims: &AccessClaims) -> anyhow::Result<String> {
     let header = Header {
         alg: key.alg.as_str().to_owned(),
         typ: Some(ACCESS_TOKEN_TYP.to_owned()),
@@ -200,7 +327,7 @@ pub fn encode(key: &SigningKey, claims: &AccessClaims) -> Result<String, serde_j
     let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
     out.push('.');
     out.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
-    let sig = key.sign(out.as_bytes());
+    let sig = key.sign(out.as_bytes())?;
     out.push('.');
     out.push_str(&URL_SAFE_NO_PAD.encode(sig));
     Ok(out)
@@ -318,7 +445,11 @@ mod tests {
     }
 
     fn fixture() -> Result<(SigningKey, String), Box<dyn std::error::Error>> {
-        let (key, _) = SigningKey::generate(Algorithm::EdDsa)?;
+        fixture_for(Algorithm::EdDsa)
+    }
+
+    fn fixture_for(alg: Algorithm) -> Result<(SigningKey, String), Box<dyn std::error::Error>> {
+        let (key, _) = SigningKey::generate(alg)?;
         let token = encode(&key, &claims(1000))?;
         Ok((key, token))
     }

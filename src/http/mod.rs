@@ -6,6 +6,7 @@
 //! in-flight requests finish.
 
 pub mod error;
+pub mod introspect;
 pub mod middleware;
 pub mod ping;
 pub mod request;
@@ -43,6 +44,15 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/oauth2/token", post(token::token))
         .route("/oauth2/revoke", post(revoke::revoke))
+        .route("/oauth2/introspect", post(introspect::introspect))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(wellknown::metadata),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(wellknown::metadata),
+        )
         .route("/ping", get(ping::ping))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
         .route("/healthz", get(wellknown::healthz))
@@ -120,13 +130,27 @@ impl Application {
             self.cleanup_interval,
             self.cleanup_batch,
         ));
+        let reload = tokio::spawn(key_reload_loop(self.state.clone()));
         tracing::info!(addr = %self.listener.local_addr()?, issuer = %self.state.tessera.policy().issuer, "serving");
         let app = router(self.state);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         cleanup.abort();
+        reload.abort();
         served.context("serving HTTP")
+    }
+}
+
+/// Reloads the signing keys every `key_reload_interval` seconds, so that a rotation or a
+/// revocation made by the CLI or another instance takes effect here within that bound.
+async fn key_reload_loop(state: Arc<AppState>) {
+    let interval = Duration::from_secs(u64::from(state.tessera.policy().key_reload_interval));
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = state.tessera.reload_keys().await {
+            tracing::warn!(error = %e, "reloading signing keys failed; keeping the current ones");
+        }
     }
 }
 

@@ -30,6 +30,7 @@ const KNOWN_FIELDS: &[&str] = &[
     "client_type",
     "token",
     "token_type_hint",
+    "resource",
 ];
 
 /// Client credentials presented with a request.

@@ -13,6 +13,28 @@ use super::token::authenticate;
 use crate::domain::client::Profile;
 use crate::domain::error::{ErrorCode, OAuthError};
 
+/// The `token` field, with `token_type_hint` checked (RFC 7009 §2.1, RFC 7662 §2.1). The hint
+/// is otherwise not needed: every Tessera token says what it is (prefix or JWT shape).
+///
+/// # Errors
+/// A missing token, or a hint other than `access_token` / `refresh_token`.
+pub fn token_field(req: &OAuthRequest, profile: Profile) -> Result<&str, ApiError> {
+    let token = req
+        .get("token")
+        .ok_or_else(|| ApiError::oauth(profile, OAuthError::missing("token")))?;
+    match req.get("token_type_hint") {
+        None | Some("access_token" | "refresh_token") => Ok(token),
+        Some(_) => Err(ApiError::oauth(
+            profile,
+            OAuthError::field(
+                ErrorCode::UnsupportedTokenType,
+                "token_type_hint",
+                "token_type_hint must be access_token or refresh_token",
+            ),
+        )),
+    }
+}
+
 /// The handler: `204` in the Moov profiles, `200` in `rfc6749`, for any token that is now
 /// unusable (including unknown ones); `400` for another client's token.
 pub async fn revoke(
@@ -21,22 +43,7 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let client = authenticate(&state, &req).await?;
     let profile = state.tessera.profile_of(&client);
-    let token = req
-        .get("token")
-        .ok_or_else(|| ApiError::oauth(profile, OAuthError::missing("token")))?;
-    match req.get("token_type_hint") {
-        None | Some("access_token" | "refresh_token") => {}
-        Some(_) => {
-            return Err(ApiError::oauth(
-                profile,
-                OAuthError::field(
-                    ErrorCode::UnsupportedTokenType,
-                    "token_type_hint",
-                    "token_type_hint must be access_token or refresh_token",
-                ),
-            ));
-        }
-    }
+    let token = token_field(&req, profile)?;
     state
         .tessera
         .revoke(&client, token)

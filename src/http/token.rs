@@ -79,6 +79,7 @@ pub async fn token(
         refresh_token: req.get("refresh_token"),
         client_type: req.get("client_type"),
         origin: req.origin(),
+        resource: req.get("resource"),
     };
     let issued = state
         .tessera

@@ -36,3 +36,36 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         resp
     }
 }
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414), also served at
+/// `/.well-known/openid-configuration` for libraries that only look there. Everything it
+/// advertises is true of this server: the endpoints exist at the issuer, the grants and
+/// authentication methods are the ones accepted, the algorithms are those of the published
+/// keys, and `scopes_supported` lists the registry's literal scopes (the account-restricted
+/// templates, which need a concrete account id, are in `tessera_scope_templates`).
+pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
+    let t = &state.tessera;
+    let issuer = t.policy().issuer.trim_end_matches('/').to_owned();
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let (literal, templates): (Vec<&String>, Vec<&String>) = t
+        .registry()
+        .templates()
+        .iter()
+        .partition(|s| !s.contains('{'));
+    Json(json!({
+        "issuer": t.policy().issuer,
+        "token_endpoint": format!("{issuer}/oauth2/token"),
+        "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+        "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "scopes_supported": literal,
+        "tessera_scope_templates": templates,
+        "access_token_signing_alg_values_supported": t.keyring().algorithms(t.now()),
+    }))
+    .into_response()
+}

@@ -3,7 +3,9 @@
 use serde::Serialize;
 
 use crate::config::MAX_TTL;
-use crate::domain::client::{Client, Profile, SecretHash, TokenFormat, parse_origin};
+use crate::domain::client::{
+    Client, Profile, SecretHash, TokenFormat, parse_origin, parse_resource,
+};
 use crate::domain::clock::UnixTime;
 use crate::domain::error::OAuthError;
 use crate::domain::scope::parse_patterns;
@@ -30,6 +32,10 @@ pub struct ClientSpec {
     pub origins: Vec<String>,
     /// Audience override.
     pub audience: Option<String>,
+    /// RFC 8707 resources the client may request as audience.
+    pub resources: Vec<String>,
+    /// Introspection rights: `*` or an audience value.
+    pub resource_server: Option<String>,
 }
 
 /// Changes to a client; `None` leaves a field as it is.
@@ -51,6 +57,10 @@ pub struct ClientChanges {
     pub origins: Option<Vec<String>>,
     /// New audience (`Some(None)` = server default).
     pub audience: Option<Option<String>>,
+    /// New RFC 8707 resources (replacing the old ones).
+    pub resources: Option<Vec<String>>,
+    /// New introspection rights (`Some(None)` = own tokens only).
+    pub resource_server: Option<Option<String>>,
     /// Disable or enable.
     pub disabled: Option<bool>,
 }
@@ -78,6 +88,10 @@ pub struct ClientView {
     pub origins: Vec<String>,
     /// Audience override.
     pub audience: Option<String>,
+    /// RFC 8707 resources the client may request.
+    pub resources: Vec<String>,
+    /// Introspection rights beyond its own tokens (`*` or an audience).
+    pub resource_server: Option<String>,
     /// Disabled flag.
     pub disabled: bool,
     /// When the previous secret stops working, during a rotation.
@@ -108,6 +122,24 @@ fn check_origins(origins: &[String]) -> Result<Vec<String>, ServiceError> {
         .collect()
 }
 
+fn check_resources(resources: &[String]) -> Result<Vec<String>, ServiceError> {
+    resources
+        .iter()
+        .map(|r| parse_resource(r).map_err(invalid))
+        .collect()
+}
+
+fn check_resource_server(value: Option<String>) -> Result<Option<String>, ServiceError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some("*") => Ok(value),
+        Some(aud) if aud.len() <= 512 && !aud.chars().any(char::is_whitespace) => Ok(value),
+        Some(_) => Err(invalid(
+            "resource_server must be * or an audience value without spaces",
+        )),
+    }
+}
+
 fn check_name(name: &str) -> Result<(), ServiceError> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(invalid("name must be 1 to 200 characters"));
@@ -130,6 +162,8 @@ impl Tessera {
             refresh_ttl: c.refresh_ttl,
             origins: c.origins.clone(),
             audience: c.audience.clone(),
+            resources: c.resources.clone(),
+            resource_server: c.resource_server.clone(),
             disabled: c.disabled,
             previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
             created_at: c.created_at,
@@ -150,6 +184,8 @@ impl Tessera {
         check_ttl("access_ttl", spec.access_ttl)?;
         check_ttl("refresh_ttl", spec.refresh_ttl)?;
         let origins = check_origins(&spec.origins)?;
+        let resources = check_resources(&spec.resources)?;
+        let resource_server = check_resource_server(spec.resource_server)?;
         let secret = token::new_secret()?;
         let now = self.clock.now();
         let client = Client {
@@ -164,8 +200,8 @@ impl Tessera {
             refresh_ttl: spec.refresh_ttl,
             origins,
             audience: spec.audience.filter(|a| !a.is_empty()),
-            resource_server: None,
-            resources: Vec::new(),
+            resource_server,
+            resources,
             disabled: false,
             created_at: now,
             updated_at: now,
@@ -234,6 +270,12 @@ impl Tessera {
         }
         if let Some(a) = changes.audience {
             c.audience = a.filter(|a| !a.is_empty());
+        }
+        if let Some(r) = changes.resources {
+            c.resources = check_resources(&r)?;
+        }
+        if let Some(rs) = changes.resource_server {
+            c.resource_server = check_resource_server(rs)?;
         }
         if let Some(d) = changes.disabled {
             c.disabled = d;

@@ -10,7 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use crate::config::Settings;
 use crate::domain::clock::UnixTime;
 use crate::domain::crypto::{DerivedKeys, MasterKey, RootKey};
-use crate::domain::jwt::{Algorithm, SigningKey};
+use std::sync::Arc;
+
+use crate::domain::jwt::{Algorithm, KeyState, SigningKey};
 use crate::store::{Store, StoredKey};
 
 const ROOT_KEY: &str = "root_key";
@@ -104,72 +106,194 @@ pub async fn open_root_key(store: &dyn Store, master: &MasterKey) -> anyhow::Res
     Ok(root.derive()?)
 }
 
-/// The signing keys in memory: the active one signs; every published one verifies.
-#[derive(Debug)]
+/// One loaded signing key and its lifecycle facts.
+#[derive(Debug, Clone)]
+pub struct LoadedKey {
+    /// The key.
+    pub key: Arc<SigningKey>,
+    /// Its state.
+    pub state: KeyState,
+    /// Creation time.
+    pub created_at: UnixTime,
+    /// For a retired key, when it leaves the JWKS.
+    pub published_until: Option<UnixTime>,
+}
+
+/// The signing keys in memory: the active one signs; every unrevoked one verifies; `next`,
+/// `active` and unexpired `retired` keys are published.
+#[derive(Debug, Default)]
 pub struct KeyRing {
-    active: usize,
-    keys: Vec<SigningKey>,
+    keys: Vec<LoadedKey>,
 }
 
 impl KeyRing {
-    /// Loads the stored keys, creating the first active key if there is none.
+    /// Loads the unrevoked keys from the store, reusing already parsed keys of `previous`.
     ///
     /// # Errors
-    /// A store failure, or a key that cannot be opened with this master key.
-    pub async fn load_or_create(
+    /// A store failure, or a key that cannot be opened with this root key.
+    pub async fn load(
         store: &dyn Store,
         keys: &DerivedKeys,
-        now: UnixTime,
+        previous: Option<&KeyRing>,
     ) -> anyhow::Result<Self> {
-        let mut stored = store.list_keys().await?;
-        if !stored.iter().any(|k| k.state == "active") {
-            let (key, pkcs8) = SigningKey::generate(Algorithm::EdDsa)?;
-            let sealed = keys.seal(&pkcs8, key.kid().as_bytes())?;
-            store
-                .insert_first_active_key(&StoredKey {
-                    kid: key.kid().to_owned(),
-                    alg: key.alg().as_str().to_owned(),
-                    state: "active".into(),
-                    sealed_private_key: sealed,
-                    created_at: now,
-                    published_until: None,
-                })
-                .await?;
-            tracing::info!(kid = key.kid(), alg = %key.alg(), "created the first signing key");
-            stored = store.list_keys().await?;
-        }
         let mut ring = Vec::new();
-        let mut active = None;
-        for k in stored.iter().filter(|k| k.state != "revoked") {
-            let alg: Algorithm = k.alg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            let pkcs8 = keys
-                .open(&k.sealed_private_key, k.kid.as_bytes())
-                .with_context(|| format!("opening signing key {}", k.kid))?;
-            let key = SigningKey::from_pkcs8(alg, &pkcs8)?;
-            if k.state == "active" {
-                active = Some(ring.len());
+        for k in store.list_keys().await? {
+            let state: KeyState = k.state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            if state == KeyState::Revoked {
+                continue;
             }
-            ring.push(key);
+            let key = match previous.and_then(|p| p.find_arc(&k.kid)) {
+                Some(key) => key,
+                None => {
+                    let alg: Algorithm = k.alg.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                    let pkcs8 = keys
+                        .open(&k.sealed_private_key, k.kid.as_bytes())
+                        .with_context(|| format!("opening signing key {}", k.kid))?;
+                    Arc::new(SigningKey::from_pkcs8(alg, &pkcs8)?)
+                }
+            };
+            ring.push(LoadedKey {
+                key,
+                state,
+                created_at: k.created_at,
+                published_until: k.published_until,
+            });
         }
-        let active = active.context("no active signing key")?;
-        Ok(Self { active, keys: ring })
+        Ok(Self { keys: ring })
     }
 
     /// The key that signs new tokens.
     #[must_use]
     pub fn active(&self) -> Option<&SigningKey> {
-        self.keys.get(self.active)
+        self.keys
+            .iter()
+            .find(|k| k.state == KeyState::Active)
+            .map(|k| k.key.as_ref())
     }
 
-    /// A published key by id.
+    /// An unrevoked key by id.
     #[must_use]
     pub fn find(&self, kid: &str) -> Option<&SigningKey> {
-        self.keys.iter().find(|k| k.kid() == kid)
+        self.keys
+            .iter()
+            .find(|k| k.key.kid() == kid)
+            .map(|k| k.key.as_ref())
     }
 
-    /// The JWKS document.
-    #[must_use]
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": self.keys.iter().map(SigningKey::public_jwk).collect::<Vec<_>>() })
+    fn find_arc(&self, kid: &str) -> Option<Arc<SigningKey>> {
+        self.keys
+            .iter()
+            .find(|k| k.key.kid() == kid)
+            .map(|k| k.key.clone())
     }
+
+    /// The keys and their states.
+    #[must_use]
+    pub fn keys(&self) -> &[LoadedKey] {
+        &self.keys
+    }
+
+    fn published(&self, now: UnixTime) -> impl Iterator<Item = &LoadedKey> {
+        self.keys.iter().filter(move |k| match k.state {
+            KeyState::Next | KeyState::Active => true,
+            KeyState::Retired => k.published_until.is_some_and(|t| t >= now),
+            KeyState::Revoked => false,
+        })
+    }
+
+    /// The JWKS document at `now`.
+    #[must_use]
+    pub fn jwks(&self, now: UnixTime) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .published(now)
+            .map(|k| k.key.public_jwk().clone())
+            .collect();
+        serde_json::json!({ "keys": keys })
+    }
+
+    /// The algorithms of the published keys, without repetition.
+    #[must_use]
+    pub fn algorithms(&self, now: UnixTime) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = Vec::new();
+        for k in self.published(now) {
+            let a = k.key.alg().as_str();
+            if !algs.contains(&a) {
+                algs.push(a);
+            }
+        }
+        algs
+    }
+}
+
+/// Generates a key of `alg` and stores it in `state` (`active` only if there is none, `next`
+/// only if there is none).
+async fn create_key(
+    store: &dyn Store,
+    keys: &DerivedKeys,
+    alg: Algorithm,
+    state: KeyState,
+    now: UnixTime,
+) -> anyhow::Result<()> {
+    let (key, pkcs8) = SigningKey::generate(alg)?;
+    let stored = StoredKey {
+        kid: key.kid().to_owned(),
+        alg: key.alg().as_str().to_owned(),
+        state: state.as_str().to_owned(),
+        sealed_private_key: keys.seal(&pkcs8, key.kid().as_bytes())?,
+        created_at: now,
+        published_until: None,
+    };
+    match state {
+        KeyState::Active => store.insert_first_active_key(&stored).await?,
+        _ => store.insert_next_key(&stored).await?,
+    }
+    tracing::info!(kid = key.kid(), alg = %key.alg(), state = state.as_str(), "created a signing key");
+    Ok(())
+}
+
+/// Makes sure an active and a next key exist (creating them with `alg`), so that the key the
+/// next rotation activates has been published since the previous one.
+///
+/// # Errors
+/// A store failure.
+pub async fn ensure_keys(
+    store: &dyn Store,
+    keys: &DerivedKeys,
+    alg: Algorithm,
+    now: UnixTime,
+) -> anyhow::Result<()> {
+    let stored = store.list_keys().await?;
+    if !stored.iter().any(|k| k.state == KeyState::Active.as_str()) {
+        create_key(store, keys, alg, KeyState::Active, now).await?;
+    }
+    if !stored.iter().any(|k| k.state == KeyState::Next.as_str()) {
+        create_key(store, keys, alg, KeyState::Next, now).await?;
+    }
+    Ok(())
+}
+
+/// Re-wraps the root key under a new master key. Secrets, tokens and signing keys stay valid;
+/// every instance must be restarted with the new master key afterwards (running instances keep
+/// working, since they already hold the root key).
+///
+/// # Errors
+/// `current` is not the database's master key, or the store fails.
+pub async fn rotate_master_key(
+    store: &dyn Store,
+    current: &MasterKey,
+    new: &MasterKey,
+) -> anyhow::Result<()> {
+    let fresh = URL_SAFE_NO_PAD.encode(current.wrap(&RootKey::generate()?)?);
+    let stored = store.meta_insert_or_get(ROOT_KEY, &fresh).await?;
+    let wrapped = URL_SAFE_NO_PAD
+        .decode(stored.trim())
+        .context("stored root key is not base64")?;
+    let root = current
+        .unwrap(&wrapped)
+        .map_err(|_| anyhow::anyhow!("the current master key does not open this database"))?;
+    let rewrapped = URL_SAFE_NO_PAD.encode(new.wrap(&root)?);
+    if !store.meta_replace(ROOT_KEY, &stored, &rewrapped).await? {
+        anyhow::bail!("the root key changed during the rotation; run the command again");
+    }
+    Ok(())
 }

@@ -6,10 +6,12 @@
 //! `http::error` alone decides how those look on the wire.
 
 pub mod clients;
+pub mod introspect;
 pub mod keys;
+pub mod signing;
 pub mod tokens;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
 
@@ -58,13 +60,17 @@ pub struct Policy {
     pub refresh_ttl: u32,
     /// Refresh reuse grace window, seconds.
     pub refresh_grace: u32,
+    /// Algorithm of new signing keys.
+    pub signing_alg: crate::domain::jwt::Algorithm,
+    /// Seconds between key reloads on every instance.
+    pub key_reload_interval: u32,
 }
 
 /// The Tessera application.
 pub struct Tessera {
     store: Arc<dyn Store>,
     keys: DerivedKeys,
-    keyring: KeyRing,
+    keyring: RwLock<Arc<KeyRing>>,
     registry: Registry,
     clock: Arc<dyn Clock>,
     policy: Policy,
@@ -122,7 +128,11 @@ impl Tessera {
     ) -> anyhow::Result<Self> {
         let master = keys::resolve_master_key(settings)?;
         let derived = keys::open_root_key(store.as_ref(), &master).await?;
-        let keyring = KeyRing::load_or_create(store.as_ref(), &derived, clock.now()).await?;
+        keys::ensure_keys(store.as_ref(), &derived, settings.signing_alg, clock.now()).await?;
+        let keyring = KeyRing::load(store.as_ref(), &derived, None).await?;
+        if keyring.active().is_none() {
+            anyhow::bail!("no active signing key");
+        }
         let registry = Registry::with_extra(&settings.extra_scopes)
             .map_err(|e| anyhow::anyhow!("extra_scopes: {}", e.description))?;
         let issuer = settings.issuer();
@@ -134,15 +144,29 @@ impl Tessera {
             access_ttl: settings.access_ttl,
             refresh_ttl: settings.refresh_ttl,
             refresh_grace: settings.refresh_grace,
+            signing_alg: settings.signing_alg,
+            key_reload_interval: settings.key_reload_interval,
         };
         Ok(Self {
             store,
             keys: derived,
-            keyring,
+            keyring: RwLock::new(Arc::new(keyring)),
             registry,
             clock,
             policy,
         })
+    }
+
+    /// The scope registry.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The current time by this application's clock.
+    #[must_use]
+    pub fn now(&self) -> crate::domain::clock::UnixTime {
+        self.clock.now()
     }
 
     /// The server-wide policy.
@@ -160,7 +184,34 @@ impl Tessera {
     /// The public signing keys, as a JWKS document.
     #[must_use]
     pub fn jwks(&self) -> serde_json::Value {
-        self.keyring.jwks()
+        self.keyring().jwks(self.clock.now())
+    }
+
+    /// The current key ring (cheap: a shared pointer).
+    #[must_use]
+    pub fn keyring(&self) -> Arc<KeyRing> {
+        match self.keyring.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reloads the signing keys from the store, so that rotations and revocations made by
+    /// another instance or the CLI take effect here.
+    ///
+    /// # Errors
+    /// A store failure; the previous key ring stays in use.
+    pub async fn reload_keys(&self) -> Result<(), ServiceError> {
+        let previous = self.keyring();
+        let ring = KeyRing::load(self.store.as_ref(), &self.keys, Some(&previous)).await?;
+        if ring.active().is_none() {
+            return Err(anyhow::anyhow!("no active signing key in the store").into());
+        }
+        match self.keyring.write() {
+            Ok(mut slot) => *slot = Arc::new(ring),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ring),
+        }
+        Ok(())
     }
 
     /// True if the store answers.

@@ -24,6 +24,8 @@ pub struct TokenRequest<'a> {
     pub client_type: Option<&'a str>,
     /// The browser origin (`Origin`, else the origin of `Referer`).
     pub origin: Option<&'a str>,
+    /// RFC 8707 `resource`: the audience asked for.
+    pub resource: Option<&'a str>,
 }
 
 /// A freshly issued AuthToken, before a wire profile shapes it.
@@ -161,6 +163,7 @@ impl Tessera {
         if client_type == ClientType::Web {
             client.check_origin(req.origin)?;
         }
+        let audience = client.audience_for(req.resource, &self.policy.audience)?;
         let now = self.clock.now();
         let family = NewFamily {
             id: new_id(),
@@ -169,7 +172,7 @@ impl Tessera {
             client_type,
             created_at: now,
         };
-        let (access_token, access) = self.mint_access(client, &family.id, &scope, now)?;
+        let (access_token, access) = self.mint_access(client, &family.id, &scope, audience, now)?;
         let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
         self.store.issue(&family, &access, &refresh).await?;
         tracing::info!(client_id = %client.id, token_id = %access.id, family_id = %family.id, "issued");
@@ -208,8 +211,9 @@ impl Tessera {
             if record.client_type == ClientType::Web {
                 client.check_origin(req.origin)?;
             }
+            let audience = client.audience_for(req.resource, &self.policy.audience)?;
             let (access_token, access) =
-                self.mint_access(client, &record.family_id, &scope, now)?;
+                self.mint_access(client, &record.family_id, &scope, audience, now)?;
             let (refresh_token, refresh) =
                 self.mint_refresh(client, &record.family_id, &record.scope, now)?;
             let cutoff = if self.policy.refresh_grace > 0 {
@@ -241,14 +245,11 @@ impl Tessera {
         client: &Client,
         family_id: &str,
         scope: &ScopeSet,
+        audience: String,
         now: UnixTime,
     ) -> Result<(String, NewAccessToken), ServiceError> {
         let id = new_id();
         let expires_at = now + i64::from(self.access_ttl(client));
-        let audience = client
-            .audience
-            .clone()
-            .unwrap_or_else(|| self.policy.audience.clone());
         let mut signing_kid = None;
         let token = match client.format {
             TokenFormat::Opaque => token::mint(OpaqueKind::Access, &self.keys)?.token,
@@ -264,12 +265,12 @@ impl Tessera {
                     client_id: client.id.clone(),
                     scope: scope.to_string(),
                 };
-                let key = self
-                    .keyring
+                let ring = self.keyring();
+                let key = ring
                     .active()
                     .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
                 signing_kid = Some(key.kid().to_owned());
-                jwt::encode(key, &claims).map_err(anyhow::Error::from)?
+                jwt::encode(key, &claims)?
             }
         };
         let record = NewAccessToken {
@@ -356,14 +357,10 @@ impl Tessera {
             Some(OwnedAccessKey::Hash(hash))
         } else if jwt::looks_like_jwt(presented) {
             // Signature and issuer must check out; an expired JWT is nothing to revoke.
-            jwt::decode(
-                presented,
-                |kid| self.keyring.find(kid),
-                &self.policy.issuer,
-                now,
-            )
-            .ok()
-            .map(|claims| OwnedAccessKey::Id(claims.jti))
+            let ring = self.keyring();
+            jwt::decode(presented, |kid| ring.find(kid), &self.policy.issuer, now)
+                .ok()
+                .map(|claims| OwnedAccessKey::Id(claims.jti))
         } else {
             None
         };
@@ -388,13 +385,9 @@ impl Tessera {
         let key = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
             OwnedAccessKey::Hash(hash)
         } else if jwt::looks_like_jwt(presented) {
-            let claims = jwt::decode(
-                presented,
-                |kid| self.keyring.find(kid),
-                &self.policy.issuer,
-                now,
-            )
-            .map_err(|_| BearerError::Invalid)?;
+            let ring = self.keyring();
+            let claims = jwt::decode(presented, |kid| ring.find(kid), &self.policy.issuer, now)
+                .map_err(|_| BearerError::Invalid)?;
             OwnedAccessKey::Id(claims.jti)
         } else {
             return Err(BearerError::Invalid);

@@ -118,7 +118,11 @@ async fn the_signing_key_survives_a_restart() {
     let c = app.client("/ping.read", &["--format", "jwt"]);
     let t = app.grant(&c, "/ping.read").await;
     let before = jwks(&app).await;
-    assert_eq!(before.keys.len(), 1);
+    assert_eq!(
+        before.keys.len(),
+        2,
+        "the active key and the next key are published"
+    );
     let dir = app.stop().await;
     let app = spawn_in(dir, &[]).await;
     let after = jwks(&app).await;

@@ -1,0 +1,96 @@
+//! `POST /oauth2/introspect` (RFC 7662): authenticated with client credentials like the token
+//! endpoint; the answer is `{"active": false}` or the token's claims.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request::OAuthRequest;
+use super::revoke::token_field;
+use super::token::authenticate;
+
+/// The introspection response (RFC 7662 §2.2).
+#[derive(Debug, Serialize)]
+pub struct IntrospectionResponse {
+    /// Whether the token is currently active.
+    pub active: bool,
+    /// Space-delimited scopes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The client the token was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    /// Expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    /// Issue time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Not before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Subject (the client id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Audience.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    /// Issuer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Token id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// The handler.
+pub async fn introspect(
+    State(state): State<Arc<AppState>>,
+    req: OAuthRequest,
+) -> Result<Response, ApiError> {
+    let client = authenticate(&state, &req).await?;
+    let profile = state.tessera.profile_of(&client);
+    let token = token_field(&req, profile)?;
+    let info = state
+        .tessera
+        .introspect(&client, token)
+        .await
+        .map_err(|e| ApiError::service(profile, e))?;
+    let body = match info {
+        None => IntrospectionResponse {
+            active: false,
+            scope: None,
+            client_id: None,
+            token_type: None,
+            exp: None,
+            iat: None,
+            nbf: None,
+            sub: None,
+            aud: None,
+            iss: None,
+            jti: None,
+        },
+        Some(i) => IntrospectionResponse {
+            active: true,
+            sub: Some(i.client_id.clone()),
+            scope: Some(i.scope),
+            client_id: Some(i.client_id),
+            token_type: Some(i.token_type),
+            exp: Some(i.exp),
+            iat: Some(i.iat),
+            nbf: Some(i.nbf),
+            aud: i.aud,
+            iss: Some(i.iss),
+            jti: Some(i.jti),
+        },
+    };
+    Ok(Json(body).into_response())
+}
