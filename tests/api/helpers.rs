@@ -338,3 +338,35 @@ pub fn assert_oauth_error(r: &Reply, status: u16, code: &str) {
         r.text
     );
 }
+
+/// Verifies a JWT the way an independent resource server would: fetch the JWKS from
+/// `jwks_uri`, pick the key by `kid`, verify with jsonwebtoken (signature, exp, nbf).
+pub async fn verify_with_jwks(jwks_uri: &str, token: &str) -> Result<Value, String> {
+    use jsonwebtoken::{DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+    let set: JwkSet = reqwest::get(jwks_uri)
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    let header = decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
+    let jwk = set
+        .find(&kid)
+        .ok_or_else(|| format!("kid {kid} is not published"))?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(header.alg);
+    v.validate_aud = false;
+    v.validate_nbf = true;
+    decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
+/// The `kid` in a JWT's header.
+pub fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("JWT header")
+        .kid
+        .expect("kid")
+}

@@ -11,7 +11,11 @@
 mod helpers;
 
 mod cli;
+mod discovery;
+mod interop;
+mod introspect;
 mod jwt;
+mod keys;
 mod ping;
 mod refresh;
 mod revoke;
