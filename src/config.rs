@@ -26,6 +26,8 @@ pub enum Kind {
     Integer,
     /// A whitespace-separated list.
     List,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// Every setting's name and kind.
@@ -48,6 +50,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("log_format", Kind::Text),
     ("signing_alg", Kind::Text),
     ("key_reload_interval", Kind::Integer),
+    ("trust_forwarded_for", Kind::Bool),
 ];
 
 /// A secret setting: `Debug` never shows it.
@@ -146,6 +149,9 @@ pub struct Settings {
     /// Seconds between two reloads of the signing keys from the store (how soon a rotation
     /// made elsewhere takes effect on this instance).
     pub key_reload_interval: u32,
+    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy
+    /// that sets that header itself).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Settings {
@@ -169,6 +175,7 @@ impl Default for Settings {
             log_format: LogFormat::Text,
             signing_alg: Algorithm::EdDsa,
             key_reload_interval: 10,
+            trust_forwarded_for: false,
         }
     }
 }
@@ -257,6 +264,11 @@ fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {
             text.trim()
                 .parse::<i64>()
                 .with_context(|| format!("{name} must be an integer"))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(
+            text.trim()
+                .parse::<bool>()
+                .with_context(|| format!("{name} must be true or false"))?,
         ),
         Kind::List => toml::Value::Array(
             text.split_whitespace()

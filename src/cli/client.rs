@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::domain::audit::Actor;
 use crate::domain::client::{Profile, TokenFormat};
 use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
 use crate::service::{ServiceError, Tessera};
@@ -227,7 +228,10 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 resources: a.resources,
                 resource_server: a.resource_server,
             };
-            let (client, secret) = tessera.create_client(spec).await.map_err(fail)?;
+            let (client, secret) = tessera
+                .create_client(spec, &Actor::cli())
+                .await
+                .map_err(fail)?;
             let view = tessera.view(&client);
             if a.json {
                 let mut v = serde_json::to_value(&view)?;
@@ -244,7 +248,7 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
             }
         }
         ClientCommand::List(f) => {
-            let clients = tessera.list_clients().await.map_err(fail)?;
+            let clients = tessera.all_clients().await.map_err(fail)?;
             let views: Vec<ClientView> = clients.iter().map(|c| tessera.view(c)).collect();
             if f.json {
                 println!("{}", serde_json::to_string_pretty(&views)?);
@@ -286,12 +290,15 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 resource_server: a.resource_server.map(|v| (v != "none").then_some(v)),
                 disabled: None,
             };
-            let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;
+            let c = tessera
+                .update_client(&a.id, changes, &Actor::cli())
+                .await
+                .map_err(fail)?;
             print_client(&tessera.view(&c), a.json)?;
         }
         ClientCommand::RotateSecret(a) => {
             let (c, secret) = tessera
-                .rotate_secret(&a.id, a.keep_old)
+                .rotate_secret(&a.id, a.keep_old, &Actor::cli())
                 .await
                 .map_err(fail)?;
             let until = c.previous_secret.as_ref().map(|(_, t)| *t);
@@ -316,7 +323,10 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
         ClientCommand::Disable(a) => set_disabled(&tessera, a, true).await?,
         ClientCommand::Enable(a) => set_disabled(&tessera, a, false).await?,
         ClientCommand::Delete(a) => {
-            tessera.delete_client(&a.id).await.map_err(fail)?;
+            tessera
+                .delete_client(&a.id, &Actor::cli())
+                .await
+                .map_err(fail)?;
             if a.json {
                 println!("{}", json!({ "client_id": a.id, "deleted": true }));
             } else {
@@ -332,6 +342,9 @@ async fn set_disabled(tessera: &Tessera, a: IdArgs, disabled: bool) -> anyhow::R
         disabled: Some(disabled),
         ..ClientChanges::default()
     };
-    let c = tessera.update_client(&a.id, changes).await.map_err(fail)?;
+    let c = tessera
+        .update_client(&a.id, changes, &Actor::cli())
+        .await
+        .map_err(fail)?;
     print_client(&tessera.view(&c), a.json)
 }

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::domain::audit::Actor;
 use crate::domain::crypto::MasterKey;
 use crate::service::keys::{resolve_master_key, rotate_master_key};
 use crate::service::{ServiceError, Tessera, open_store};
@@ -88,7 +89,7 @@ pub(super) async fn run(cmd: KeysCommand, settings: &Settings) -> anyhow::Result
     match cmd {
         KeysCommand::List(f) => print_keys(&tessera, f.json).await,
         KeysCommand::Rotate(f) => {
-            let r = tessera.rotate_keys().await.map_err(fail)?;
+            let r = tessera.rotate_keys(&Actor::cli()).await.map_err(fail)?;
             if f.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -103,7 +104,10 @@ pub(super) async fn run(cmd: KeysCommand, settings: &Settings) -> anyhow::Result
             Ok(())
         }
         KeysCommand::Retire(a) => {
-            tessera.retire_key(&a.kid).await.map_err(fail)?;
+            tessera
+                .retire_key(&a.kid, &Actor::cli())
+                .await
+                .map_err(fail)?;
             if a.json {
                 println!("{}", json!({ "kid": a.kid, "retired": true }));
                 Ok(())
@@ -112,7 +116,10 @@ pub(super) async fn run(cmd: KeysCommand, settings: &Settings) -> anyhow::Result
             }
         }
         KeysCommand::Revoke(a) => {
-            tessera.revoke_key(&a.kid).await.map_err(fail)?;
+            tessera
+                .revoke_key(&a.kid, &Actor::cli())
+                .await
+                .map_err(fail)?;
             if a.json {
                 println!("{}", json!({ "kid": a.kid, "revoked": true }));
                 Ok(())

@@ -5,6 +5,7 @@
 //! signing keys, and the OAuth error vocabulary. Time is passed in (see [`clock`]) so the rules
 //! that depend on it can be tested without waiting.
 
+pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod crypto;

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use super::error::ApiError;
 use super::request::OAuthRequest;
 use super::revoke::token_field;
 use super::token::authenticate;
+use crate::domain::audit::Actor;
 
 /// The introspection response (RFC 7662 §2.2).
 #[derive(Debug, Serialize)]
@@ -54,9 +56,10 @@ pub struct IntrospectionResponse {
 /// The handler.
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     req: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req).await?;
+    let client = authenticate(&state, &req, &actor).await?;
     let profile = state.tessera.profile_of(&client);
     let token = token_field(&req, profile)?;
     let info = state

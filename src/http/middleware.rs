@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,7 @@ use tracing::Instrument as _;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::audit::Actor;
 use crate::domain::error::OAuthError;
 
 /// The request id header.
@@ -39,10 +42,39 @@ pub fn valid_moov_version(v: &str) -> bool {
         && month.parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
+/// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when the
+/// operator says a proxy sets it.
+fn source_address(req: &Request, trust_forwarded_for: bool) -> Option<String> {
+    if trust_forwarded_for {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_owned());
+        }
+    }
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
 /// The envelope around every request.
-pub async fn envelope(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub async fn envelope(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::now_v7().to_string();
+    let source = source_address(&req, state.trust_forwarded_for);
+    req.extensions_mut().insert(Actor {
+        request_id: Some(request_id.clone()),
+        source: source.clone(),
+    });
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!(
@@ -50,6 +82,7 @@ pub async fn envelope(State(state): State<Arc<AppState>>, req: Request, next: Ne
         request_id = %request_id,
         method = %method,
         path = %path,
+        source = source.as_deref().unwrap_or("-"),
         client_id = tracing::field::Empty,
     );
     let version_ok = req

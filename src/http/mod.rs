@@ -37,6 +37,8 @@ pub struct AppState {
     pub tessera: Tessera,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Whether `X-Forwarded-For` names the client.
+    pub trust_forwarded_for: bool,
 }
 
 /// The public router.
@@ -102,6 +104,7 @@ impl Application {
             state: Arc::new(AppState {
                 tessera,
                 max_body_bytes: settings.max_body_bytes,
+                trust_forwarded_for: settings.trust_forwarded_for,
             }),
             cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
             cleanup_batch: settings.cleanup_batch,
@@ -133,9 +136,12 @@ impl Application {
         let reload = tokio::spawn(key_reload_loop(self.state.clone()));
         tracing::info!(addr = %self.listener.local_addr()?, issuer = %self.state.tessera.policy().issuer, "serving");
         let app = router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         cleanup.abort();
         reload.abort();
         served.context("serving HTTP")

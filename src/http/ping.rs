@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,6 +20,7 @@ use serde_json::json;
 use super::AppState;
 use super::error::{ApiError, BASIC_CHALLENGE};
 use super::request::parse_basic;
+use crate::domain::audit::Actor;
 use crate::service::tokens::BearerError;
 
 /// The scope `/ping` requires.
@@ -39,6 +41,7 @@ fn challenge(status: StatusCode, www: &str, error: &str, description: &str) -> R
 /// The handler.
 pub async fn ping(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let auth = headers
@@ -91,7 +94,7 @@ pub async fn ping(
                 "malformed Basic credentials",
             ));
         };
-        return match state.tessera.authenticate(&id, &secret).await {
+        return match state.tessera.authenticate(&id, &secret, &actor).await {
             Ok(client) => {
                 tracing::Span::current().record("client_id", client.id.as_str());
                 Ok(StatusCode::OK.into_response())

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::request::OAuthRequest;
 use super::token::authenticate;
+use crate::domain::audit::Actor;
 use crate::domain::client::Profile;
 use crate::domain::error::{ErrorCode, OAuthError};
 
@@ -39,14 +41,15 @@ pub fn token_field(req: &OAuthRequest, profile: Profile) -> Result<&str, ApiErro
 /// unusable (including unknown ones); `400` for another client's token.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     req: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req).await?;
+    let client = authenticate(&state, &req, &actor).await?;
     let profile = state.tessera.profile_of(&client);
     let token = token_field(&req, profile)?;
     state
         .tessera
-        .revoke(&client, token)
+        .revoke(&client, token, &actor)
         .await
         .map_err(|e| ApiError::service(profile, e))?;
     Ok(match profile {

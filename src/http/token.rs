@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::request::OAuthRequest;
+use crate::domain::audit::Actor;
 use crate::domain::client::{Client, Profile};
 use crate::service::tokens::{Issued, TokenRequest};
 
@@ -52,14 +54,18 @@ impl AuthToken {
 ///
 /// # Errors
 /// The `invalid_client`/`invalid_request` answer.
-pub async fn authenticate(state: &AppState, req: &OAuthRequest) -> Result<Client, ApiError> {
+pub async fn authenticate(
+    state: &AppState,
+    req: &OAuthRequest,
+    actor: &Actor,
+) -> Result<Client, ApiError> {
     let default = state.tessera.policy().default_profile;
     let creds = req
         .credentials()
         .map_err(|(e, challenge)| ApiError::oauth(default, e).with_basic_challenge(challenge))?;
     let client = state
         .tessera
-        .authenticate(&creds.client_id, &creds.secret)
+        .authenticate(&creds.client_id, &creds.secret, actor)
         .await
         .map_err(|e| ApiError::service(default, e).with_basic_challenge(creds.basic))?;
     tracing::Span::current().record("client_id", client.id.as_str());
@@ -69,9 +75,10 @@ pub async fn authenticate(state: &AppState, req: &OAuthRequest) -> Result<Client
 /// The handler.
 pub async fn token(
     State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     req: OAuthRequest,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req).await?;
+    let client = authenticate(&state, &req, &actor).await?;
     let profile = state.tessera.profile_of(&client);
     let request = TokenRequest {
         grant_type: req.get("grant_type"),
@@ -83,7 +90,7 @@ pub async fn token(
     };
     let issued = state
         .tessera
-        .token(&client, &request)
+        .token(&client, &request, &actor)
         .await
         .map_err(|e| ApiError::service(profile, e))?;
     Ok(Json(AuthToken::render(profile, issued)).into_response())

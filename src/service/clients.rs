@@ -3,6 +3,9 @@
 use serde::Serialize;
 
 use crate::config::MAX_TTL;
+use serde_json::json;
+
+use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::client::{
     Client, Profile, SecretHash, TokenFormat, parse_origin, parse_resource,
 };
@@ -175,7 +178,11 @@ impl Tessera {
     ///
     /// # Errors
     /// `invalid_request`/`invalid_scope` for bad settings; store failures.
-    pub async fn create_client(&self, spec: ClientSpec) -> Result<(Client, String), ServiceError> {
+    pub async fn create_client(
+        &self,
+        spec: ClientSpec,
+        actor: &Actor,
+    ) -> Result<(Client, String), ServiceError> {
         check_name(&spec.name)?;
         let scopes = parse_patterns(&spec.scopes, &self.registry)?;
         if scopes.is_empty() {
@@ -208,15 +215,46 @@ impl Tessera {
         };
         self.store.insert_client(&client).await?;
         tracing::info!(client_id = %client.id, "client created");
+        self.audit(AuditEvent::new(
+            AuditKind::ClientCreated,
+            now,
+            actor,
+            Some(&client.id),
+            json!({ "name": client.name, "scopes": self.view(&client).scopes }),
+        ))
+        .await;
         Ok((client, secret))
     }
 
-    /// Every client.
+    /// Up to `limit` clients with ids after `after` (keyset pagination by id).
     ///
     /// # Errors
     /// Store failures.
-    pub async fn list_clients(&self) -> Result<Vec<Client>, ServiceError> {
-        Ok(self.store.list_clients().await?)
+    pub async fn list_clients(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Client>, ServiceError> {
+        Ok(self.store.list_clients(after, limit).await?)
+    }
+
+    /// Every client, page by page.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn all_clients(&self) -> Result<Vec<Client>, ServiceError> {
+        let mut all: Vec<Client> = Vec::new();
+        loop {
+            let page = self
+                .store
+                .list_clients(all.last().map(|c| c.id.as_str()), 500)
+                .await?;
+            let done = page.len() < 500;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
     }
 
     /// One client.
@@ -238,7 +276,28 @@ impl Tessera {
         &self,
         id: &str,
         changes: ClientChanges,
+        actor: &Actor,
     ) -> Result<Client, ServiceError> {
+        let fields: Vec<&str> = [
+            ("name", changes.name.is_some()),
+            ("scopes", changes.scopes.is_some()),
+            ("format", changes.format.is_some()),
+            ("profile", changes.profile.is_some()),
+            ("access_ttl", changes.access_ttl.is_some()),
+            ("refresh_ttl", changes.refresh_ttl.is_some()),
+            ("origins", changes.origins.is_some()),
+            ("audience", changes.audience.is_some()),
+            ("resources", changes.resources.is_some()),
+            ("resource_server", changes.resource_server.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect();
+        let kind = match (fields.is_empty(), changes.disabled) {
+            (true, Some(true)) => AuditKind::ClientDisabled,
+            (true, Some(false)) => AuditKind::ClientEnabled,
+            _ => AuditKind::ClientUpdated,
+        };
         let mut c = self.get_client(id).await?;
         if let Some(name) = changes.name {
             check_name(&name)?;
@@ -285,6 +344,14 @@ impl Tessera {
             return Err(ServiceError::NotFound(format!("no client {id:?}")));
         }
         tracing::info!(client_id = %c.id, disabled = c.disabled, "client updated");
+        self.audit(AuditEvent::new(
+            kind,
+            c.updated_at,
+            actor,
+            Some(&c.id),
+            json!({ "fields": fields, "disabled": c.disabled }),
+        ))
+        .await;
         Ok(c)
     }
 
@@ -297,6 +364,7 @@ impl Tessera {
         &self,
         id: &str,
         keep_old: u32,
+        actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
         let mut c = self.get_client(id).await?;
         let secret = token::new_secret()?;
@@ -308,6 +376,14 @@ impl Tessera {
             return Err(ServiceError::NotFound(format!("no client {id:?}")));
         }
         tracing::info!(client_id = %c.id, keep_old, "client secret rotated");
+        self.audit(AuditEvent::new(
+            AuditKind::SecretRotated,
+            now,
+            actor,
+            Some(&c.id),
+            json!({ "previous_secret_valid_for": keep_old }),
+        ))
+        .await;
         Ok((c, secret))
     }
 
@@ -315,9 +391,17 @@ impl Tessera {
     ///
     /// # Errors
     /// An unknown client, store failures.
-    pub async fn delete_client(&self, id: &str) -> Result<(), ServiceError> {
+    pub async fn delete_client(&self, id: &str, actor: &Actor) -> Result<(), ServiceError> {
         if self.store.delete_client(id).await? {
             tracing::info!(client_id = %id, "client deleted");
+            let event = AuditEvent::new(
+                AuditKind::ClientDeleted,
+                self.clock.now(),
+                actor,
+                Some(id),
+                json!({}),
+            );
+            self.audit(event).await;
             Ok(())
         } else {
             Err(ServiceError::NotFound(format!("no client {id:?}")))

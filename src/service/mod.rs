@@ -16,7 +16,11 @@ use std::sync::{Arc, RwLock};
 use anyhow::Context as _;
 
 use crate::config::Settings;
+use serde_json::json;
+
+use crate::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use crate::domain::client::{Client, Profile, TokenFormat};
+use crate::domain::clock::UnixTime;
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::crypto::DerivedKeys;
 use crate::domain::error::OAuthError;
@@ -217,6 +221,96 @@ impl Tessera {
     /// True if the store answers.
     pub async fn ready(&self) -> bool {
         self.store.ping().await.is_ok()
+    }
+
+    /// Records an operator-facing event after the change it describes has committed. A failure
+    /// to record is logged, not returned: the change itself has happened.
+    pub(crate) async fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::error!(error = %e, event = %event.event, "could not record an audit event");
+        }
+    }
+
+    /// Reads the audit trail, newest first.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, ServiceError> {
+        Ok(self.store.list_audit(query).await?)
+    }
+
+    /// Revokes every token of a client ("a secret leaked"); returns how many families.
+    ///
+    /// # Errors
+    /// An unknown client; store failures.
+    pub async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        actor: &Actor,
+    ) -> Result<u64, ServiceError> {
+        self.get_client(client_id).await?;
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            AuditKind::BulkRevoked,
+            now,
+            actor,
+            Some(client_id),
+            json!({ "scope": "client" }),
+        );
+        let n = self
+            .store
+            .revoke_client_tokens(client_id, now, &event)
+            .await?;
+        tracing::warn!(client_id, families = n, "every token of a client revoked");
+        Ok(n)
+    }
+
+    /// Revokes one family by id.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn revoke_family_by_id(
+        &self,
+        family_id: &str,
+        actor: &Actor,
+    ) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            AuditKind::FamilyRevoked,
+            now,
+            actor,
+            None,
+            json!({ "family_id": family_id, "by": "operator" }),
+        );
+        self.store.revoke_family(family_id, now, &event).await?;
+        Ok(())
+    }
+
+    /// Revokes every token issued before `before` ("we restored an old backup"); returns how
+    /// many tokens.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn revoke_issued_before(
+        &self,
+        before: UnixTime,
+        actor: &Actor,
+    ) -> Result<u64, ServiceError> {
+        let now = self.clock.now();
+        let event = AuditEvent::new(
+            AuditKind::BulkRevoked,
+            now,
+            actor,
+            None,
+            json!({ "issued_before": before }),
+        );
+        let n = self.store.revoke_issued_before(before, now, &event).await?;
+        tracing::warn!(
+            before,
+            tokens = n,
+            "every token issued before a time revoked"
+        );
+        Ok(n)
     }
 
     /// Deletes one batch of expired tokens; returns the number of rows removed.

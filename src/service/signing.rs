@@ -10,6 +10,9 @@
 
 use serde::Serialize;
 
+use serde_json::json;
+
+use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::clock::UnixTime;
 use crate::domain::jwt::KeyState;
 
@@ -70,8 +73,7 @@ impl Tessera {
     /// How long a retired key must stay published.
     async fn retired_until(&self, now: UnixTime) -> Result<UnixTime, ServiceError> {
         let longest = self
-            .store
-            .list_clients()
+            .all_clients()
             .await?
             .iter()
             .filter_map(|c| c.access_ttl)
@@ -83,7 +85,7 @@ impl Tessera {
     ///
     /// # Errors
     /// Store failures, or a concurrent rotation (try again).
-    pub async fn rotate_keys(&self) -> Result<Rotation, ServiceError> {
+    pub async fn rotate_keys(&self, actor: &Actor) -> Result<Rotation, ServiceError> {
         let now = self.clock.now();
         // A next key normally exists; create one if an earlier step was interrupted.
         ensure_keys(
@@ -127,6 +129,14 @@ impl Tessera {
                 .map(|k| k.kid.clone()),
         };
         tracing::info!(active = %rotation.active, retired = ?rotation.retired, "signing keys rotated");
+        self.audit(AuditEvent::new(
+            AuditKind::KeyRotated,
+            now,
+            actor,
+            None,
+            json!({ "active": rotation.active, "retired": rotation.retired, "next": rotation.next }),
+        ))
+        .await;
         Ok(rotation)
     }
 
@@ -148,11 +158,11 @@ impl Tessera {
     ///
     /// # Errors
     /// An unknown or revoked key; store failures.
-    pub async fn retire_key(&self, kid: &str) -> Result<(), ServiceError> {
+    pub async fn retire_key(&self, kid: &str, actor: &Actor) -> Result<(), ServiceError> {
         let now = self.clock.now();
         match self.key_state(kid).await? {
             KeyState::Active => {
-                self.rotate_keys().await?;
+                self.rotate_keys(actor).await?;
             }
             KeyState::Next => {
                 // It never signed anything: it only has to outlive cached JWKS copies.
@@ -176,6 +186,14 @@ impl Tessera {
         }
         self.reload_keys().await?;
         tracing::info!(kid, "signing key retired");
+        self.audit(AuditEvent::new(
+            AuditKind::KeyRetired,
+            now,
+            actor,
+            None,
+            json!({ "kid": kid }),
+        ))
+        .await;
         Ok(())
     }
 
@@ -184,12 +202,12 @@ impl Tessera {
     ///
     /// # Errors
     /// An unknown key; store failures.
-    pub async fn revoke_key(&self, kid: &str) -> Result<(), ServiceError> {
+    pub async fn revoke_key(&self, kid: &str, actor: &Actor) -> Result<(), ServiceError> {
         let now = self.clock.now();
         match self.key_state(kid).await? {
             KeyState::Revoked => return Ok(()),
             KeyState::Active => {
-                self.rotate_keys().await?;
+                self.rotate_keys(actor).await?;
             }
             KeyState::Next | KeyState::Retired => {}
         }
@@ -211,6 +229,14 @@ impl Tessera {
         .await?;
         self.reload_keys().await?;
         tracing::warn!(kid, "signing key revoked");
+        self.audit(AuditEvent::new(
+            AuditKind::KeyRevoked,
+            now,
+            actor,
+            None,
+            json!({ "kid": kid }),
+        ))
+        .await;
         Ok(())
     }
 }

@@ -1,5 +1,8 @@
 //! Grants, revocation and bearer checks.
 
+use serde_json::json;
+
+use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::client::{Client, ClientType, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::error::{ErrorCode, OAuthError};
@@ -95,6 +98,7 @@ impl Tessera {
         &self,
         client_id: &str,
         secret: &str,
+        actor: &Actor,
     ) -> Result<Client, ServiceError> {
         let now = self.clock.now();
         let client = if client_id.is_empty() || client_id.len() > 128 {
@@ -102,19 +106,40 @@ impl Tessera {
         } else {
             self.store.get_client(client_id).await?
         };
-        match client {
-            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => Ok(c),
-            Some(c) => {
-                tracing::info!(client_id = %c.id, disabled = c.disabled, "client authentication failed");
-                Err(OAuthError::invalid_client().into())
-            }
+        let (known, reason) = match client {
+            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => return Ok(c),
+            Some(c) => (
+                Some(c.id),
+                if c.disabled {
+                    "disabled"
+                } else {
+                    "wrong_secret"
+                },
+            ),
             None => {
                 // Same work as for a known client, so timing does not reveal which ids exist.
                 let _ = self.keys.hash_secret(secret);
-                tracing::info!("client authentication failed: unknown client id");
-                Err(OAuthError::invalid_client().into())
+                (None, "unknown_client")
             }
+        };
+        metrics::counter!("tessera_auth_failures_total", "reason" => reason).increment(1);
+        tracing::info!(
+            client_id = known.as_deref(),
+            reason,
+            "client authentication failed"
+        );
+        // The presented id of an unknown client is not recorded: it may be a mistyped secret.
+        let event = AuditEvent::new(
+            AuditKind::AuthFailed,
+            now,
+            actor,
+            known.as_deref(),
+            json!({ "reason": reason }),
+        );
+        if let Err(e) = self.store.record_audit(&event).await {
+            tracing::warn!(error = %e, "could not record an authentication failure");
         }
+        Err(OAuthError::invalid_client().into())
     }
 
     /// `POST /oauth2/token` for an authenticated client.
@@ -125,6 +150,29 @@ impl Tessera {
         &self,
         client: &Client,
         req: &TokenRequest<'_>,
+        actor: &Actor,
+    ) -> Result<Issued, ServiceError> {
+        let result = self.grant(client, req, actor).await;
+        let grant: &'static str = match req.grant_type {
+            Some("client_credentials") => "client_credentials",
+            Some("refresh_token") => "refresh_token",
+            _ => "other",
+        };
+        let outcome = match &result {
+            Ok(_) => "issued",
+            Err(ServiceError::OAuth(e)) => e.code.as_str(),
+            Err(_) => "error",
+        };
+        metrics::counter!("tessera_tokens_total", "grant" => grant, "format" => client.format.as_str(), "outcome" => outcome)
+            .increment(1);
+        result
+    }
+
+    async fn grant(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+        actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let client_type = req
             .client_type
@@ -133,10 +181,10 @@ impl Tessera {
             .transpose()?;
         match required(req.grant_type, "grant_type")? {
             "client_credentials" => {
-                self.client_credentials(client, req, client_type.unwrap_or_default())
+                self.client_credentials(client, req, client_type.unwrap_or_default(), actor)
                     .await
             }
-            "refresh_token" => self.refresh(client, req).await,
+            "refresh_token" => self.refresh(client, req, actor).await,
             other => Err(OAuthError::field(
                 ErrorCode::UnsupportedGrantType,
                 "grant_type",
@@ -154,6 +202,7 @@ impl Tessera {
         client: &Client,
         req: &TokenRequest<'_>,
         client_type: ClientType,
+        actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let scope = ScopeSet::parse(required(req.scope, "scope")?)?;
         if scope.is_empty() {
@@ -174,7 +223,14 @@ impl Tessera {
         };
         let (access_token, access) = self.mint_access(client, &family.id, &scope, audience, now)?;
         let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
-        self.store.issue(&family, &access, &refresh).await?;
+        let audit = AuditEvent::new(
+            AuditKind::TokenIssued,
+            now,
+            actor,
+            Some(&client.id),
+            json!({ "token_id": access.id, "family_id": family.id, "scope": family.scope }),
+        );
+        self.store.issue(&family, &access, &refresh, &audit).await?;
         tracing::info!(client_id = %client.id, token_id = %access.id, family_id = %family.id, "issued");
         Ok(self.issued(client, access_token, refresh_token, &access, scope))
     }
@@ -183,6 +239,7 @@ impl Tessera {
         &self,
         client: &Client,
         req: &TokenRequest<'_>,
+        actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let presented = required(req.refresh_token, "refresh_token")?;
         let hash = token::verify(OpaqueKind::Refresh, presented, &self.keys)
@@ -199,7 +256,17 @@ impl Tessera {
             match grant::judge_refresh(&record, &client.id, now, self.policy.refresh_grace)? {
                 RefreshVerdict::Rotate => {}
                 RefreshVerdict::Reused => {
-                    self.store.revoke_family(&record.family_id, now).await?;
+                    let audit = AuditEvent::new(
+                        AuditKind::ReuseDetected,
+                        now,
+                        actor,
+                        Some(&client.id),
+                        json!({ "family_id": record.family_id, "token": hash.log_id() }),
+                    );
+                    self.store
+                        .revoke_family(&record.family_id, now, &audit)
+                        .await?;
+                    metrics::counter!("tessera_refresh_reuse_detected_total").increment(1);
                     tracing::warn!(
                         client_id = %client.id, family_id = %record.family_id, token = %hash.log_id(),
                         "refresh token reuse detected: family revoked"
@@ -221,9 +288,16 @@ impl Tessera {
             } else {
                 UnixTime::MAX
             };
+            let audit = AuditEvent::new(
+                AuditKind::TokenRefreshed,
+                now,
+                actor,
+                Some(&client.id),
+                json!({ "token_id": access.id, "family_id": record.family_id, "scope": access.scope }),
+            );
             match self
                 .store
-                .rotate_refresh(&hash, cutoff, &access, &refresh)
+                .rotate_refresh(&hash, cutoff, &access, &refresh, &audit)
                 .await?
             {
                 RotateOutcome::Rotated => {
@@ -334,7 +408,12 @@ impl Tessera {
     /// # Errors
     /// `unauthorized_client` if the token belongs to another client (nothing is changed), or a
     /// store failure.
-    pub async fn revoke(&self, client: &Client, presented: &str) -> Result<(), ServiceError> {
+    pub async fn revoke(
+        &self,
+        client: &Client,
+        presented: &str,
+        actor: &Actor,
+    ) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let not_yours = || {
             OAuthError::new(
@@ -349,7 +428,17 @@ impl Tessera {
             if record.client_id != client.id {
                 return Err(not_yours().into());
             }
-            self.store.revoke_family(&record.family_id, now).await?;
+            let audit = AuditEvent::new(
+                AuditKind::FamilyRevoked,
+                now,
+                actor,
+                Some(&client.id),
+                json!({ "family_id": record.family_id, "by": "refresh_token" }),
+            );
+            self.store
+                .revoke_family(&record.family_id, now, &audit)
+                .await?;
+            metrics::counter!("tessera_revocations_total", "kind" => "refresh_token").increment(1);
             tracing::info!(client_id = %client.id, family_id = %record.family_id, "refresh token revoked with its family");
             return Ok(());
         }
@@ -371,7 +460,15 @@ impl Tessera {
         if record.client_id != client.id {
             return Err(not_yours().into());
         }
-        self.store.revoke_access(&record.id, now).await?;
+        let audit = AuditEvent::new(
+            AuditKind::TokenRevoked,
+            now,
+            actor,
+            Some(&client.id),
+            json!({ "token_id": record.id }),
+        );
+        self.store.revoke_access(&record.id, now, &audit).await?;
+        metrics::counter!("tessera_revocations_total", "kind" => "access_token").increment(1);
         tracing::info!(client_id = %client.id, token_id = %record.id, "access token revoked");
         Ok(())
     }

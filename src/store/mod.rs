@@ -10,6 +10,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
@@ -148,6 +149,15 @@ pub enum RotateOutcome {
     Lost,
 }
 
+/// Connection pool figures, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    /// Idle connections.
+    pub idle: u32,
+}
+
 /// Tessera's persistence.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -155,6 +165,10 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// A cheap query proving the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Connection pool figures.
+    fn pool_stats(&self) -> PoolStats;
+    /// Closes the connections (on shutdown), after in-flight work finished.
+    async fn close(&self);
 
     /// Stores `value` under `key` unless a value is already there; returns the stored value.
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
@@ -165,8 +179,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
     /// Finds a client by id.
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
-    /// All clients, ordered by creation time then id.
-    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    /// Up to `limit` clients with ids after `after`, ordered by id (keyset pagination).
+    async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>>;
     /// Replaces a client's stored fields; false if it does not exist.
     async fn update_client(&self, client: &Client) -> StoreResult<bool>;
     /// Deletes a client and every token it holds; false if it did not exist.
@@ -197,12 +211,14 @@ pub trait Store: Send + Sync + 'static {
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool>;
 
-    /// Writes a new family with its first access and refresh tokens, atomically.
+    /// Writes a new family with its first access and refresh tokens and the audit event,
+    /// atomically.
     async fn issue(
         &self,
         family: &NewFamily,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,
+        audit: &AuditEvent,
     ) -> StoreResult<()>;
     /// Finds a refresh token with its family's facts.
     async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>>;
@@ -215,13 +231,40 @@ pub trait Store: Send + Sync + 'static {
         reuse_cutoff: UnixTime,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,
+        audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome>;
-    /// Revokes a whole family (idempotent).
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Revokes a whole family (idempotent), recording `audit` in the same transaction.
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()>;
     /// Finds an access token.
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>>;
-    /// Revokes one access token (idempotent).
-    async fn revoke_access(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Revokes one access token (idempotent), recording `audit` in the same transaction.
+    async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()>;
+    /// Revokes every family (so every token) of a client; returns how many families.
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64>;
+    /// Revokes every access and refresh token issued before `before`; returns how many.
+    async fn revoke_issued_before(
+        &self,
+        before: UnixTime,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64>;
+
+    /// Records an event on its own.
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    /// Reads events, newest first.
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Deletes up to `batch` events older than `before`; returns how many.
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
     /// Deletes up to `batch` expired families, access and refresh tokens whose expiry is
     /// before `before`, and retired keys no longer published; returns how many rows went.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;

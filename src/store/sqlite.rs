@@ -19,9 +19,10 @@ use sqlx::sqlite::{
 use sqlx::{Row as _, Sqlite, Transaction};
 
 use super::{
-    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store,
-    StoreError, StoreResult, StoredKey,
+    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
+    Store, StoreError, StoreResult, StoredKey,
 };
+use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
@@ -209,6 +210,24 @@ async fn insert_refresh(
     Ok(())
 }
 
+async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, e: &AuditEvent) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&e.id)
+    .bind(e.at)
+    .bind(&e.event)
+    .bind(&e.client_id)
+    .bind(&e.request_id)
+    .bind(&e.source)
+    .bind(e.detail.to_string())
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[async_trait]
@@ -218,6 +237,19 @@ impl Store for SqliteStore {
             .run(&self.writer)
             .await
             .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")))
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.reader.size() + self.writer.size(),
+            idle: u32::try_from(self.reader.num_idle() + self.writer.num_idle())
+                .unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -298,9 +330,13 @@ impl Store for SqliteStore {
         row.as_ref().map(client_from_row).transpose()
     }
 
-    async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY created_at, client_id")
-            .fetch_all(&self.reader)
+    async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
+        let rows = sqlx::query(
+            "SELECT * FROM clients WHERE (?1 IS NULL OR client_id > ?1) ORDER BY client_id LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit.clamp(1, 1000)))
+        .fetch_all(&self.reader)
             .await
             .map_err(map_err)?;
         rows.iter().map(client_from_row).collect()
@@ -465,6 +501,7 @@ impl Store for SqliteStore {
         family: &NewFamily,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,
+        audit: &AuditEvent,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -482,6 +519,7 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         insert_access(&mut tx, access).await?;
         insert_refresh(&mut tx, refresh).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -516,6 +554,7 @@ impl Store for SqliteStore {
         reuse_cutoff: UnixTime,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,
+        audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
         let now = refresh.issued_at;
         let mut tx = self.begin_write().await?;
@@ -547,11 +586,17 @@ impl Store for SqliteStore {
         }
         insert_access(&mut tx, access).await?;
         insert_refresh(&mut tx, refresh).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(RotateOutcome::Rotated)
     }
 
-    async fn revoke_family(&self, family_id: &str, now: UnixTime) -> StoreResult<()> {
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE token_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
@@ -561,6 +606,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
     }
 
@@ -604,7 +650,7 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn revoke_access(&self, id: &str, now: UnixTime) -> StoreResult<()> {
+    async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "UPDATE access_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
@@ -614,7 +660,108 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE token_families SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn revoke_issued_before(
+        &self,
+        before: UnixTime,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let access = sqlx::query(
+            "UPDATE access_tokens SET revoked_at = ? WHERE issued_at < ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let refresh = sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = ? WHERE issued_at < ? AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(access.rows_affected() + refresh.rows_affected())
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        insert_audit(&mut tx, event).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, at, event, client_id, request_id, source, detail FROM audit_events \
+             WHERE (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR event = ?2) \
+             AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR id < ?4) \
+             ORDER BY id DESC LIMIT ?5",
+        )
+        .bind(&q.client_id)
+        .bind(&q.event)
+        .bind(q.since)
+        .bind(&q.before_id)
+        .bind(i64::from(q.limit.clamp(1, 1000)))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail").map_err(map_err)?;
+                Ok(AuditEvent {
+                    id: r.try_get("id").map_err(map_err)?,
+                    at: r.try_get("at").map_err(map_err)?,
+                    event: r.try_get("event").map_err(map_err)?,
+                    client_id: r.try_get("client_id").map_err(map_err)?,
+                    request_id: r.try_get("request_id").map_err(map_err)?,
+                    source: r.try_get("source").map_err(map_err)?,
+                    detail: serde_json::from_str(&detail).map_err(|e| corrupt("audit event", e))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "DELETE FROM audit_events WHERE id IN \
+             (SELECT id FROM audit_events WHERE at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
