@@ -51,6 +51,13 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("signing_alg", Kind::Text),
     ("key_reload_interval", Kind::Integer),
     ("trust_forwarded_for", Kind::Bool),
+    ("admin_listen", Kind::Text),
+    ("admin_token", Kind::Text),
+    ("audit_retention", Kind::Integer),
+    ("rate_limit_per_client", Kind::Integer),
+    ("rate_limit_per_ip", Kind::Integer),
+    ("auth_failures_per_minute", Kind::Integer),
+    ("shutdown_timeout", Kind::Integer),
 ];
 
 /// A secret setting: `Debug` never shows it.
@@ -152,6 +159,20 @@ pub struct Settings {
     /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy
     /// that sets that header itself).
     pub trust_forwarded_for: bool,
+    /// Admin API and metrics listen address (keep it private).
+    pub admin_listen: String,
+    /// The admin credential; generated on first start when absent.
+    pub admin_token: Option<Secret>,
+    /// Seconds audit events are kept.
+    pub audit_retention: u32,
+    /// Requests per second per client on token/revoke/introspect (0: no limit).
+    pub rate_limit_per_client: u32,
+    /// Requests per second per source address on token/revoke/introspect (0: no limit).
+    pub rate_limit_per_ip: u32,
+    /// Failed authentications per minute per client id and source address before 429.
+    pub auth_failures_per_minute: u32,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_timeout: u32,
 }
 
 impl Default for Settings {
@@ -176,6 +197,13 @@ impl Default for Settings {
             signing_alg: Algorithm::EdDsa,
             key_reload_interval: 10,
             trust_forwarded_for: false,
+            admin_listen: "127.0.0.1:8081".into(),
+            admin_token: None,
+            audit_retention: 90 * 24 * 3600,
+            rate_limit_per_client: 40,
+            rate_limit_per_ip: 200,
+            auth_failures_per_minute: 10,
+            shutdown_timeout: 20,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The `tessera` command line: `serve`, `migrate`, `client …`, `gen-master-key`.
+//! The `tessera` command line: `serve`, `migrate`, `client …`, `keys …`, `master-key rotate`,
+//! `audit`, `admin-token rotate`, `gen-master-key`.
 //!
 //! Thin by design: each command parses its flags, loads [`Settings`], and calls the same
 //! [`Tessera`] methods the HTTP handlers use. Every command that prints something a script
@@ -48,6 +49,36 @@ enum Command {
     /// Manage the master key.
     #[command(subcommand)]
     MasterKey(keys::MasterKeyCommand),
+    /// Read the audit trail (newest first).
+    Audit(AuditArgs),
+    /// Manage the admin API credential.
+    #[command(subcommand)]
+    AdminToken(AdminTokenCommand),
+}
+
+#[derive(Debug, Args)]
+struct AuditArgs {
+    /// Only events about this client.
+    #[arg(long)]
+    client: Option<String>,
+    /// Only this kind of event (e.g. token.reuse_detected, auth.failed, client.created).
+    #[arg(long)]
+    event: Option<String>,
+    /// Only events at or after this Unix time.
+    #[arg(long)]
+    since: Option<i64>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminTokenCommand {
+    /// Replace the stored admin token and print the new one (shown once).
+    Rotate,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +86,9 @@ struct ServeArgs {
     /// Listen address [default: 127.0.0.1:8080].
     #[arg(long)]
     listen: Option<String>,
+    /// Admin API and metrics listen address [default: 127.0.0.1:8081].
+    #[arg(long)]
+    admin_listen: Option<String>,
     /// Issuer URL [default: http://<listen address>].
     #[arg(long)]
     issuer: Option<String>,
@@ -90,6 +124,7 @@ impl ServeArgs {
             }
         };
         put("listen", self.listen.clone());
+        put("admin_listen", self.admin_listen.clone());
         put("issuer", self.issuer.clone());
         put("default_profile", self.default_profile.clone());
         put("default_format", self.default_format.clone());
@@ -156,6 +191,49 @@ pub async fn run() -> anyhow::Result<()> {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             init_logging(settings.log_format, "warn");
             keys::run(cmd, &settings).await
+        }
+        Command::Audit(a) => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            let tessera = crate::service::Tessera::open(&settings).await?;
+            let query = crate::domain::audit::AuditQuery {
+                client_id: a.client,
+                event: a.event,
+                since: a.since,
+                before_id: None,
+                limit: a.limit,
+            };
+            let events = tessera.audit_events(&query).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in events {
+                    println!(
+                        "{}  {:<22}  client={}  source={}  request={}  {}",
+                        e.at,
+                        e.event,
+                        e.client_id.as_deref().unwrap_or("-"),
+                        e.source.as_deref().unwrap_or("-"),
+                        e.request_id.as_deref().unwrap_or("-"),
+                        e.detail
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::AdminToken(AdminTokenCommand::Rotate) => {
+            let settings = Settings::load(cli.config.as_deref(), &flags)?;
+            init_logging(settings.log_format, "warn");
+            if settings.admin_token.is_some() {
+                anyhow::bail!("admin_token is set by configuration; change it there");
+            }
+            let tessera = crate::service::Tessera::open(&settings).await?;
+            let token = tessera.rotate_admin_token().await?;
+            println!("{token}");
+            eprintln!(
+                "The admin token is replaced (stored hashed); this is the only time it is shown."
+            );
+            Ok(())
         }
         Command::MasterKey(cmd) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;

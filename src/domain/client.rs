@@ -260,14 +260,18 @@ impl Client {
     }
 }
 
-/// Checks an RFC 8707 resource indicator given by an operator: an absolute URI without a
+/// Checks an RFC 8707 resource indicator given by an operator: an absolute URI (RFC 3986
+/// `scheme ":" hier-part`, e.g. `https://api.example.com` or `urn:example:api`) without a
 /// fragment.
 ///
 /// # Errors
 /// A message saying what is wrong.
 pub fn parse_resource(value: &str) -> Result<String, String> {
-    let ok = value.split_once("://").is_some_and(|(scheme, rest)| {
-        !scheme.is_empty()
+    let ok = value.split_once(':').is_some_and(|(scheme, rest)| {
+        scheme
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
             && scheme
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
@@ -412,7 +416,9 @@ mod tests {
         );
         assert!(c.audience_for(Some("https://other"), "x").is_err());
         assert!(parse_resource("https://a.test/api").is_ok());
-        assert!(parse_resource("urn:x").is_err());
+        assert!(parse_resource("urn:example:api").is_ok());
+        assert!(parse_resource("no-scheme").is_err());
+        assert!(parse_resource("1http://a").is_err());
         assert!(parse_resource("https://a.test/#frag").is_err());
         Ok(())
     }

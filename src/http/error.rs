@@ -38,6 +38,7 @@ enum Kind {
     Internal,
     NotFound(String),
     MethodNotAllowed,
+    Limited(super::limits::Limited),
 }
 
 /// A failed request, ready to be rendered in a wire profile.
@@ -115,6 +116,16 @@ impl ApiError {
         }
     }
 
+    /// A rate limit refusal (`429` with `Retry-After`, the same in every profile).
+    #[must_use]
+    pub fn limited(profile: Profile, limited: super::limits::Limited) -> Self {
+        Self {
+            profile,
+            kind: Kind::Limited(limited),
+            basic_challenge: false,
+        }
+    }
+
     /// Adds `WWW-Authenticate: Basic` to a 401.
     #[must_use]
     pub fn with_basic_challenge(mut self, yes: bool) -> Self {
@@ -179,6 +190,7 @@ impl IntoResponse for ApiError {
                 "an internal error occurred; it has been logged with this request's id",
             ),
             Kind::NotFound(what) => generic(StatusCode::NOT_FOUND, "not_found", &what),
+            Kind::Limited(limited) => limited.into_response(),
             Kind::MethodNotAllowed => generic(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "invalid_request",

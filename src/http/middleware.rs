@@ -42,6 +42,26 @@ pub fn valid_moov_version(v: &str) -> bool {
         && month.parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
+/// A bounded set of endpoint labels for metrics (ids in admin paths are not labels).
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/oauth2/token" => "/oauth2/token",
+        "/oauth2/revoke" => "/oauth2/revoke",
+        "/oauth2/introspect" => "/oauth2/introspect",
+        "/ping" => "/ping",
+        "/.well-known/jwks.json" => "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server" | "/.well-known/openid-configuration" => {
+            "/.well-known/metadata"
+        }
+        "/healthz" => "/healthz",
+        "/readyz" => "/readyz",
+        "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
+        p if p.starts_with("/admin/") => "/admin",
+        _ => "other",
+    }
+}
+
 /// The client's address: the connection's peer, or the first `X-Forwarded-For` entry when the
 /// operator says a proxy sets it.
 fn source_address(req: &Request, trust_forwarded_for: bool) -> Option<String> {
@@ -107,7 +127,13 @@ pub async fn envelope(
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     let status = response.status().as_u16();
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let endpoint = endpoint_label(&path);
+    metrics::histogram!("tessera_http_request_duration_seconds", "endpoint" => endpoint, "method" => method.to_string())
+        .record(elapsed.as_secs_f64());
+    metrics::counter!("tessera_http_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+        .increment(1);
     span.in_scope(|| tracing::info!(status, latency_us, "request"));
     response
 }

@@ -5,8 +5,11 @@
 //! works, which is how the tests run), then serves until the shutdown future completes, letting
 //! in-flight requests finish.
 
+pub mod admin;
 pub mod error;
 pub mod introspect;
+pub mod limits;
+pub mod metrics;
 pub mod middleware;
 pub mod ping;
 pub mod request;
@@ -15,8 +18,10 @@ pub mod token;
 pub mod wellknown;
 
 use std::future::Future;
+use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -39,6 +44,10 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Whether `X-Forwarded-For` names the client.
     pub trust_forwarded_for: bool,
+    /// Rate limiters.
+    pub limits: limits::Limits,
+    /// True once shutdown began: readiness answers 503.
+    pub draining: AtomicBool,
 }
 
 /// The public router.
@@ -76,42 +85,57 @@ async fn method_not_allowed(State(state): State<Arc<AppState>>) -> Response {
     ApiError::method_not_allowed(state.tessera.policy().default_profile).into_response()
 }
 
-/// A bound, ready-to-run Tessera server.
+/// A bound, ready-to-run Tessera server: the public listener and the admin listener.
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
     state: Arc<AppState>,
     cleanup_interval: Duration,
     cleanup_batch: u32,
+    shutdown_timeout: Duration,
 }
 
 impl Application {
-    /// Binds the listener and opens the application. When no issuer is configured, it is
+    /// Binds both listeners and opens the application. When no issuer is configured, it is
     /// `http://<bound address>`.
     ///
     /// # Errors
-    /// The address cannot be bound, or [`Tessera::open`] fails.
+    /// An address cannot be bound, or [`Tessera::open`] fails.
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.listen)
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
+        let admin_listener = TcpListener::bind(&settings.admin_listen)
+            .await
+            .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
         let addr = listener.local_addr()?;
         if settings.issuer.is_none() {
             settings.issuer = Some(format!("http://{addr}"));
         }
+        metrics::install();
         let tessera = Tessera::open(&settings).await?;
+        tessera.ensure_admin_token(&settings).await?;
         Ok(Self {
             listener,
+            admin_listener,
             state: Arc::new(AppState {
                 tessera,
                 max_body_bytes: settings.max_body_bytes,
                 trust_forwarded_for: settings.trust_forwarded_for,
+                limits: limits::Limits::new(
+                    settings.rate_limit_per_ip,
+                    settings.rate_limit_per_client,
+                    settings.auth_failures_per_minute,
+                ),
+                draining: AtomicBool::new(false),
             }),
             cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
             cleanup_batch: settings.cleanup_batch,
+            shutdown_timeout: Duration::from_secs(u64::from(settings.shutdown_timeout)),
         })
     }
 
-    /// The bound address.
+    /// The bound public address.
     ///
     /// # Errors
     /// If the socket has no local address.
@@ -119,8 +143,17 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// finish. Runs the expired-token cleanup in the background meanwhile.
+    /// The bound admin address.
+    ///
+    /// # Errors
+    /// If the socket has no local address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes. Then: readiness turns false, both listeners stop
+    /// accepting, in-flight requests get `shutdown_timeout` to finish, and the store is closed.
+    /// The expired-token cleanup and the key reload run in the background meanwhile.
     ///
     /// # Errors
     /// If serving fails.
@@ -128,22 +161,56 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let state = self.state;
         let cleanup = tokio::spawn(cleanup_loop(
-            self.state.clone(),
+            state.clone(),
             self.cleanup_interval,
             self.cleanup_batch,
         ));
-        let reload = tokio::spawn(key_reload_loop(self.state.clone()));
-        tracing::info!(addr = %self.listener.local_addr()?, issuer = %self.state.tessera.policy().issuer, "serving");
-        let app = router(self.state);
-        let served = axum::serve(
+        let reload = tokio::spawn(key_reload_loop(state.clone()));
+        tracing::info!(
+            addr = %self.listener.local_addr()?,
+            admin = %self.admin_listener.local_addr()?,
+            issuer = %state.tessera.policy().issuer,
+            "serving"
+        );
+        // One shutdown signal, observed by both servers and by the deadline below.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let draining_state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            draining_state.draining.store(true, Ordering::SeqCst);
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|v| *v).await;
+        };
+        let public = axum::serve(
             self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let admin = axum::serve(
+            self.admin_listener,
+            admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+        let both = async { tokio::try_join!(public.into_future(), admin.into_future()) };
+        let deadline = async {
+            stopped(stop_rx).await;
+            tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: finishing in-flight requests");
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        let served = tokio::select! {
+            r = both => r.map(|_| ()),
+            () = deadline => {
+                tracing::warn!("shutdown deadline passed with requests still in flight");
+                Ok(())
+            }
+        };
         cleanup.abort();
         reload.abort();
+        state.tessera.close().await;
         served.context("serving HTTP")
     }
 }
@@ -164,6 +231,7 @@ async fn key_reload_loop(state: Arc<AppState>) {
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32) {
     loop {
         tokio::time::sleep(interval).await;
+        state.limits.forget_idle();
         loop {
             match state.tessera.purge_expired(batch).await {
                 Ok(n) if n >= u64::from(batch) => tokio::task::yield_now().await,

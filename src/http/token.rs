@@ -60,6 +60,11 @@ pub async fn authenticate(
     actor: &Actor,
 ) -> Result<Client, ApiError> {
     let default = state.tessera.policy().default_profile;
+    let source = actor.source.as_deref();
+    state
+        .limits
+        .source(source)
+        .map_err(|l| ApiError::limited(default, l))?;
     let creds = req
         .credentials()
         .map_err(|(e, challenge)| ApiError::oauth(default, e).with_basic_challenge(challenge))?;
@@ -67,7 +72,19 @@ pub async fn authenticate(
         .tessera
         .authenticate(&creds.client_id, &creds.secret, actor)
         .await
-        .map_err(|e| ApiError::service(default, e).with_basic_challenge(creds.basic))?;
+        .map_err(|e| {
+            let err = ApiError::service(default, e).with_basic_challenge(creds.basic);
+            if err.is_invalid_client() {
+                if let Err(l) = state.limits.auth_failure(&creds.client_id, source) {
+                    return ApiError::limited(default, l);
+                }
+            }
+            err
+        })?;
+    state
+        .limits
+        .client(&client.id)
+        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
     tracing::Span::current().record("client_id", client.id.as_str());
     Ok(client)
 }

@@ -23,7 +23,8 @@ pub async fn healthz() -> Response {
 
 /// `GET /readyz`: the store answers.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.tessera.ready().await {
+    let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
+    if !draining && state.tessera.ready().await {
         Json(json!({ "status": "ready" })).into_response()
     } else {
         let mut resp = (

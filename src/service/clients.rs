@@ -134,7 +134,7 @@ fn check_resources(resources: &[String]) -> Result<Vec<String>, ServiceError> {
 
 fn check_resource_server(value: Option<String>) -> Result<Option<String>, ServiceError> {
     match value.as_deref() {
-        None | Some("") => Ok(None),
+        None | Some("" | "none") => Ok(None),
         Some("*") => Ok(value),
         Some(aud) if aud.len() <= 512 && !aud.chars().any(char::is_whitespace) => Ok(value),
         Some(_) => Err(invalid(

@@ -5,6 +5,7 @@
 //! transaction. It knows nothing of HTTP: it returns domain values or a [`ServiceError`], and
 //! `http::error` alone decides how those look on the wire.
 
+pub mod admin;
 pub mod clients;
 pub mod introspect;
 pub mod keys;
@@ -68,6 +69,8 @@ pub struct Policy {
     pub signing_alg: crate::domain::jwt::Algorithm,
     /// Seconds between key reloads on every instance.
     pub key_reload_interval: u32,
+    /// Seconds audit events are kept.
+    pub audit_retention: u32,
 }
 
 /// The Tessera application.
@@ -78,6 +81,7 @@ pub struct Tessera {
     registry: Registry,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    admin_token_hash: Option<String>,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -106,7 +110,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     let store = SqliteStore::open(&url)
         .await
         .with_context(|| format!("opening {url}"))?;
-    Ok(Arc::new(store))
+    Ok(Arc::new(crate::store::metered::Metered(store)))
 }
 
 impl Tessera {
@@ -150,12 +154,17 @@ impl Tessera {
             refresh_grace: settings.refresh_grace,
             signing_alg: settings.signing_alg,
             key_reload_interval: settings.key_reload_interval,
+            audit_retention: settings.audit_retention,
         };
         Ok(Self {
             store,
-            keys: derived,
             keyring: RwLock::new(Arc::new(keyring)),
             registry,
+            admin_token_hash: settings
+                .admin_token
+                .as_ref()
+                .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
+            keys: derived,
             clock,
             policy,
         })
@@ -313,11 +322,29 @@ impl Tessera {
         Ok(n)
     }
 
-    /// Deletes one batch of expired tokens; returns the number of rows removed.
+    /// Deletes one batch of expired tokens and of audit events older than the retention;
+    /// returns the number of rows removed.
     ///
     /// # Errors
     /// A store failure.
     pub async fn purge_expired(&self, batch: u32) -> Result<u64, ServiceError> {
-        Ok(self.store.purge_expired(self.clock.now(), batch).await?)
+        let now = self.clock.now();
+        let tokens = self.store.purge_expired(now, batch).await?;
+        let audit = self
+            .store
+            .purge_audit(now - i64::from(self.policy.audit_retention), batch)
+            .await?;
+        Ok(tokens + audit)
+    }
+
+    /// Closes the store's connections.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Connection pool figures.
+    #[must_use]
+    pub fn pool_stats(&self) -> crate::store::PoolStats {
+        self.store.pool_stats()
     }
 }

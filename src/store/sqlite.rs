@@ -793,12 +793,17 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        let keys =
-            sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?")
-                .bind(before)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+        // A retired key also stays while any token it signed is unexpired, whatever lifetime
+        // the process that retired it assumed.
+        let keys = sqlx::query(
+            "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?1 \
+             AND NOT EXISTS (SELECT 1 FROM access_tokens a \
+                             WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(families.rows_affected()
             + access.rows_affected()

@@ -231,13 +231,24 @@ fn serve_runs_with_no_configuration_and_migrate_works_on_a_fresh_database() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Two distinct free ports (both held until read, so they differ).
+    let (a, b) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let (port, admin_port) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
     let mut child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin_port}"),
+        ])
         .current_dir(dir.path())
         .env_clear()
         .stdout(Stdio::null())
@@ -259,4 +270,9 @@ fn serve_runs_with_no_configuration_and_migrate_works_on_a_fresh_database() {
     assert_eq!(ready, 200);
     assert!(dir.path().join("tessera.db").exists());
     assert!(dir.path().join("tessera.db.master-key").exists());
+    let admin_token = std::fs::read_to_string(dir.path().join("tessera.db.admin-token")).unwrap();
+    assert!(
+        admin_token.trim().starts_with("tes_ak_"),
+        "a generated admin token is handed over once"
+    );
 }

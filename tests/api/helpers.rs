@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 /// A running Tessera on a fresh SQLite file.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -41,12 +42,18 @@ pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp
     let db = dir.path().join("tessera.db");
     let mut flags: Vec<(&str, String)> = vec![
         ("listen", "127.0.0.1:0".into()),
+        ("admin_listen", "127.0.0.1:0".into()),
+        ("admin_token", ADMIN_TOKEN.into()),
+        // Generous limits, so only the tests about rate limiting meet them.
+        ("rate_limit_per_ip", "100000".into()),
+        ("rate_limit_per_client", "100000".into()),
         ("database_url", format!("sqlite://{}", db.display())),
     ];
     flags.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let settings = Settings::load_from(None, |_| None, &flags).expect("settings");
     let app = Application::build(settings).await.expect("build app");
     let addr = app.local_addr().expect("addr");
+    let admin_addr = app.admin_addr().expect("admin addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         app.run_until_stopped(async {
@@ -57,12 +64,16 @@ pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp
     });
     TestApp {
         addr,
+        admin_addr,
         dir,
         http: reqwest::Client::builder().build().expect("http client"),
         stop: Some(stop),
         task: Some(task),
     }
 }
+
+/// The admin token the test apps are configured with.
+pub const ADMIN_TOKEN: &str = "tes_ak_test-admin-token-for-the-integration-tests";
 
 pub fn basic(id: &str, secret: &str) -> String {
     format!(

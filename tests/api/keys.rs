@@ -283,6 +283,7 @@ async fn the_master_key_can_be_rotated_without_invalidating_anything() {
             |_| None,
             &[
                 ("listen", "127.0.0.1:0".into()),
+                ("admin_listen", "127.0.0.1:0".into()),
                 (
                     "database_url",
                     format!("sqlite://{}", dir.path().join("tessera.db").display()),

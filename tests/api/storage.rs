@@ -87,6 +87,7 @@ async fn a_generated_master_key_file_is_private_and_a_wrong_key_refuses_to_start
         |_| None,
         &[
             ("listen", "127.0.0.1:0".into()),
+            ("admin_listen", "127.0.0.1:0".into()),
             (
                 "database_url",
                 format!("sqlite://{}", dir.path().join("tessera.db").display()),

@@ -1,0 +1,509 @@
+//! The admin API: clients, keys, bulk revocation, audit, metrics — on its own listener
+//! (`admin_listen`, loopback by default), never on the public one, behind
+//! `Authorization: Bearer <admin token>` (see [`crate::service::admin`]).
+//!
+//! JSON in, JSON out. Errors are `{"error": "<code>", "error_description": "…"}` with 400
+//! (bad input), 401 (no or wrong credential), 404 (no such client or key), 409 (conflict) or
+//! 503 (store unavailable). It calls the same service methods as the CLI.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::AppState;
+use super::error::RETRY_AFTER_SECONDS;
+use crate::domain::audit::{Actor, AuditQuery};
+use crate::domain::client::{Profile, TokenFormat};
+use crate::service::ServiceError;
+use crate::service::clients::{ClientChanges, ClientSpec};
+use crate::store::StoreError;
+
+/// An admin API failure.
+#[derive(Debug)]
+pub struct AdminError {
+    status: StatusCode,
+    code: &'static str,
+    description: String,
+}
+
+impl AdminError {
+    fn bad_request(description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            description: description.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for AdminError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::OAuth(e) => Self {
+                status: StatusCode::BAD_REQUEST,
+                code: e.code.as_str(),
+                description: e.description.into_owned(),
+            },
+            ServiceError::NotFound(what) => Self {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                description: what,
+            },
+            ServiceError::Store(StoreError::Conflict(what)) => Self {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                description: what,
+            },
+            ServiceError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "temporarily_unavailable",
+                    description: "the store is unavailable; retry later".into(),
+                }
+            }
+            other => {
+                tracing::error!(error = ?anyhow::Error::from(other), "admin operation failed");
+                Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "server_error",
+                    description: "an internal error occurred; it has been logged".into(),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(json!({ "error": self.code, "error_description": self.description })),
+        )
+            .into_response();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+type AdminResult = Result<Response, AdminError>;
+
+/// Parses a JSON body strictly (unknown fields refused).
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Requires the admin bearer token.
+pub async fn require_admin(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned());
+    let ok = match presented {
+        Some(token) => match state.tessera.check_admin_token(&token).await {
+            Ok(ok) => ok,
+            Err(e) => return AdminError::from(e).into_response(),
+        },
+        None => false,
+    };
+    if ok {
+        next.run(req).await
+    } else {
+        tracing::warn!("admin API: missing or wrong admin credential");
+        AdminError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            description: "a valid admin token is required (Authorization: Bearer …)".into(),
+        }
+        .into_response()
+    }
+}
+
+fn admin_actor(actor: Actor) -> Actor {
+    Actor {
+        request_id: actor.request_id,
+        source: Some(format!("admin@{}", actor.source.as_deref().unwrap_or("?"))),
+    }
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_clients(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> AdminResult {
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let clients = state
+        .tessera
+        .list_clients(page.after.as_deref(), limit)
+        .await?;
+    let next = (clients.len() == limit as usize)
+        .then(|| clients.last().map(|c| c.id.clone()))
+        .flatten();
+    let views: Vec<_> = clients.iter().map(|c| state.tessera.view(c)).collect();
+    Ok(Json(json!({ "clients": views, "next": next })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClient {
+    name: String,
+    scopes: String,
+    format: Option<String>,
+    profile: Option<String>,
+    access_ttl: Option<u32>,
+    refresh_ttl: Option<u32>,
+    #[serde(default)]
+    origins: Vec<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    resource_server: Option<String>,
+}
+
+fn parse_opt<T: std::str::FromStr<Err = String>>(
+    v: Option<String>,
+) -> Result<Option<T>, AdminError> {
+    v.map(|s| s.parse::<T>().map_err(AdminError::bad_request))
+        .transpose()
+}
+
+async fn create_client(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    bytes: Bytes,
+) -> AdminResult {
+    let b: CreateClient = body(&bytes)?;
+    let spec = ClientSpec {
+        name: b.name,
+        scopes: b.scopes,
+        format: parse_opt::<TokenFormat>(b.format)?,
+        profile: parse_opt::<Profile>(b.profile)?,
+        access_ttl: b.access_ttl,
+        refresh_ttl: b.refresh_ttl,
+        origins: b.origins,
+        audience: b.audience,
+        resources: b.resources,
+        resource_server: b.resource_server,
+    };
+    let (client, secret) = state
+        .tessera
+        .create_client(spec, &admin_actor(actor))
+        .await?;
+    let mut v = serde_json::to_value(state.tessera.view(&client))
+        .map_err(|e| AdminError::from(ServiceError::Internal(e.into())))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("client_secret".into(), secret.into());
+    }
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+async fn show_client(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AdminResult {
+    let c = state.tessera.get_client(&id).await?;
+    Ok(Json(state.tessera.view(&c)).into_response())
+}
+
+/// A field that can be set, or reset to the server default with `null`.
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateClient {
+    name: Option<String>,
+    scopes: Option<String>,
+    format: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    profile: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    access_ttl: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "nullable")]
+    refresh_ttl: Option<Option<u32>>,
+    origins: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    audience: Option<Option<String>>,
+    resources: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    resource_server: Option<Option<String>>,
+    disabled: Option<bool>,
+}
+
+async fn update_client(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
+    let b: UpdateClient = body(&bytes)?;
+    let changes = ClientChanges {
+        name: b.name,
+        scopes: b.scopes,
+        format: parse_opt::<TokenFormat>(b.format)?,
+        profile: b.profile.map(parse_opt::<Profile>).transpose()?,
+        access_ttl: b.access_ttl,
+        refresh_ttl: b.refresh_ttl,
+        origins: b.origins,
+        audience: b.audience,
+        resources: b.resources,
+        resource_server: b.resource_server,
+        disabled: b.disabled,
+    };
+    let c = state
+        .tessera
+        .update_client(&id, changes, &admin_actor(actor))
+        .await?;
+    Ok(Json(state.tessera.view(&c)).into_response())
+}
+
+async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) -> AdminResult {
+    let changes = ClientChanges {
+        disabled: Some(disabled),
+        ..ClientChanges::default()
+    };
+    let c = state
+        .tessera
+        .update_client(id, changes, &admin_actor(actor))
+        .await?;
+    Ok(Json(state.tessera.view(&c)).into_response())
+}
+
+async fn disable_client(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    set_disabled(&state, actor, &id, true).await
+}
+
+async fn enable_client(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    set_disabled(&state, actor, &id, false).await
+}
+
+async fn delete_client(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    state
+        .tessera
+        .delete_client(&id, &admin_actor(actor))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateSecret {
+    keep_old: Option<u32>,
+}
+
+async fn rotate_secret(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> AdminResult {
+    let b: RotateSecret = body(&bytes)?;
+    let (c, secret) = state
+        .tessera
+        .rotate_secret(&id, b.keep_old.unwrap_or(86_400), &admin_actor(actor))
+        .await?;
+    Ok(Json(json!({
+        "client_id": c.id,
+        "client_secret": secret,
+        "previous_secret_expires_at": c.previous_secret.as_ref().map(|(_, t)| *t),
+    }))
+    .into_response())
+}
+
+async fn revoke_client_tokens(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    let n = state
+        .tessera
+        .revoke_client_tokens(&id, &admin_actor(actor))
+        .await?;
+    Ok(Json(json!({ "client_id": id, "revoked_families": n })).into_response())
+}
+
+async fn revoke_family(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> AdminResult {
+    state
+        .tessera
+        .revoke_family_by_id(&id, &admin_actor(actor))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuedBefore {
+    before: i64,
+}
+
+async fn revoke_issued_before(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    bytes: Bytes,
+) -> AdminResult {
+    let b: IssuedBefore = body(&bytes)?;
+    let n = state
+        .tessera
+        .revoke_issued_before(b.before, &admin_actor(actor))
+        .await?;
+    Ok(Json(json!({ "issued_before": b.before, "revoked_tokens": n })).into_response())
+}
+
+async fn list_keys(State(state): State<Arc<AppState>>) -> AdminResult {
+    Ok(Json(state.tessera.list_keys().await?).into_response())
+}
+
+async fn rotate_keys(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+) -> AdminResult {
+    Ok(Json(state.tessera.rotate_keys(&admin_actor(actor)).await?).into_response())
+}
+
+async fn retire_key(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(kid): Path<String>,
+) -> AdminResult {
+    state.tessera.retire_key(&kid, &admin_actor(actor)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    Path(kid): Path<String>,
+) -> AdminResult {
+    state.tessera.revoke_key(&kid, &admin_actor(actor)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditParams {
+    client_id: Option<String>,
+    event: Option<String>,
+    since: Option<i64>,
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit(State(state): State<Arc<AppState>>, Query(p): Query<AuditParams>) -> AdminResult {
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let events = state
+        .tessera
+        .audit_events(&AuditQuery {
+            client_id: p.client_id,
+            event: p.event,
+            since: p.since,
+            before_id: p.before,
+            limit,
+        })
+        .await?;
+    let next = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(Json(json!({ "events": events, "next": next })).into_response())
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    super::metrics::render(&state.tessera)
+}
+
+/// The admin router (authenticated), plus unauthenticated health endpoints.
+pub fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
+        .route("/admin/clients", get(list_clients).post(create_client))
+        .route(
+            "/admin/clients/{id}",
+            get(show_client).patch(update_client).delete(delete_client),
+        )
+        .route("/admin/clients/{id}/rotate-secret", post(rotate_secret))
+        .route("/admin/clients/{id}/disable", post(disable_client))
+        .route("/admin/clients/{id}/enable", post(enable_client))
+        .route(
+            "/admin/clients/{id}/revoke-tokens",
+            post(revoke_client_tokens),
+        )
+        .route("/admin/families/{id}/revoke", post(revoke_family))
+        .route(
+            "/admin/tokens/revoke-issued-before",
+            post(revoke_issued_before),
+        )
+        .route("/admin/keys", get(list_keys))
+        .route("/admin/keys/rotate", post(rotate_keys))
+        .route("/admin/keys/{kid}/retire", post(retire_key))
+        .route("/admin/keys/{kid}/revoke", post(revoke_key))
+        .route("/admin/audit", get(audit))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
+    Router::new()
+        .merge(protected)
+        .route("/healthz", get(super::wellknown::healthz))
+        .route("/readyz", get(super::wellknown::readyz))
+        .fallback(|| async {
+            AdminError {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                description: "no such endpoint".into(),
+            }
+        })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::middleware::envelope,
+        ))
+        .with_state(state)
+}

@@ -1,0 +1,131 @@
+//! The admin credential.
+//!
+//! The admin API accepts `Authorization: Bearer <admin token>`. The token is either given by
+//! configuration (`admin_token`, usually `TESSERA_ADMIN_TOKEN`) or generated on the first
+//! start: then only its keyed hash is stored (like a client secret), and the token itself is
+//! handed to the operator once — written to `<database file>.admin-token` (mode 0600) on the
+//! embedded SQLite default, printed to standard error otherwise. `tessera admin-token rotate`
+//! replaces it. Comparison is constant-time.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::config::Settings;
+use crate::domain::crypto::{constant_time_eq, hex};
+use crate::domain::token;
+
+use super::{ServiceError, Tessera};
+
+const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
+const ADMIN_TOKEN_PREFIX: &str = "tes_ak_";
+
+fn new_admin_token() -> anyhow::Result<String> {
+    Ok(token::new_secret()?.replacen(token::SECRET_PREFIX, ADMIN_TOKEN_PREFIX, 1))
+}
+
+/// Where a generated admin token is written for the operator (SQLite only).
+#[must_use]
+pub fn admin_token_file(database_url: &str) -> Option<PathBuf> {
+    if database_url.starts_with("postgres") {
+        return None;
+    }
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .unwrap_or(database_url);
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}.admin-token")))
+}
+
+fn hand_over(settings: &Settings, token: &str) -> anyhow::Result<()> {
+    match admin_token_file(&settings.database_url) {
+        Some(path) => {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            writeln!(file, "{token}")?;
+            file.sync_all()?;
+            tracing::warn!(path = %path.display(), "generated an admin token (stored hashed); it is in this file for you");
+        }
+        None => {
+            // Not through the log: the log must never carry a credential.
+            eprintln!("Generated admin token (shown once, stored hashed): {token}");
+        }
+    }
+    Ok(())
+}
+
+impl Tessera {
+    /// Makes sure an admin credential exists: the configured one, or a stored hash (generating
+    /// and handing over a new token on first start).
+    ///
+    /// # Errors
+    /// Store failures, or the token file cannot be written.
+    pub async fn ensure_admin_token(&self, settings: &Settings) -> anyhow::Result<()> {
+        if settings.admin_token.is_some() {
+            return Ok(());
+        }
+        let token = new_admin_token()?;
+        let hash = hex(&self.keys.hash_secret(&token));
+        let stored = self
+            .store
+            .meta_insert_or_get(ADMIN_TOKEN_HASH, &hash)
+            .await?;
+        if stored == hash {
+            hand_over(settings, &token)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the stored admin token; returns the new one (shown once).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn rotate_admin_token(&self) -> Result<String, ServiceError> {
+        let token = new_admin_token()?;
+        let hash = hex(&self.keys.hash_secret(&token));
+        let current = self
+            .store
+            .meta_insert_or_get(ADMIN_TOKEN_HASH, &hash)
+            .await?;
+        if current != hash
+            && !self
+                .store
+                .meta_replace(ADMIN_TOKEN_HASH, &current, &hash)
+                .await?
+        {
+            return Err(anyhow::anyhow!(
+                "the admin token changed concurrently; run the command again"
+            )
+            .into());
+        }
+        Ok(token)
+    }
+
+    /// Checks a presented admin token.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn check_admin_token(&self, presented: &str) -> Result<bool, ServiceError> {
+        let hash = hex(&self.keys.hash_secret(presented));
+        let expected = match &self.admin_token_hash {
+            Some(configured) => configured.clone(),
+            // Read on every call so a rotation by the CLI or another instance applies at once.
+            None => {
+                self.store
+                    .meta_insert_or_get(ADMIN_TOKEN_HASH, "!unset")
+                    .await?
+            }
+        };
+        Ok(constant_time_eq(hash.as_bytes(), expected.as_bytes()))
+    }
+}
