@@ -381,3 +381,46 @@ pub fn kid_of(token: &str) -> String {
         .kid
         .expect("kid")
 }
+
+impl TestApp {
+    /// A request to the admin listener with the admin token.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.admin_as(method, path, body, Some(ADMIN_TOKEN)).await
+    }
+
+    /// A request to the admin listener with the given bearer token (or none).
+    pub async fn admin_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self
+            .http
+            .request(method, format!("http://{}{}", self.admin_addr, path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", JSON).body(b.to_string());
+        }
+        read(req.send().await.expect("admin request")).await
+    }
+
+    /// A Prometheus sample's value (summed over series whose labels include `labels`).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.admin("GET", "/metrics", None).await.text;
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+            .sum()
+    }
+}

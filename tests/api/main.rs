@@ -10,6 +10,7 @@
 
 mod helpers;
 
+mod admin;
 mod cli;
 mod discovery;
 mod interop;

@@ -1,0 +1,544 @@
+//! The admin API: authorization, clients, keys, bulk revocation, audit, metrics (issue 5).
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_token_and_is_not_on_the_public_listener() {
+    let app = spawn_app().await;
+    let r = app.admin_as("GET", "/admin/clients", None, None).await;
+    assert_oauth_error(&r, 401, "unauthorized");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"tessera-admin\"")
+    );
+    assert_envelope(&r);
+    let r = app
+        .admin_as("GET", "/admin/clients", None, Some("tes_ak_wrong"))
+        .await;
+    assert_eq!(r.status, 401);
+    let r = app.admin_as("GET", "/metrics", None, None).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(app.admin("GET", "/admin/clients", None).await.status, 200);
+    // Nothing of it on the public listener, credential or not.
+    for path in ["/admin/clients", "/admin/keys", "/admin/audit", "/metrics"] {
+        let r = app
+            .get(path, &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))])
+            .await;
+        assert_eq!(r.status, 404, "{path} on the public listener");
+    }
+    // Health is open on both.
+    assert_eq!(app.admin_as("GET", "/readyz", None, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn clients_can_be_managed_through_the_admin_api() {
+    let app = spawn_app().await;
+    let r = app
+        .admin("POST", "/admin/clients", Some(json!({"name": "billing", "scopes": "/ping.read /accounts.read", "profile": "rfc6749"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let created = r.json();
+    let c = TestClient {
+        id: created["client_id"].as_str().unwrap().into(),
+        secret: created["client_secret"].as_str().unwrap().into(),
+    };
+    assert_eq!(app.grant(&c, "/ping.read").await["token_type"], "Bearer");
+
+    let shown = app
+        .admin("GET", &format!("/admin/clients/{}", c.id), None)
+        .await
+        .json();
+    assert!(shown.get("client_secret").is_none());
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("/admin/clients/{}", c.id),
+            Some(json!({"scopes": "/ping.read", "profile": null})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["profile"], Value::Null);
+    assert_eq!(
+        app.token(
+            &c,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "/accounts.read")
+            ]
+        )
+        .await
+        .status,
+        422
+    );
+
+    assert_eq!(
+        app.admin("POST", &format!("/admin/clients/{}/disable", c.id), None)
+            .await
+            .json()["disabled"],
+        true
+    );
+    assert_eq!(
+        app.token(
+            &c,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "/ping.read")
+            ]
+        )
+        .await
+        .status,
+        401
+    );
+    app.admin("POST", &format!("/admin/clients/{}/enable", c.id), None)
+        .await;
+
+    let r = app
+        .admin(
+            "POST",
+            &format!("/admin/clients/{}/rotate-secret", c.id),
+            Some(json!({"keep_old": 0})),
+        )
+        .await;
+    let rotated = TestClient {
+        id: c.id.clone(),
+        secret: r.json()["client_secret"].as_str().unwrap().into(),
+    };
+    assert_eq!(
+        app.token(
+            &c,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "/ping.read")
+            ]
+        )
+        .await
+        .status,
+        401
+    );
+    app.grant(&rotated, "/ping.read").await;
+
+    // Bad input is a 400 with a reason; unknown ids a 404.
+    let r = app
+        .admin(
+            "POST",
+            "/admin/clients",
+            Some(json!({"name": "x", "scopes": "/widgets.read"})),
+        )
+        .await;
+    assert_oauth_error(&r, 400, "invalid_scope");
+    let r = app
+        .admin(
+            "POST",
+            "/admin/clients",
+            Some(json!({"name": "x", "scopes": "/ping.read", "colour": "red"})),
+        )
+        .await;
+    assert_oauth_error(&r, 400, "invalid_request");
+    let r = app
+        .admin(
+            "POST",
+            "/admin/clients",
+            Some(json!({"name": "x", "scopes": "/ping.read", "format": "paseto"})),
+        )
+        .await;
+    assert_oauth_error(&r, 400, "invalid_request");
+    assert_oauth_error(
+        &app.admin("GET", "/admin/clients/nope", None).await,
+        404,
+        "not_found",
+    );
+
+    assert_eq!(
+        app.admin("DELETE", &format!("/admin/clients/{}", c.id), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.admin("GET", &format!("/admin/clients/{}", c.id), None)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn client_lists_are_paginated() {
+    let app = spawn_app().await;
+    let mut ids: Vec<String> = (0..5).map(|_| app.client("/ping.read", &[]).id).collect();
+    ids.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let path = match &after {
+            Some(a) => format!("/admin/clients?limit=2&after={a}"),
+            None => "/admin/clients?limit=2".to_owned(),
+        };
+        let page = app.admin("GET", &path, None).await.json();
+        let got: Vec<String> = page["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["client_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(got.len() <= 2);
+        seen.extend(got);
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+}
+
+#[tokio::test]
+async fn bulk_revocation_stops_the_tokens() {
+    let app = spawn_app().await;
+    let leaked = app.client("/ping.read", &[]);
+    let other = app.client("/ping.read", &[]);
+    let a = app.grant(&leaked, "/ping.read").await;
+    let b = app.grant(&leaked, "/ping.read").await;
+    let o = app.grant(&other, "/ping.read").await;
+
+    // "A secret leaked": every token of one client.
+    let r = app
+        .admin(
+            "POST",
+            &format!("/admin/clients/{}/revoke-tokens", leaked.id),
+            None,
+        )
+        .await;
+    assert_eq!(r.json()["revoked_families"], 2);
+    for t in [&a, &b] {
+        assert_eq!(app.ping(t["access_token"].as_str().unwrap()).await, 401);
+        assert_eq!(
+            app.refresh(&leaked, t["refresh_token"].as_str().unwrap())
+                .await
+                .status,
+            422
+        );
+    }
+    assert_eq!(app.ping(o["access_token"].as_str().unwrap()).await, 200);
+
+    // One family, found through the audit trail.
+    let c = app.grant(&other, "/ping.read").await;
+    let events = app
+        .admin(
+            "GET",
+            &format!(
+                "/admin/audit?client_id={}&event=token.issued&limit=1",
+                other.id
+            ),
+            None,
+        )
+        .await
+        .json();
+    let family = events["events"][0]["detail"]["family_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        app.admin("POST", &format!("/admin/families/{family}/revoke"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(app.ping(c["access_token"].as_str().unwrap()).await, 401);
+    assert_eq!(app.ping(o["access_token"].as_str().unwrap()).await, 200);
+
+    // "We restored an old backup": everything issued before a time.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let cutoff = now();
+    let fresh = app.grant(&other, "/ping.read").await;
+    let r = app
+        .admin(
+            "POST",
+            "/admin/tokens/revoke-issued-before",
+            Some(json!({"before": cutoff})),
+        )
+        .await;
+    assert!(
+        r.json()["revoked_tokens"].as_u64().unwrap() >= 2,
+        "{}",
+        r.text
+    );
+    assert_eq!(app.ping(o["access_token"].as_str().unwrap()).await, 401);
+    assert_eq!(
+        app.refresh(&other, o["refresh_token"].as_str().unwrap())
+            .await
+            .status,
+        422
+    );
+    assert_eq!(app.ping(fresh["access_token"].as_str().unwrap()).await, 200);
+}
+
+#[tokio::test]
+async fn keys_can_be_managed_through_the_admin_api() {
+    let app = spawn_app().await;
+    let keys = app.admin("GET", "/admin/keys", None).await.json();
+    let next = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "next")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app.admin("POST", "/admin/keys/rotate", None).await.json();
+    assert_eq!(r["active"], next.as_str());
+    let retired = r["retired"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.admin("POST", &format!("/admin/keys/{retired}/revoke"), None)
+            .await
+            .status,
+        204
+    );
+    let new_next = r["next"].as_str().unwrap().to_owned();
+    assert_eq!(
+        app.admin("POST", &format!("/admin/keys/{new_next}/retire"), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.admin("POST", "/admin/keys/nope/revoke", None)
+            .await
+            .status,
+        404
+    );
+    let states: Vec<(String, String)> = app
+        .admin("GET", "/admin/keys", None)
+        .await
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_owned(),
+                k["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(states.contains(&(retired, "revoked".into())));
+    assert!(states.contains(&(new_next, "retired".into())));
+    assert!(states.contains(&(next, "active".into())));
+}
+
+#[tokio::test]
+async fn the_audit_trail_records_who_did_what_from_where() {
+    let app = spawn_app().await;
+    let c = app.client("/ping.read", &[]);
+    let t = app.grant(&c, "/ping.read").await;
+    let r2 = app.refresh(&c, t["refresh_token"].as_str().unwrap()).await;
+    let rid = r2.header("x-request-id").unwrap().to_owned();
+    app.refresh(&c, t["refresh_token"].as_str().unwrap()).await; // reuse
+    app.token(
+        &TestClient {
+            id: c.id.clone(),
+            secret: "wrong".into(),
+        },
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "/ping.read"),
+        ],
+    )
+    .await;
+    let events = app
+        .admin("GET", &format!("/admin/audit?client_id={}", c.id), None)
+        .await
+        .json();
+    let events = events["events"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for k in [
+        "client.created",
+        "token.issued",
+        "token.refreshed",
+        "token.reuse_detected",
+        "auth.failed",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    let refreshed = events
+        .iter()
+        .find(|e| e["event"] == "token.refreshed")
+        .unwrap();
+    assert_eq!(
+        refreshed["request_id"],
+        rid.as_str(),
+        "events carry the request id"
+    );
+    assert_eq!(refreshed["source"], "127.0.0.1");
+    assert_eq!(
+        events
+            .iter()
+            .find(|e| e["event"] == "client.created")
+            .unwrap()["source"],
+        "cli"
+    );
+    // Newest first, and filterable.
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(ids, sorted);
+    let only = app
+        .admin("GET", "/admin/audit?event=auth.failed", None)
+        .await
+        .json();
+    assert!(
+        only["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["event"] == "auth.failed")
+    );
+    // The CLI reads the same trail.
+    let cli = app.cli_json(&["audit", "--client", &c.id, "--json"]);
+    assert_eq!(cli.as_array().unwrap().len(), events.len());
+    // No secret or token value in it.
+    let all = app.admin("GET", "/admin/audit?limit=1000", None).await.text;
+    for secret in [
+        c.secret.as_str(),
+        t["access_token"].as_str().unwrap(),
+        t["refresh_token"].as_str().unwrap(),
+    ] {
+        assert!(!all.contains(secret));
+    }
+}
+
+#[tokio::test]
+async fn metrics_move_when_tokens_are_issued() {
+    let app = spawn_app().await;
+    let c = app.client("/ping.read", &[]);
+    let issued = [("grant", "client_credentials"), ("outcome", "issued")];
+    let before = app.metric("tessera_tokens_total", &issued).await;
+    let reuse_before = app
+        .metric("tessera_refresh_reuse_detected_total", &[])
+        .await;
+    let failures_before = app.metric("tessera_auth_failures_total", &[]).await;
+    let t = app.grant(&c, "/ping.read").await;
+    app.grant(&c, "/ping.read").await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    app.refresh(&c, rt).await;
+    app.refresh(&c, rt).await;
+    app.token(
+        &TestClient {
+            id: c.id.clone(),
+            secret: "wrong".into(),
+        },
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert!(app.metric("tessera_tokens_total", &issued).await >= before + 2.0);
+    assert!(
+        app.metric("tessera_refresh_reuse_detected_total", &[])
+            .await
+            >= reuse_before + 1.0
+    );
+    assert!(app.metric("tessera_auth_failures_total", &[]).await >= failures_before + 1.0);
+    let text = app.admin("GET", "/metrics", None).await.text;
+    for name in [
+        "tessera_http_request_duration_seconds_bucket",
+        "tessera_store_operation_duration_seconds_bucket",
+        "tessera_store_pool_connections",
+        "tessera_signing_key_age_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing");
+    }
+    assert!(
+        app.metric(
+            "tessera_http_request_duration_seconds_count",
+            &[("endpoint", "/oauth2/token")]
+        )
+        .await
+            >= 5.0
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = spawn_app_with(&[
+        ("rate_limit_per_client", "3"),
+        ("auth_failures_per_minute", "2"),
+    ])
+    .await;
+    let c = app.client("/ping.read", &[]);
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = app
+            .token(
+                &c,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "/ping.read"),
+                ],
+            )
+            .await;
+        if r.status == 429 {
+            let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!(after >= 1);
+            assert_eq!(r.json()["error"], "too_many_requests");
+        }
+        statuses.push(r.status);
+    }
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
+
+    // Guessing a secret is slowed down, but the right secret still gets through.
+    let victim = app.client("/ping.read", &[]);
+    let wrong = TestClient {
+        id: victim.id.clone(),
+        secret: "guess".into(),
+    };
+    let mut guesses = Vec::new();
+    for _ in 0..4 {
+        guesses.push(
+            app.token(
+                &wrong,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "/ping.read"),
+                ],
+            )
+            .await
+            .status,
+        );
+    }
+    assert_eq!(guesses, [401, 401, 429, 429]);
+    let r = app
+        .token(
+            &victim,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "/ping.read"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.status, 200,
+        "the legitimate client is not locked out: {}",
+        r.text
+    );
+}
+
+#[tokio::test]
+async fn per_address_limits_apply_before_authentication() {
+    let app = spawn_app_with(&[("rate_limit_per_ip", "2")]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            app.post("/oauth2/revoke", Some(FORM), form(&[("token", "x")]), &[])
+                .await
+                .status,
+        );
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
