@@ -74,10 +74,10 @@ pub async fn authenticate(
         .await
         .map_err(|e| {
             let err = ApiError::service(default, e).with_basic_challenge(creds.basic);
-            if err.is_invalid_client() {
-                if let Err(l) = state.limits.auth_failure(&creds.client_id, source) {
-                    return ApiError::limited(default, l);
-                }
+            if err.is_invalid_client()
+                && let Err(l) = state.limits.auth_failure(&creds.client_id, source)
+            {
+                return ApiError::limited(default, l);
             }
             err
         })?;
