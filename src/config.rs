@@ -58,6 +58,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("rate_limit_per_ip", Kind::Integer),
     ("auth_failures_per_minute", Kind::Integer),
     ("shutdown_timeout", Kind::Integer),
+    ("shutdown_drain", Kind::Integer),
 ];
 
 /// A secret setting: `Debug` never shows it.
@@ -173,6 +174,9 @@ pub struct Settings {
     pub auth_failures_per_minute: u32,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_timeout: u32,
+    /// Seconds to keep serving with `/readyz` answering 503 after SIGTERM/SIGINT, so a load
+    /// balancer stops sending traffic before the listener closes.
+    pub shutdown_drain: u32,
 }
 
 impl Default for Settings {
@@ -204,6 +208,7 @@ impl Default for Settings {
             rate_limit_per_ip: 200,
             auth_failures_per_minute: 10,
             shutdown_timeout: 20,
+            shutdown_drain: 0,
         }
     }
 }

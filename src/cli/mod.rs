@@ -113,6 +113,9 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long)]
     log_format: Option<String>,
+    /// Seconds to keep serving with /readyz at 503 after SIGTERM [default: 0].
+    #[arg(long)]
+    shutdown_drain: Option<u32>,
 }
 
 impl ServeArgs {
@@ -133,6 +136,7 @@ impl ServeArgs {
         put("refresh_grace", self.refresh_grace.map(|v| v.to_string()));
         put("audience", self.audience.clone());
         put("log_format", self.log_format.clone());
+        put("shutdown_drain", self.shutdown_drain.map(|v| v.to_string()));
         out
     }
 }

@@ -93,6 +93,7 @@ pub struct Application {
     cleanup_interval: Duration,
     cleanup_batch: u32,
     shutdown_timeout: Duration,
+    shutdown_drain: Duration,
 }
 
 impl Application {
@@ -132,6 +133,7 @@ impl Application {
             cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
             cleanup_batch: settings.cleanup_batch,
             shutdown_timeout: Duration::from_secs(u64::from(settings.shutdown_timeout)),
+            shutdown_drain: Duration::from_secs(u64::from(settings.shutdown_drain)),
         })
     }
 
@@ -151,8 +153,9 @@ impl Application {
         self.admin_listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes. Then: readiness turns false, both listeners stop
-    /// accepting, in-flight requests get `shutdown_timeout` to finish, and the store is closed.
+    /// Serves until `shutdown` completes. Then: readiness turns false (and serving goes on for
+    /// `shutdown_drain`), both listeners stop accepting, in-flight requests get
+    /// `shutdown_timeout` to finish, and the store is closed.
     /// The expired-token cleanup and the key reload run in the background meanwhile.
     ///
     /// # Errors
@@ -177,9 +180,17 @@ impl Application {
         // One shutdown signal, observed by both servers and by the deadline below.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let draining_state = state.clone();
+        let drain = self.shutdown_drain;
         tokio::spawn(async move {
             shutdown.await;
             draining_state.draining.store(true, Ordering::SeqCst);
+            if !drain.is_zero() {
+                tracing::info!(
+                    ?drain,
+                    "draining: /readyz answers 503 before the listeners close"
+                );
+                tokio::time::sleep(drain).await;
+            }
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

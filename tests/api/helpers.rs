@@ -124,11 +124,16 @@ impl TestApp {
         format!("sqlite://{}", self.db_path().display())
     }
 
-    /// Stops the server (graceful) and gives back its directory.
-    pub async fn stop(mut self) -> tempfile::TempDir {
+    /// Signals shutdown without waiting for it.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Stops the server (graceful) and gives back its directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.begin_stop();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
