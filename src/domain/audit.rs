@@ -116,7 +116,7 @@ impl Actor {
 }
 
 /// One recorded event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Event id (UUID v7, time-ordered).
     pub id: String,
@@ -131,6 +131,7 @@ pub struct AuditEvent {
     /// Where it came from (IP address, `cli`, `admin@ip`).
     pub source: Option<String>,
     /// Short facts (ids, counts, reasons); never a secret or token.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 

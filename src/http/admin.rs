@@ -16,16 +16,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
 use super::error::RETRY_AFTER_SECONDS;
-use crate::domain::audit::{Actor, AuditQuery};
+#[allow(unused_imports)]
+use super::openapi::GenericError;
+use crate::domain::audit::{Actor, AuditEvent, AuditQuery};
 use crate::domain::client::{Profile, TokenFormat};
 use crate::service::ServiceError;
-use crate::service::clients::{ClientChanges, ClientSpec};
+use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
+use crate::service::signing::{KeyView, Rotation};
 use crate::store::StoreError;
 
 /// An admin API failure.
@@ -110,6 +113,63 @@ impl IntoResponse for AdminError {
 
 type AdminResult = Result<Response, AdminError>;
 
+/// A page of clients.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClientPage {
+    /// Clients, by id.
+    pub clients: Vec<ClientView>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// A new client with its secret (shown only in this response).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedClient {
+    /// The client.
+    #[serde(flatten)]
+    pub client: ClientView,
+    /// The secret.
+    pub client_secret: String,
+}
+
+/// A new secret (shown only in this response).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NewSecret {
+    /// The client.
+    pub client_id: String,
+    /// The new secret.
+    pub client_secret: String,
+    /// When the previous secret stops working (`null`: it already has).
+    pub previous_secret_expires_at: Option<i64>,
+}
+
+/// Result of revoking a client's tokens.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedFamilies {
+    /// The client.
+    pub client_id: String,
+    /// Families revoked.
+    pub revoked_families: u64,
+}
+
+/// Result of revoking by issue time.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedTokens {
+    /// The cutoff (Unix seconds).
+    pub issued_before: i64,
+    /// Tokens revoked.
+    pub revoked_tokens: u64,
+}
+
+/// A page of audit events, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    /// Events.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    pub next: Option<String>,
+}
+
 /// Parses a JSON body strictly (unknown fields refused).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> {
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
@@ -157,13 +217,17 @@ fn admin_actor(actor: Actor) -> Actor {
     }
 }
 
-#[derive(Deserialize)]
-struct Page {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct Page {
     after: Option<String>,
     limit: Option<u32>,
 }
 
-async fn list_clients(State(state): State<Arc<AppState>>, Query(page): Query<Page>) -> AdminResult {
+#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn list_clients(
+    State(state): State<Arc<AppState>>,
+    Query(page): Query<Page>,
+) -> AdminResult {
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let clients = state
         .tessera
@@ -172,13 +236,13 @@ async fn list_clients(State(state): State<Arc<AppState>>, Query(page): Query<Pag
     let next = (clients.len() == limit as usize)
         .then(|| clients.last().map(|c| c.id.clone()))
         .flatten();
-    let views: Vec<_> = clients.iter().map(|c| state.tessera.view(c)).collect();
-    Ok(Json(json!({ "clients": views, "next": next })).into_response())
+    let clients = clients.iter().map(|c| state.tessera.view(c)).collect();
+    Ok(Json(ClientPage { clients, next }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateClient {
+pub struct CreateClient {
     name: String,
     scopes: String,
     format: Option<String>,
@@ -200,7 +264,8 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
         .transpose()
 }
 
-async fn create_client(
+#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn create_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     bytes: Bytes,
@@ -230,7 +295,11 @@ async fn create_client(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-async fn show_client(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> AdminResult {
+#[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn show_client(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> AdminResult {
     let c = state.tessera.get_client(&id).await?;
     Ok(Json(state.tessera.view(&c)).into_response())
 }
@@ -244,9 +313,9 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateClient {
+pub struct UpdateClient {
     name: Option<String>,
     scopes: Option<String>,
     format: Option<String>,
@@ -265,7 +334,8 @@ struct UpdateClient {
     disabled: Option<bool>,
 }
 
-async fn update_client(
+#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -304,7 +374,8 @@ async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) 
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
-async fn disable_client(
+#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn disable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -312,7 +383,8 @@ async fn disable_client(
     set_disabled(&state, actor, &id, true).await
 }
 
-async fn enable_client(
+#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn enable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -320,7 +392,8 @@ async fn enable_client(
     set_disabled(&state, actor, &id, false).await
 }
 
-async fn delete_client(
+#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn delete_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -332,13 +405,14 @@ async fn delete_client(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateSecret {
+pub struct RotateSecret {
     keep_old: Option<u32>,
 }
 
-async fn rotate_secret(
+#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -349,15 +423,16 @@ async fn rotate_secret(
         .tessera
         .rotate_secret(&id, b.keep_old.unwrap_or(86_400), &admin_actor(actor))
         .await?;
-    Ok(Json(json!({
-        "client_id": c.id,
-        "client_secret": secret,
-        "previous_secret_expires_at": c.previous_secret.as_ref().map(|(_, t)| *t),
-    }))
+    Ok(Json(NewSecret {
+        previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
+        client_id: c.id,
+        client_secret: secret,
+    })
     .into_response())
 }
 
-async fn revoke_client_tokens(
+#[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn revoke_client_tokens(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -366,10 +441,15 @@ async fn revoke_client_tokens(
         .tessera
         .revoke_client_tokens(&id, &admin_actor(actor))
         .await?;
-    Ok(Json(json!({ "client_id": id, "revoked_families": n })).into_response())
+    Ok(Json(RevokedFamilies {
+        client_id: id,
+        revoked_families: n,
+    })
+    .into_response())
 }
 
-async fn revoke_family(
+#[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn revoke_family(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
@@ -381,13 +461,14 @@ async fn revoke_family(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IssuedBefore {
+pub struct IssuedBefore {
     before: i64,
 }
 
-async fn revoke_issued_before(
+#[utoipa::path(post, path = "/admin/tokens/revoke-issued-before", tag = "revocation", request_body = IssuedBefore, responses((status = 200, body = RevokedTokens), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn revoke_issued_before(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     bytes: Bytes,
@@ -397,21 +478,28 @@ async fn revoke_issued_before(
         .tessera
         .revoke_issued_before(b.before, &admin_actor(actor))
         .await?;
-    Ok(Json(json!({ "issued_before": b.before, "revoked_tokens": n })).into_response())
+    Ok(Json(RevokedTokens {
+        issued_before: b.before,
+        revoked_tokens: n,
+    })
+    .into_response())
 }
 
-async fn list_keys(State(state): State<Arc<AppState>>) -> AdminResult {
+#[utoipa::path(get, path = "/admin/keys", tag = "keys", responses((status = 200, body = Vec<KeyView>), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn list_keys(State(state): State<Arc<AppState>>) -> AdminResult {
     Ok(Json(state.tessera.list_keys().await?).into_response())
 }
 
-async fn rotate_keys(
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "keys", responses((status = 200, body = Rotation), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn rotate_keys(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
 ) -> AdminResult {
     Ok(Json(state.tessera.rotate_keys(&admin_actor(actor)).await?).into_response())
 }
 
-async fn retire_key(
+#[utoipa::path(post, path = "/admin/keys/{kid}/retire", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Retired"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn retire_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(kid): Path<String>,
@@ -420,7 +508,8 @@ async fn retire_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn revoke_key(
+#[utoipa::path(post, path = "/admin/keys/{kid}/revoke", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(kid): Path<String>,
@@ -429,8 +518,8 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
-struct AuditParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AuditParams {
     client_id: Option<String>,
     event: Option<String>,
     since: Option<i64>,
@@ -438,7 +527,11 @@ struct AuditParams {
     limit: Option<u32>,
 }
 
-async fn audit(State(state): State<Arc<AppState>>, Query(p): Query<AuditParams>) -> AdminResult {
+#[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    Query(p): Query<AuditParams>,
+) -> AdminResult {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let events = state
         .tessera
@@ -453,10 +546,11 @@ async fn audit(State(state): State<Arc<AppState>>, Query(p): Query<AuditParams>)
     let next = (events.len() == limit as usize)
         .then(|| events.last().map(|e| e.id.clone()))
         .flatten();
-    Ok(Json(json!({ "events": events, "next": next })).into_response())
+    Ok(Json(AuditPage { events, next }).into_response())
 }
 
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     super::metrics::render(&state.tessera)
 }
 
@@ -492,6 +586,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     Router::new()
         .merge(protected)
+        .route("/openapi.json", get(super::openapi::admin))
         .route("/healthz", get(super::wellknown::healthz))
         .route("/readyz", get(super::wellknown::readyz))
         .fallback(|| async {

@@ -11,13 +11,15 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+#[allow(unused_imports)]
+use super::openapi::{FieldError, GenericError, TokenFieldRequestDoc};
 use super::request::OAuthRequest;
 use super::revoke::token_field;
 use super::token::authenticate;
 use crate::domain::audit::Actor;
 
 /// The introspection response (RFC 7662 §2.2).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IntrospectionResponse {
     /// Whether the token is currently active.
     pub active: bool,
@@ -29,6 +31,7 @@ pub struct IntrospectionResponse {
     pub client_id: Option<String>,
     /// `access_token` or `refresh_token`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub token_type: Option<&'static str>,
     /// Expiry.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -54,6 +57,24 @@ pub struct IntrospectionResponse {
 }
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "oauth2",
+    request_body(content(
+        (TokenFieldRequestDoc = "application/json"),
+        (TokenFieldRequestDoc = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, description = "`{\"active\": false}` or the token's claims", body = IntrospectionResponse),
+        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
+        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
+        (status = 413, description = "Body too large", body = GenericError),
+        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
+        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
+        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+    )
+)]
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,

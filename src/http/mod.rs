@@ -11,6 +11,7 @@ pub mod introspect;
 pub mod limits;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod ping;
 pub mod request;
 pub mod revoke;
@@ -66,6 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/ping", get(ping::ping))
         .route("/.well-known/jwks.json", get(wellknown::jwks))
+        .route("/openapi.json", get(openapi::public))
         .route("/healthz", get(wellknown::healthz))
         .route("/readyz", get(wellknown::readyz))
         .fallback(not_found)

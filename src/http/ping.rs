@@ -19,6 +19,8 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::{ApiError, BASIC_CHALLENGE};
+#[allow(unused_imports)]
+use super::openapi::GenericError;
 use super::request::parse_basic;
 use crate::domain::audit::Actor;
 use crate::service::tokens::BearerError;
@@ -39,6 +41,17 @@ fn challenge(status: StatusCode, www: &str, error: &str, description: &str) -> R
 }
 
 /// The handler.
+#[utoipa::path(
+    get,
+    path = "/ping",
+    tag = "oauth2",
+    responses(
+        (status = 200, description = "Valid credentials (no body)"),
+        (status = 401, description = "Missing or invalid credentials; see `WWW-Authenticate`", body = GenericError),
+        (status = 403, description = "The token lacks `/ping.read`", body = GenericError),
+        (status = 503, description = "Store unavailable", body = GenericError),
+    )
+)]
 pub async fn ping(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+#[allow(unused_imports)]
+use super::openapi::{FieldError, GenericError, TokenFieldRequestDoc};
 use super::request::OAuthRequest;
 use super::token::authenticate;
 use crate::domain::audit::Actor;
@@ -39,6 +41,25 @@ pub fn token_field(req: &OAuthRequest, profile: Profile) -> Result<&str, ApiErro
 
 /// The handler: `204` in the Moov profiles, `200` in `rfc6749`, for any token that is now
 /// unusable (including unknown ones); `400` for another client's token.
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    tag = "oauth2",
+    request_body(content(
+        (TokenFieldRequestDoc = "application/json"),
+        (TokenFieldRequestDoc = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (rfc6749 profile)"),
+        (status = 204, description = "Revoked, or nothing to revoke (seed and moov profiles)"),
+        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
+        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
+        (status = 413, description = "Body too large", body = GenericError),
+        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
+        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
+        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+    )
+)]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,

@@ -11,15 +11,18 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+#[allow(unused_imports)]
+use super::openapi::{FieldError, GenericError, TokenRequestDoc, TokenTypeDoc};
 use super::request::OAuthRequest;
 use crate::domain::audit::Actor;
 use crate::domain::client::{Client, Profile};
 use crate::service::tokens::{Issued, TokenRequest};
 
 /// The AuthToken (SPEC §1).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuthToken {
     /// `opaque`/`jwt` (seed profile) or `Bearer`.
+    #[schema(value_type = TokenTypeDoc)]
     pub token_type: &'static str,
     /// The access token.
     pub access_token: String,
@@ -90,6 +93,24 @@ pub async fn authenticate(
 }
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/oauth2/token",
+    tag = "oauth2",
+    request_body(content(
+        (TokenRequestDoc = "application/json"),
+        (TokenRequestDoc = "application/x-www-form-urlencoded")
+    )),
+    responses(
+        (status = 200, description = "An AuthToken, shaped by the client's wire profile", body = AuthToken),
+        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
+        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
+        (status = 413, description = "Body too large", body = GenericError),
+        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
+        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
+        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+    )
+)]
 pub async fn token(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,

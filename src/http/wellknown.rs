@@ -10,18 +10,23 @@ use serde_json::json;
 
 use super::AppState;
 use super::error::RETRY_AFTER_SECONDS;
+#[allow(unused_imports)]
+use super::openapi::{Health, Jwks};
 
 /// `GET /.well-known/jwks.json`: the public keys that sign JWT access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "discovery", responses((status = 200, body = Jwks)))]
 pub async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     Json(state.tessera.jwks()).into_response()
 }
 
 /// `GET /healthz`: the process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store answers (and the server is not shutting down).
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);
     if !draining && state.tessera.ready().await {
@@ -44,6 +49,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// authentication methods are the ones accepted, the algorithms are those of the published
 /// keys, and `scopes_supported` lists the registry's literal scopes (the account-restricted
 /// templates, which need a concrete account id, are in `tessera_scope_templates`).
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "discovery", responses((status = 200, description = "RFC 8414 metadata", body = Object)))]
 pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
     let t = &state.tessera;
     let issuer = t.policy().issuer.trim_end_matches('/').to_owned();

@@ -69,7 +69,7 @@ pub struct ClientChanges {
 }
 
 /// A client as shown to operators: everything but secret hashes.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     /// Public id.
     pub client_id: String,

@@ -20,7 +20,7 @@ use super::keys::ensure_keys;
 use super::{ServiceError, Tessera};
 
 /// A key as shown to operators.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     /// Key id.
     pub kid: String,
@@ -35,7 +35,7 @@ pub struct KeyView {
 }
 
 /// What a rotation did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rotation {
     /// The key that now signs.
     pub active: String,

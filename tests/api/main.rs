@@ -17,6 +17,7 @@ mod interop;
 mod introspect;
 mod jwt;
 mod keys;
+mod openapi;
 mod operations;
 mod ping;
 mod refresh;
