@@ -6,6 +6,7 @@
 //! WHERE consumed_at IS NULL`, and only the caller whose update touched the row may issue its
 //! successor.
 
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
