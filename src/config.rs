@@ -31,6 +31,7 @@ pub enum Kind {
 pub const SETTINGS: &[(&str, Kind)] = &[
     ("listen", Kind::Text),
     ("database_url", Kind::Text),
+    ("database_max_connections", Kind::Integer),
     ("issuer", Kind::Text),
     ("master_key", Kind::Text),
     ("master_key_file", Kind::Text),
@@ -104,8 +105,11 @@ impl FromStr for LogFormat {
 pub struct Settings {
     /// Public listen address.
     pub listen: String,
-    /// `sqlite://path` (default `sqlite://tessera.db`) or a plain file path.
+    /// `sqlite://path` (default `sqlite://tessera.db`), a plain file path, or a
+    /// `postgres://` / `postgresql://` URL.
     pub database_url: String,
+    /// PostgreSQL only: connections in this instance's pool.
+    pub database_max_connections: u32,
     /// The issuer URL (`iss`); defaults to `http://<listen>`.
     pub issuer: Option<String>,
     /// The master key (base64 of 32 bytes).
@@ -144,6 +148,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://tessera.db".into(),
+            database_max_connections: 10,
             issuer: None,
             master_key: None,
             master_key_file: None,
@@ -223,6 +228,9 @@ impl Settings {
         }
         if self.cleanup_interval == 0 || self.cleanup_batch == 0 {
             bail!("cleanup_interval and cleanup_batch must be positive");
+        }
+        if self.database_max_connections == 0 || self.database_max_connections > 1000 {
+            bail!("database_max_connections must be between 1 and 1000");
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! WHERE consumed_at IS NULL`, and only the caller whose update touched the row may issue its
 //! successor.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -223,7 +224,9 @@ pub trait Store: Send + Sync + 'static {
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>>;
     /// Revokes one access token (idempotent).
     async fn revoke_access(&self, id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Deletes up to `batch` expired families, access and refresh tokens whose expiry is
-    /// before `before`, and retired keys no longer published; returns how many rows went.
+    /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
+    /// tokens that expired or were revoked before `before`, and retired keys no longer published
+    /// at `before`; returns how many rows went. Deleting a family deletes its tokens. A deleted
+    /// token is unknown afterwards, which every caller treats like a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
 }
