@@ -45,6 +45,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("max_body_bytes", Kind::Integer),
     ("cleanup_interval", Kind::Integer),
     ("cleanup_batch", Kind::Integer),
+    ("token_retention", Kind::Integer),
     ("log_format", Kind::Text),
 ];
 
@@ -138,6 +139,8 @@ pub struct Settings {
     pub cleanup_interval: u32,
     /// Rows deleted per cleanup transaction.
     pub cleanup_batch: u32,
+    /// Seconds an expired or revoked token is kept before the cleanup deletes it.
+    pub token_retention: u32,
     /// `text` or `json`.
     #[serde(deserialize_with = "from_str")]
     pub log_format: LogFormat,
@@ -162,6 +165,7 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             cleanup_interval: 60,
             cleanup_batch: 500,
+            token_retention: 0,
             log_format: LogFormat::Text,
         }
     }
@@ -231,6 +235,9 @@ impl Settings {
         }
         if self.database_max_connections == 0 || self.database_max_connections > 1000 {
             bail!("database_max_connections must be between 1 and 1000");
+        }
+        if self.token_retention > MAX_TTL {
+            bail!("token_retention must be at most {MAX_TTL} seconds");
         }
         Ok(())
     }

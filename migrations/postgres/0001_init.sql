@@ -94,3 +94,4 @@ CREATE TABLE access_tokens (
 CREATE INDEX access_tokens_family ON access_tokens (family_id);
 CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
 CREATE INDEX access_tokens_kid ON access_tokens (signing_kid);
+CREATE INDEX access_tokens_revoked ON access_tokens (revoked_at) WHERE revoked_at IS NOT NULL;

@@ -70,6 +70,7 @@ pub struct Application {
     state: Arc<AppState>,
     cleanup_interval: Duration,
     cleanup_batch: u32,
+    token_retention: u32,
 }
 
 impl Application {
@@ -95,6 +96,7 @@ impl Application {
             }),
             cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
             cleanup_batch: settings.cleanup_batch,
+            token_retention: settings.token_retention,
         })
     }
 
@@ -119,6 +121,7 @@ impl Application {
             self.state.clone(),
             self.cleanup_interval,
             self.cleanup_batch,
+            self.token_retention,
         ));
         tracing::info!(addr = %self.listener.local_addr()?, issuer = %self.state.tessera.policy().issuer, "serving");
         let app = router(self.state);
@@ -130,12 +133,14 @@ impl Application {
     }
 }
 
-/// Deletes expired tokens in small batches, so each write transaction stays short.
-async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32) {
+/// Deletes expired and revoked tokens (older than `retention` seconds) in small batches, so each
+/// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
+/// disjoint rows.
+async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
     loop {
         tokio::time::sleep(interval).await;
         loop {
-            match state.tessera.purge_expired(batch).await {
+            match state.tessera.purge_expired(batch, retention).await {
                 Ok(n) if n >= u64::from(batch) => tokio::task::yield_now().await,
                 Ok(n) => {
                     if n > 0 {

@@ -178,11 +178,13 @@ impl Tessera {
         self.store.ping().await.is_ok()
     }
 
-    /// Deletes one batch of expired tokens; returns the number of rows removed.
+    /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
+    /// ago; returns the number of rows removed.
     ///
     /// # Errors
     /// A store failure.
-    pub async fn purge_expired(&self, batch: u32) -> Result<u64, ServiceError> {
-        Ok(self.store.purge_expired(self.clock.now(), batch).await?)
+    pub async fn purge_expired(&self, batch: u32, retention: u32) -> Result<u64, ServiceError> {
+        let before = self.clock.now() - i64::from(retention);
+        Ok(self.store.purge_expired(before, batch).await?)
     }
 }

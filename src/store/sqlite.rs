@@ -498,7 +498,7 @@ impl Store for SqliteStore {
         let mut tx = self.begin_write().await?;
         let families = sqlx::query(
             "DELETE FROM token_families WHERE family_id IN \
-             (SELECT family_id FROM token_families WHERE expires_at < ? LIMIT ?)",
+             (SELECT family_id FROM token_families WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
         )
         .bind(before)
         .bind(i64::from(batch))
@@ -507,7 +507,7 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         let access = sqlx::query(
             "DELETE FROM access_tokens WHERE token_id IN \
-             (SELECT token_id FROM access_tokens WHERE expires_at < ? LIMIT ?)",
+             (SELECT token_id FROM access_tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
         )
         .bind(before)
         .bind(i64::from(batch))
@@ -516,7 +516,7 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         let refresh = sqlx::query(
             "DELETE FROM refresh_tokens WHERE token_hash IN \
-             (SELECT token_hash FROM refresh_tokens WHERE expires_at < ? LIMIT ?)",
+             (SELECT token_hash FROM refresh_tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
         )
         .bind(before)
         .bind(i64::from(batch))
