@@ -52,6 +52,11 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// abandoned (an open transaction is rolled back) and reported as unavailable.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Server-side bound on one statement of a request (lock waits included): PostgreSQL cancels
+/// it, cleanly, a little before [`OPERATION_TIMEOUT`] would abandon the call. Migrations are not
+/// bound by it.
+const STATEMENT_TIMEOUT_MS: u32 = 8_000;
+
 /// Server-side guard: a transaction left idle this long (an instance cut off mid-transaction)
 /// is aborted by PostgreSQL, so its row locks cannot block the other instances for long.
 const IDLE_IN_TRANSACTION_TIMEOUT_MS: u32 = 30_000;
@@ -62,7 +67,9 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// Connections for requests (with the statement timeouts).
     pool: PgPool,
+    /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
 
@@ -102,11 +109,14 @@ impl PostgresStore {
                     redact_url(url)
                 ))
             })?
-            .application_name("tessera")
-            .options([(
+            .application_name("tessera");
+        let request_options = options.clone().options([
+            ("statement_timeout", STATEMENT_TIMEOUT_MS),
+            (
                 "idle_in_transaction_session_timeout",
                 IDLE_IN_TRANSACTION_TIMEOUT_MS,
-            )]);
+            ),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .min_connections(0)
@@ -115,7 +125,7 @@ impl PostgresStore {
             // failover, pg_terminate_backend) is replaced instead of failing a request.
             .test_before_acquire(true)
             .idle_timeout(Duration::from_secs(300))
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(request_options);
         let store = Self { pool, options };
         let sync: String = store
             .bounded(async {
