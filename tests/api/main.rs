@@ -1,5 +1,6 @@
 //! Tessera's integration tests: the real server on a random loopback port, a fresh SQLite file
-//! per test, driven over HTTP (and the real `tessera` binary for the CLI).
+//! (or PostgreSQL database) per test, driven over HTTP (and the real `tessera` binary for the
+//! CLI and for several instances on one database).
 
 #![allow(
     clippy::unwrap_used,
@@ -8,11 +9,17 @@
     clippy::indexing_slicing
 )]
 
+// Shared with the store tests; each target uses part of it.
+#[allow(dead_code)]
+#[path = "../common/pg.rs"]
+mod pg;
+
 mod helpers;
 
 mod cli;
 mod jwt;
 mod ping;
+mod postgres;
 mod refresh;
 mod revoke;
 mod robustness;

@@ -88,8 +88,7 @@ impl TestDb {
         let _ = conn.close().await;
     }
 
-    /// Terminates every connection to this database (as an operator or a failover would) and
-    /// waits until they are gone.
+    /// Terminates every connection to this database, as an operator or a failover would.
     pub async fn kill_connections(&self) {
         self.admin_exec(format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -97,12 +96,17 @@ impl TestDb {
             self.name
         ))
         .await;
-        for _ in 0..200 {
+    }
+
+    /// Waits (bounded) until no session is connected to this database; true if none is.
+    pub async fn wait_for_no_connections(&self) -> bool {
+        for _ in 0..400 {
             if self.connections().await == 0 {
-                return;
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        false
     }
 
     /// How many sessions are connected to this database.

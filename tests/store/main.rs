@@ -140,6 +140,7 @@ mod postgres_only {
         store.ping().await.unwrap();
         db.allow_connections(false).await;
         db.kill_connections().await;
+        assert!(db.wait_for_no_connections().await);
         let during = store.ping().await;
         assert!(
             matches!(during, Err(tessera::store::StoreError::Unavailable(_))),
