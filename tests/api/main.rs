@@ -16,6 +16,7 @@ mod pg;
 
 mod helpers;
 
+mod cleanup;
 mod cli;
 mod jwt;
 mod ping;
