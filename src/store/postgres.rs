@@ -34,7 +34,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::rows::{AccessRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
+use super::rows::{
+    AccessRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_client_fields,
+    bind_refresh_token,
+};
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store,
     StoreError, StoreResult, StoredKey,
@@ -221,24 +224,15 @@ async fn insert_access(
     tx: &mut Transaction<'static, Postgres>,
     a: &NewAccessToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
          audience, issued_at, expires_at, signing_kid) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(&a.id)
-    .bind(&a.hash.0[..])
-    .bind(&a.family_id)
-    .bind(&a.client_id)
-    .bind(a.format.as_str())
-    .bind(&a.scope)
-    .bind(&a.audience)
-    .bind(a.issued_at)
-    .bind(a.expires_at)
-    .bind(&a.signing_kid)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_access_token(query, a)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -246,19 +240,14 @@ async fn insert_refresh(
     tx: &mut Transaction<'static, Postgres>,
     r: &NewRefreshToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&r.hash.0[..])
-    .bind(&r.family_id)
-    .bind(&r.client_id)
-    .bind(&r.scope)
-    .bind(r.issued_at)
-    .bind(r.expires_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_refresh_token(query, r)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -274,8 +263,8 @@ impl Store for PostgresStore {
     /// `src/migrate.rs`, `lock`/`unlock`, called first and last by `Migrator::run_direct`). The
     /// others wait on that lock, then find every migration applied. The connection is a pool
     /// of one of its own, closed afterwards, so the session lock cannot outlive a failed run
-    /// inside a connection the requests share. No [`OPERATION_TIMEOUT`] here: waiting for another instance's
-    /// migration is correct.
+    /// inside a connection the requests share. No [`OPERATION_TIMEOUT`] here: waiting for
+    /// another instance's migration is correct.
     async fn migrate(&self) -> StoreResult<()> {
         let single = PgPoolOptions::new()
             .max_connections(1)
@@ -742,51 +731,36 @@ impl Store for PostgresStore {
     /// disjoint batches instead of waiting on (or deadlocking with) each other, and never
     /// blocks on a family a request is refreshing at that moment.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        const BATCHES: [&str; 3] = [
+            "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ];
         self.bounded(async {
-            let batch = i64::from(batch);
             let mut tx = self.begin().await?;
-            let families = sqlx::query(
-                "DELETE FROM token_families WHERE family_id IN \
-                 (SELECT family_id FROM token_families \
-                  WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(before)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let access = sqlx::query(
-                "DELETE FROM access_tokens WHERE token_id IN \
-                 (SELECT token_id FROM access_tokens \
-                  WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(before)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let refresh = sqlx::query(
-                "DELETE FROM refresh_tokens WHERE token_hash IN \
-                 (SELECT token_hash FROM refresh_tokens \
-                  WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            )
-            .bind(before)
-            .bind(batch)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let keys = sqlx::query(
+            let mut deleted = 0;
+            for sql in BATCHES {
+                deleted += sqlx::query(sql)
+                    .bind(before)
+                    .bind(i64::from(batch))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+            }
+            deleted += sqlx::query(
                 "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < $1",
             )
             .bind(before)
             .execute(&mut *tx)
             .await
-            .map_err(map_err)?;
+            .map_err(map_err)?
+            .rows_affected();
             tx.commit().await.map_err(map_err)?;
-            Ok(families.rows_affected()
-                + access.rows_affected()
-                + refresh.rows_affected()
-                + keys.rows_affected())
+            Ok(deleted)
         })
         .await
     }

@@ -1,5 +1,5 @@
-//! What every backend shares: how a stored row becomes a domain value, and how a client's
-//! fields are bound to a query.
+//! What every backend shares: how a stored row becomes a domain value, and how a client's or a
+//! new token's fields are bound to a query.
 //!
 //! The SQL differs per database (placeholders, functions, locking), so each backend writes its
 //! own statements; but both select the same column names, and the rows they return are decoded
@@ -11,7 +11,7 @@ use std::str::FromStr;
 use sqlx::query::Query;
 use sqlx::{Database, Encode, Type};
 
-use super::{AccessRecord, StoreError, StoreResult, StoredKey};
+use super::{AccessRecord, NewAccessToken, NewRefreshToken, StoreError, StoreResult, StoredKey};
 use crate::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
@@ -123,6 +123,53 @@ where
         .bind(c.resource_server.clone())
         .bind(c.resources.join(" "))
         .bind(c.disabled)
+}
+
+/// Binds, in this order, a new access token's columns: `token_id`, `token_hash`, `family_id`,
+/// `client_id`, `format`, `scope`, `audience`, `issued_at`, `expires_at`, `signing_kid`.
+pub(super) fn bind_access_token<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    a: &NewAccessToken,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<String>: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(a.id.clone())
+        .bind(a.hash.0.to_vec())
+        .bind(a.family_id.clone())
+        .bind(a.client_id.clone())
+        .bind(a.format.as_str().to_owned())
+        .bind(a.scope.clone())
+        .bind(a.audience.clone())
+        .bind(a.issued_at)
+        .bind(a.expires_at)
+        .bind(a.signing_kid.clone())
+}
+
+/// Binds, in this order, a new refresh token's columns: `token_hash`, `family_id`,
+/// `client_id`, `scope`, `issued_at`, `expires_at`.
+pub(super) fn bind_refresh_token<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    r: &NewRefreshToken,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: Database,
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> Vec<u8>: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    query
+        .bind(r.hash.0.to_vec())
+        .bind(r.family_id.clone())
+        .bind(r.client_id.clone())
+        .bind(r.scope.clone())
+        .bind(r.issued_at)
+        .bind(r.expires_at)
 }
 
 /// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,

@@ -17,7 +17,10 @@ use sqlx::sqlite::{
 };
 use sqlx::{Sqlite, Transaction};
 
-use super::rows::{AccessRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
+use super::rows::{
+    AccessRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_client_fields,
+    bind_refresh_token,
+};
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store,
     StoreError, StoreResult, StoredKey,
@@ -105,23 +108,14 @@ async fn insert_access(
     tx: &mut Transaction<'static, Sqlite>,
     a: &NewAccessToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
          audience, issued_at, expires_at, signing_kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(&a.hash.0[..])
-    .bind(&a.family_id)
-    .bind(&a.client_id)
-    .bind(a.format.as_str())
-    .bind(&a.scope)
-    .bind(&a.audience)
-    .bind(a.issued_at)
-    .bind(a.expires_at)
-    .bind(&a.signing_kid)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_access_token(query, a)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -129,19 +123,14 @@ async fn insert_refresh(
     tx: &mut Transaction<'static, Sqlite>,
     r: &NewRefreshToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&r.hash.0[..])
-    .bind(&r.family_id)
-    .bind(&r.client_id)
-    .bind(&r.scope)
-    .bind(r.issued_at)
-    .bind(r.expires_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_refresh_token(query, r)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -495,44 +484,33 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        const BATCHES: [&str; 3] = [
+            "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+            "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+        ];
         let mut tx = self.begin_write().await?;
-        let families = sqlx::query(
-            "DELETE FROM token_families WHERE family_id IN \
-             (SELECT family_id FROM token_families WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let access = sqlx::query(
-            "DELETE FROM access_tokens WHERE token_id IN \
-             (SELECT token_id FROM access_tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let refresh = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE token_hash IN \
-             (SELECT token_hash FROM refresh_tokens WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let keys =
+        let mut deleted = 0;
+        for sql in BATCHES {
+            deleted += sqlx::query(sql)
+                .bind(before)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        }
+        deleted +=
             sqlx::query("DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?")
                 .bind(before)
                 .execute(&mut *tx)
                 .await
-                .map_err(map_err)?;
+                .map_err(map_err)?
+                .rows_affected();
         tx.commit().await.map_err(map_err)?;
-        Ok(families.rows_affected()
-            + access.rows_affected()
-            + refresh.rows_affected()
-            + keys.rows_affected())
+        Ok(deleted)
     }
 }

@@ -30,6 +30,18 @@ fn tokens(v: &Value) -> (String, String) {
     )
 }
 
+/// A `client_credentials` request for `/ping.read`, whatever its answer.
+async fn ping_grant(app: &TestApp, c: &TestClient) -> Reply {
+    app.token(
+        c,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "/ping.read"),
+        ],
+    )
+    .await
+}
+
 /// A fresh database, a master key, and two `tessera serve` processes started at the same
 /// moment on them.
 async fn two_instances() -> Option<(Arc<TestDb>, Arc<TestApp>, Arc<TestApp>)> {
@@ -128,17 +140,7 @@ async fn a_client_disabled_or_its_secret_rotated_through_the_cli_changes_every_i
     };
     let c = a.client("/ping.read", &[]);
     let (at, _) = tokens(&a.grant(&c, "/ping.read").await);
-    let grant = |app: Arc<TestApp>, c: TestClient| async move {
-        app.token(
-            &c,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "/ping.read"),
-            ],
-        )
-        .await
-        .status
-    };
+    let grant = |app: Arc<TestApp>, c: TestClient| async move { ping_grant(&app, &c).await.status };
 
     let out = a.cli(&["client", "disable", &c.id]);
     assert!(
@@ -388,15 +390,7 @@ async fn load(app: Arc<TestApp>, c: TestClient, stop: Arc<AtomicBool>, seen: Arc
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
-        let r = app
-            .token(
-                &c,
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("scope", "/ping.read"),
-                ],
-            )
-            .await;
+        let r = ping_grant(&app, &c).await;
         if r.status != 200 {
             seen.lock().unwrap().check_unavailable("grant", &r);
             continue;
@@ -539,15 +533,7 @@ async fn a_database_that_stops_answering_gives_503_not_a_hang() {
         .execute(&mut blocker)
         .await
         .unwrap();
-    let r = app
-        .token(
-            &c,
-            &[
-                ("grant_type", "client_credentials"),
-                ("scope", "/ping.read"),
-            ],
-        )
-        .await;
+    let r = ping_grant(&app, &c).await;
     assert_eq!(r.status, 503, "{}", r.text);
     assert!(r.header("retry-after").is_some());
     sqlx::raw_sql("ROLLBACK")
