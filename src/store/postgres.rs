@@ -19,9 +19,9 @@
 //! - **Durability**: a transaction's `COMMIT` returns once PostgreSQL has made it durable under
 //!   its `synchronous_commit` setting (`on` by default; [`PostgresStore::open`] warns if it is
 //!   `off`). Only then does the service answer `2xx`.
-//! - **Outages**: connections come from a pool with a short acquire timeout, and each idle
-//!   connection is pinged before use, so a terminated or restarted server is replaced by a
-//!   fresh connection without any intervention. Failing to get a connection, a dropped
+//! - **Outages**: connections come from a pool with a short acquire timeout; a connection idle
+//!   for more than a second is pinged before use and one that fails is dropped, so connections
+//!   lost to a restart, a failover or `pg_terminate_backend` are replaced without intervention. Failing to get a connection, a dropped
 //!   connection and PostgreSQL's "try again" error classes all become
 //!   [`StoreError::Unavailable`] (`503` with `Retry-After`); every store call is bounded by
 //!   [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not a hang.
@@ -54,6 +54,9 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest any one store call may take, connection included. Past it the call is
 /// abandoned (an open transaction is rolled back) and reported as unavailable.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pooled connection idle for longer than this is pinged before a request gets it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Server-side bound on one statement of a request (lock waits included): PostgreSQL cancels
 /// it, cleanly, a little before [`OPERATION_TIMEOUT`] would abandon the call. Migrations are not
@@ -124,9 +127,21 @@ impl PostgresStore {
             .max_connections(max_connections.max(1))
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            // Ping an idle connection before handing it out: one killed by the server (restart,
-            // failover, pg_terminate_backend) is replaced instead of failing a request.
-            .test_before_acquire(true)
+            // A connection killed by the server while idle (restart, failover,
+            // pg_terminate_backend) must be replaced, not handed to a request. Pinging before
+            // every use would cost each store call a round trip, so only connections idle for
+            // longer than a second are pinged; under load they are in constant use. (sqlx also
+            // pings each connection when it is released, off the request path, and drops it if
+            // that fails.)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(request_options);
         let store = Self { pool, options };
