@@ -543,3 +543,38 @@ async fn a_database_that_stops_answering_gives_503_not_a_hang() {
     let _ = blocker.close().await;
     app.grant(&c, "/ping.read").await;
 }
+
+#[tokio::test]
+async fn text_postgres_cannot_store_is_refused_like_any_bad_input() {
+    let Some(app) = spawn_app_pg(&[]).await else {
+        return;
+    };
+    let c = app.client("/ping.read", &[]);
+    // PostgreSQL text cannot hold a NUL character; a client id carrying one is just unknown.
+    for id in ["a\u{0}b", "\u{0}", &format!("{}\u{0}", c.id)] {
+        let body = serde_json::json!({
+            "grant_type": "client_credentials",
+            "client_id": id,
+            "client_secret": c.secret,
+            "scope": "/ping.read",
+        });
+        let r = app
+            .post("/oauth2/token", Some(JSON), body.to_string(), &[])
+            .await;
+        assert_oauth_error(&r, 401, "invalid_client");
+        let r = app
+            .post(
+                "/oauth2/revoke",
+                Some(JSON),
+                serde_json::json!({"token": "x", "client_id": id, "client_secret": "s"})
+                    .to_string(),
+                &[],
+            )
+            .await;
+        assert_oauth_error(&r, 401, "invalid_client");
+        let r = app
+            .get("/ping", &[("authorization", &basic(id, &c.secret))])
+            .await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+}

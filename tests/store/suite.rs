@@ -177,6 +177,9 @@ pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
         Some(plain.clone())
     );
     assert_eq!(store.get_client("nobody").await.unwrap(), None);
+    // Ids come from requests: one no database can store is simply unknown.
+    assert_eq!(store.get_client("no\0body").await.unwrap(), None);
+    assert!(!store.delete_client("no\0body").await.unwrap());
     let listed: Vec<String> = store
         .list_clients()
         .await
