@@ -151,7 +151,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://tessera.db".into(),
-            database_max_connections: 10,
+            database_max_connections: crate::store::postgres::DEFAULT_MAX_CONNECTIONS,
             issuer: None,
             master_key: None,
             master_key_file: None,

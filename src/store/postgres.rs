@@ -21,10 +21,11 @@
 //!   `off`). Only then does the service answer `2xx`.
 //! - **Outages**: connections come from a pool with a short acquire timeout; a connection idle
 //!   for more than a second is pinged before use and one that fails is dropped, so connections
-//!   lost to a restart, a failover or `pg_terminate_backend` are replaced without intervention. Failing to get a connection, a dropped
-//!   connection and PostgreSQL's "try again" error classes all become
-//!   [`StoreError::Unavailable`] (`503` with `Retry-After`); every store call is bounded by
-//!   [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not a hang.
+//!   lost to a restart, a failover or `pg_terminate_backend` are replaced without intervention.
+//!   Failing to get a connection, a dropped connection and PostgreSQL's "try again" error
+//!   classes all become [`StoreError::Unavailable`] (`503` with `Retry-After`); every store call
+//!   is bounded by [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not
+//!   a hang.
 
 use std::future::Future;
 use std::str::FromStr;
