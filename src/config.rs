@@ -34,6 +34,7 @@ pub enum Kind {
 pub const SETTINGS: &[(&str, Kind)] = &[
     ("listen", Kind::Text),
     ("database_url", Kind::Text),
+    ("database_max_connections", Kind::Integer),
     ("issuer", Kind::Text),
     ("master_key", Kind::Text),
     ("master_key_file", Kind::Text),
@@ -47,6 +48,7 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("max_body_bytes", Kind::Integer),
     ("cleanup_interval", Kind::Integer),
     ("cleanup_batch", Kind::Integer),
+    ("token_retention", Kind::Integer),
     ("log_format", Kind::Text),
     ("signing_alg", Kind::Text),
     ("key_reload_interval", Kind::Integer),
@@ -118,8 +120,11 @@ impl FromStr for LogFormat {
 pub struct Settings {
     /// Public listen address.
     pub listen: String,
-    /// `sqlite://path` (default `sqlite://tessera.db`) or a plain file path.
+    /// `sqlite://path` (default `sqlite://tessera.db`), a plain file path, or a
+    /// `postgres://` / `postgresql://` URL.
     pub database_url: String,
+    /// PostgreSQL only: connections in this instance's pool.
+    pub database_max_connections: u32,
     /// The issuer URL (`iss`); defaults to `http://<listen>`.
     pub issuer: Option<String>,
     /// The master key (base64 of 32 bytes).
@@ -148,6 +153,8 @@ pub struct Settings {
     pub cleanup_interval: u32,
     /// Rows deleted per cleanup transaction.
     pub cleanup_batch: u32,
+    /// Seconds an expired or revoked token is kept before the cleanup deletes it.
+    pub token_retention: u32,
     /// `text` or `json`.
     #[serde(deserialize_with = "from_str")]
     pub log_format: LogFormat,
@@ -184,6 +191,7 @@ impl Default for Settings {
         Self {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://tessera.db".into(),
+            database_max_connections: crate::store::postgres::DEFAULT_MAX_CONNECTIONS,
             issuer: None,
             master_key: None,
             master_key_file: None,
@@ -197,6 +205,7 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024,
             cleanup_interval: 60,
             cleanup_batch: 500,
+            token_retention: 0,
             log_format: LogFormat::Text,
             signing_alg: Algorithm::EdDsa,
             key_reload_interval: 10,
@@ -277,6 +286,12 @@ impl Settings {
         }
         if self.cleanup_interval == 0 || self.cleanup_batch == 0 {
             bail!("cleanup_interval and cleanup_batch must be positive");
+        }
+        if self.database_max_connections == 0 || self.database_max_connections > 1000 {
+            bail!("database_max_connections must be between 1 and 1000");
+        }
+        if self.token_retention > MAX_TTL {
+            bail!("token_retention must be at most {MAX_TTL} seconds");
         }
         Ok(())
     }

@@ -146,7 +146,7 @@ pub(super) async fn run_master(cmd: MasterKeyCommand, settings: &Settings) -> an
             };
             let new = MasterKey::parse(&text).context("the new master key")?;
             let current = resolve_master_key(settings)?;
-            let store = open_store(&settings.database_url).await?;
+            let store = open_store(settings).await?;
             store.migrate().await?;
             rotate_master_key(store.as_ref(), &current, &new).await?;
             println!(

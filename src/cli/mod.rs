@@ -25,7 +25,8 @@ pub struct Cli {
     /// A TOML configuration file (see docs/configuration.md).
     #[arg(long, global = true, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
-    /// The database: `sqlite://FILE` (default `sqlite://tessera.db`) or a file path.
+    /// The database: `sqlite://FILE` (default `sqlite://tessera.db`), a file path, or
+    /// `postgres://USER@HOST/DB`.
     #[arg(long, global = true)]
     database_url: Option<String>,
     #[command(subcommand)]
@@ -177,9 +178,12 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             init_logging(settings.log_format, "warn");
-            let store = crate::service::open_store(&settings.database_url).await?;
+            let store = crate::service::open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
-            println!("migrations applied to {}", settings.database_url);
+            println!(
+                "migrations applied to {}",
+                crate::store::postgres::redact_url(&settings.database_url)
+            );
             Ok(())
         }
         Command::GenMasterKey => {

@@ -96,6 +96,7 @@ pub struct Application {
     cleanup_batch: u32,
     shutdown_timeout: Duration,
     shutdown_drain: Duration,
+    token_retention: u32,
 }
 
 impl Application {
@@ -136,6 +137,7 @@ impl Application {
             cleanup_batch: settings.cleanup_batch,
             shutdown_timeout: Duration::from_secs(u64::from(settings.shutdown_timeout)),
             shutdown_drain: Duration::from_secs(u64::from(settings.shutdown_drain)),
+            token_retention: settings.token_retention,
         })
     }
 
@@ -171,6 +173,7 @@ impl Application {
             state.clone(),
             self.cleanup_interval,
             self.cleanup_batch,
+            self.token_retention,
         ));
         let reload = tokio::spawn(key_reload_loop(state.clone()));
         tracing::info!(
@@ -240,13 +243,15 @@ async fn key_reload_loop(state: Arc<AppState>) {
     }
 }
 
-/// Deletes expired tokens in small batches, so each write transaction stays short.
-async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32) {
+/// Deletes expired and revoked tokens (older than `retention` seconds) in small batches, so each
+/// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
+/// disjoint rows.
+async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
     loop {
         tokio::time::sleep(interval).await;
         state.limits.forget_idle();
         loop {
-            match state.tessera.purge_expired(batch).await {
+            match state.tessera.purge_expired(batch, retention).await {
                 Ok(n) if n >= u64::from(batch) => tokio::task::yield_now().await,
                 Ok(n) => {
                     if n > 0 {

@@ -26,6 +26,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::crypto::DerivedKeys;
 use crate::domain::error::OAuthError;
 use crate::domain::scope::Registry;
+use crate::store::postgres::{PostgresStore, redact_url};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -92,15 +93,24 @@ impl std::fmt::Debug for Tessera {
     }
 }
 
-/// Opens the store named by a database URL.
+/// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+#[must_use]
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store named by `settings.database_url`: PostgreSQL for `postgres://` and
+/// `postgresql://` URLs, otherwise SQLite (`sqlite:` URL or a plain file path).
 ///
 /// # Errors
 /// An unsupported URL or a database that cannot be opened.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!(
-            "PostgreSQL is not supported by this build yet; use a sqlite:// URL or a file path"
-        );
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.database_url.as_str();
+    if is_postgres_url(url) {
+        let store = PostgresStore::open(url, settings.database_max_connections)
+            .await
+            .with_context(|| format!("opening {}", redact_url(url)))?;
+        return Ok(Arc::new(crate::store::metered::Metered(store)));
     }
     let url = if url.starts_with("sqlite:") {
         url.to_owned()
@@ -120,7 +130,7 @@ impl Tessera {
     /// # Errors
     /// Anything that prevents serving: unreachable database, wrong master key, bad settings.
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let store = open_store(&settings.database_url).await?;
+        let store = open_store(settings).await?;
         store.migrate().await?;
         Self::with_store(settings, store, Arc::new(SystemClock)).await
     }
@@ -322,14 +332,18 @@ impl Tessera {
         Ok(n)
     }
 
-    /// Deletes one batch of expired tokens and of audit events older than the retention;
-    /// returns the number of rows removed.
+    /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
+    /// ago, and of audit events older than `audit_retention`; returns the number of rows
+    /// removed.
     ///
     /// # Errors
     /// A store failure.
-    pub async fn purge_expired(&self, batch: u32) -> Result<u64, ServiceError> {
+    pub async fn purge_expired(&self, batch: u32, retention: u32) -> Result<u64, ServiceError> {
         let now = self.clock.now();
-        let tokens = self.store.purge_expired(now, batch).await?;
+        let tokens = self
+            .store
+            .purge_expired(now - i64::from(retention), batch)
+            .await?;
         let audit = self
             .store
             .purge_audit(now - i64::from(self.policy.audit_retention), batch)

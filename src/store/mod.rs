@@ -7,6 +7,8 @@
 //! successor.
 
 pub mod metered;
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -266,7 +268,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
     /// Deletes up to `batch` events older than `before`; returns how many.
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
-    /// Deletes up to `batch` expired families, access and refresh tokens whose expiry is
-    /// before `before`, and retired keys no longer published; returns how many rows went.
+    /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
+    /// tokens that expired or were revoked before `before`, and retired keys no longer published
+    /// at `before`; returns how many rows went. Deleting a family deletes its tokens. A deleted
+    /// token is unknown afterwards, which every caller treats like a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
 }

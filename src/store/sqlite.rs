@@ -13,20 +13,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
+use super::rows::{
+    AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
+    bind_client_fields, bind_refresh_token,
+};
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
     Store, StoreError, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
-use crate::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
-use crate::domain::scope::ScopePattern;
 use crate::domain::token::TokenHash;
 
 /// The SQLite store.
@@ -103,90 +105,18 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
-    StoreError::Other(anyhow::anyhow!("stored {what} is invalid: {detail}"))
-}
-
-fn hash32(bytes: &[u8], what: &str) -> StoreResult<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| corrupt(what, "hash is not 32 bytes"))
-}
-
-fn client_from_row(row: &SqliteRow) -> StoreResult<Client> {
-    let secret: Vec<u8> = row.try_get("secret_hash").map_err(map_err)?;
-    let previous: Option<Vec<u8>> = row.try_get("previous_secret_hash").map_err(map_err)?;
-    let previous_until: Option<i64> = row.try_get("previous_secret_expires_at").map_err(map_err)?;
-    let scopes: String = row.try_get("scopes").map_err(map_err)?;
-    let format: String = row.try_get("token_format").map_err(map_err)?;
-    let profile: Option<String> = row.try_get("profile").map_err(map_err)?;
-    let origins: String = row.try_get("origins").map_err(map_err)?;
-    let access_ttl: Option<i64> = row.try_get("access_ttl").map_err(map_err)?;
-    let refresh_ttl: Option<i64> = row.try_get("refresh_ttl").map_err(map_err)?;
-    Ok(Client {
-        id: row.try_get("client_id").map_err(map_err)?,
-        name: row.try_get("name").map_err(map_err)?,
-        secret: SecretHash(hash32(&secret, "client secret")?),
-        previous_secret: match (previous, previous_until) {
-            (Some(h), Some(until)) => Some((SecretHash(hash32(&h, "client secret")?), until)),
-            _ => None,
-        },
-        scopes: scopes
-            .split_whitespace()
-            .map(ScopePattern::from_stored)
-            .collect(),
-        format: TokenFormat::from_str(&format).map_err(|e| corrupt("client", e))?,
-        profile: profile
-            .map(|p| Profile::from_str(&p))
-            .transpose()
-            .map_err(|e| corrupt("client", e))?,
-        access_ttl: access_ttl.and_then(|v| u32::try_from(v).ok()),
-        refresh_ttl: refresh_ttl.and_then(|v| u32::try_from(v).ok()),
-        origins: origins.split_whitespace().map(str::to_owned).collect(),
-        audience: row.try_get("audience").map_err(map_err)?,
-        resource_server: row.try_get("resource_server").map_err(map_err)?,
-        resources: row
-            .try_get::<String, _>("resources")
-            .map_err(map_err)?
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect(),
-        disabled: row.try_get::<i64, _>("disabled").map_err(map_err)? != 0,
-        created_at: row.try_get("created_at").map_err(map_err)?,
-        updated_at: row.try_get("updated_at").map_err(map_err)?,
-    })
-}
-
-fn joined_scopes(client: &Client) -> String {
-    client
-        .scopes
-        .iter()
-        .map(ScopePattern::as_str)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 async fn insert_access(
     tx: &mut Transaction<'static, Sqlite>,
     a: &NewAccessToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
          audience, issued_at, expires_at, signing_kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(&a.hash.0[..])
-    .bind(&a.family_id)
-    .bind(&a.client_id)
-    .bind(a.format.as_str())
-    .bind(&a.scope)
-    .bind(&a.audience)
-    .bind(a.issued_at)
-    .bind(a.expires_at)
-    .bind(&a.signing_kid)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_access_token(query, a)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -194,34 +124,25 @@ async fn insert_refresh(
     tx: &mut Transaction<'static, Sqlite>,
     r: &NewRefreshToken,
 ) -> StoreResult<()> {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&r.hash.0[..])
-    .bind(&r.family_id)
-    .bind(&r.client_id)
-    .bind(&r.scope)
-    .bind(r.issued_at)
-    .bind(r.expires_at)
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    );
+    bind_refresh_token(query, r)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
 async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, e: &AuditEvent) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    bind_audit_event(
+        sqlx::query(
+            "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ),
+        e,
     )
-    .bind(&e.id)
-    .bind(e.at)
-    .bind(&e.event)
-    .bind(&e.client_id)
-    .bind(&e.request_id)
-    .bind(&e.source)
-    .bind(e.detail.to_string())
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
@@ -292,83 +213,57 @@ impl Store for SqliteStore {
 
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query(
+        let query = sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
              previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
              origins, audience, resource_server, resources, disabled, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(&c.id)
-        .bind(&c.name)
-        .bind(&c.secret.0[..])
-        .bind(c.previous_secret.as_ref().map(|(h, _)| h.0.to_vec()))
-        .bind(c.previous_secret.as_ref().map(|(_, t)| *t))
-        .bind(joined_scopes(c))
-        .bind(c.format.as_str())
-        .bind(c.profile.map(Profile::as_str))
-        .bind(c.access_ttl.map(i64::from))
-        .bind(c.refresh_ttl.map(i64::from))
-        .bind(c.origins.join(" "))
-        .bind(&c.audience)
-        .bind(&c.resource_server)
-        .bind(c.resources.join(" "))
-        .bind(i64::from(c.disabled))
-        .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        .bind(&c.id);
+        bind_client_fields(query, c)
+            .bind(c.created_at)
+            .bind(c.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let row = sqlx::query("SELECT * FROM clients WHERE client_id = ?")
+        let row: Option<ClientRow> = sqlx::query_as("SELECT * FROM clients WHERE client_id = ?")
             .bind(id)
             .fetch_optional(&self.reader)
             .await
             .map_err(map_err)?;
-        row.as_ref().map(client_from_row).transpose()
+        row.map(Client::try_from).transpose()
     }
 
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
-        let rows = sqlx::query(
+        let rows: Vec<ClientRow> = sqlx::query_as(
             "SELECT * FROM clients WHERE (?1 IS NULL OR client_id > ?1) ORDER BY client_id LIMIT ?2",
         )
         .bind(after)
         .bind(i64::from(limit.clamp(1, 1000)))
         .fetch_all(&self.reader)
-            .await
-            .map_err(map_err)?;
-        rows.iter().map(client_from_row).collect()
+        .await
+        .map_err(map_err)?;
+        rows.into_iter().map(Client::try_from).collect()
     }
 
     async fn update_client(&self, c: &Client) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE clients SET name = ?, secret_hash = ?, previous_secret_hash = ?, \
              previous_secret_expires_at = ?, scopes = ?, token_format = ?, profile = ?, \
              access_ttl = ?, refresh_ttl = ?, origins = ?, audience = ?, resource_server = ?, \
              resources = ?, disabled = ?, updated_at = ? WHERE client_id = ?",
-        )
-        .bind(&c.name)
-        .bind(&c.secret.0[..])
-        .bind(c.previous_secret.as_ref().map(|(h, _)| h.0.to_vec()))
-        .bind(c.previous_secret.as_ref().map(|(_, t)| *t))
-        .bind(joined_scopes(c))
-        .bind(c.format.as_str())
-        .bind(c.profile.map(Profile::as_str))
-        .bind(c.access_ttl.map(i64::from))
-        .bind(c.refresh_ttl.map(i64::from))
-        .bind(c.origins.join(" "))
-        .bind(&c.audience)
-        .bind(&c.resource_server)
-        .bind(c.resources.join(" "))
-        .bind(i64::from(c.disabled))
-        .bind(c.updated_at)
-        .bind(&c.id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        );
+        let done = bind_client_fields(query, c)
+            .bind(c.updated_at)
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
@@ -385,25 +280,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        let rows = sqlx::query(
+        let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, alg, state, private_key, created_at, published_until FROM signing_keys \
              ORDER BY created_at, kid",
         )
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredKey {
-                    kid: r.try_get("kid").map_err(map_err)?,
-                    alg: r.try_get("alg").map_err(map_err)?,
-                    state: r.try_get("state").map_err(map_err)?,
-                    sealed_private_key: r.try_get("private_key").map_err(map_err)?,
-                    created_at: r.try_get("created_at").map_err(map_err)?,
-                    published_until: r.try_get("published_until").map_err(map_err)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(StoredKey::from).collect())
     }
 
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
@@ -524,7 +408,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
-        let row = sqlx::query(
+        let row: Option<RefreshRow> = sqlx::query_as(
             "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
              (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
              FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
@@ -534,18 +418,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await
         .map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let client_type: String = row.try_get("client_type").map_err(map_err)?;
-        Ok(Some(RefreshRecord {
-            family_id: row.try_get("family_id").map_err(map_err)?,
-            client_id: row.try_get("client_id").map_err(map_err)?,
-            scope: row.try_get("scope").map_err(map_err)?,
-            client_type: ClientType::parse(&client_type).map_err(|e| corrupt("family", e))?,
-            issued_at: row.try_get("issued_at").map_err(map_err)?,
-            expires_at: row.try_get("expires_at").map_err(map_err)?,
-            consumed_at: row.try_get("consumed_at").map_err(map_err)?,
-            revoked: row.try_get::<i64, _>("revoked").map_err(map_err)? != 0,
-        }))
+        row.map(RefreshRecord::try_from).transpose()
     }
 
     async fn rotate_refresh(
@@ -628,26 +501,14 @@ impl Store for SqliteStore {
         }
         let query = match key {
             AccessKey::Hash(h) => {
-                sqlx::query(select_access!("WHERE a.token_hash = ?")).bind(h.0.to_vec())
+                sqlx::query_as(select_access!("WHERE a.token_hash = ?")).bind(h.0.to_vec())
             }
             AccessKey::Id(id) => {
-                sqlx::query(select_access!("WHERE a.token_id = ?")).bind(id.to_owned())
+                sqlx::query_as(select_access!("WHERE a.token_id = ?")).bind(id.to_owned())
             }
         };
-        let row = query.fetch_optional(&self.reader).await.map_err(map_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let format: String = row.try_get("format").map_err(map_err)?;
-        Ok(Some(AccessRecord {
-            id: row.try_get("token_id").map_err(map_err)?,
-            client_id: row.try_get("client_id").map_err(map_err)?,
-            family_id: row.try_get("family_id").map_err(map_err)?,
-            format: TokenFormat::from_str(&format).map_err(|e| corrupt("access token", e))?,
-            scope: row.try_get("scope").map_err(map_err)?,
-            audience: row.try_get("audience").map_err(map_err)?,
-            issued_at: row.try_get("issued_at").map_err(map_err)?,
-            expires_at: row.try_get("expires_at").map_err(map_err)?,
-            revoked: row.try_get::<i64, _>("revoked").map_err(map_err)? != 0,
-        }))
+        let row: Option<AccessRow> = query.fetch_optional(&self.reader).await.map_err(map_err)?;
+        row.map(AccessRecord::try_from).transpose()
     }
 
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
@@ -719,7 +580,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query(
+        let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, at, event, client_id, request_id, source, detail FROM audit_events \
              WHERE (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR event = ?2) \
              AND (?3 IS NULL OR at >= ?3) AND (?4 IS NULL OR id < ?4) \
@@ -733,20 +594,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail").map_err(map_err)?;
-                Ok(AuditEvent {
-                    id: r.try_get("id").map_err(map_err)?,
-                    at: r.try_get("at").map_err(map_err)?,
-                    event: r.try_get("event").map_err(map_err)?,
-                    client_id: r.try_get("client_id").map_err(map_err)?,
-                    request_id: r.try_get("request_id").map_err(map_err)?,
-                    source: r.try_get("source").map_err(map_err)?,
-                    detail: serde_json::from_str(&detail).map_err(|e| corrupt("audit event", e))?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AuditEvent::try_from).collect()
     }
 
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
@@ -765,37 +613,28 @@ impl Store for SqliteStore {
     }
 
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        const BATCHES: [&str; 3] = [
+            "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+            "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+             WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+        ];
         let mut tx = self.begin_write().await?;
-        let families = sqlx::query(
-            "DELETE FROM token_families WHERE family_id IN \
-             (SELECT family_id FROM token_families WHERE expires_at < ? LIMIT ?)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let access = sqlx::query(
-            "DELETE FROM access_tokens WHERE token_id IN \
-             (SELECT token_id FROM access_tokens WHERE expires_at < ? LIMIT ?)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let refresh = sqlx::query(
-            "DELETE FROM refresh_tokens WHERE token_hash IN \
-             (SELECT token_hash FROM refresh_tokens WHERE expires_at < ? LIMIT ?)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        let mut deleted = 0;
+        for sql in BATCHES {
+            deleted += sqlx::query(sql)
+                .bind(before)
+                .bind(i64::from(batch))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+        }
         // A retired key also stays while any token it signed is unexpired, whatever lifetime
         // the process that retired it assumed.
-        let keys = sqlx::query(
+        deleted += sqlx::query(
             "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?1 \
              AND NOT EXISTS (SELECT 1 FROM access_tokens a \
                              WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
@@ -803,11 +642,9 @@ impl Store for SqliteStore {
         .bind(before)
         .execute(&mut *tx)
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)?
+        .rows_affected();
         tx.commit().await.map_err(map_err)?;
-        Ok(families.rows_affected()
-            + access.rows_affected()
-            + refresh.rows_affected()
-            + keys.rows_affected())
+        Ok(deleted)
     }
 }

@@ -1,8 +1,15 @@
 //! `spawn_app()` and typed request helpers.
+//!
+//! An app runs in-process on a fresh SQLite file (`spawn_app`) or on a fresh PostgreSQL
+//! database (`spawn_app_pg`), or as a real `tessera serve` process (`spawn_serve`, for tests
+//! with several instances on one database). The request helpers work the same on all three.
 
+use std::io::BufRead as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -10,14 +17,21 @@ use tessera::config::Settings;
 use tessera::http::Application;
 use tokio::sync::oneshot;
 
-/// A running Tessera on a fresh SQLite file.
+use crate::pg::TestDb;
+
+/// A running Tessera: in-process, or a `tessera serve` child process.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// The PostgreSQL database, for apps on PostgreSQL.
+    pub pg: Option<Arc<TestDb>>,
+    database_url: String,
+    master_key: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    process: Option<ServeProcess>,
 }
 
 /// A client created through the CLI.
@@ -40,6 +54,33 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
 /// Spawns the app on the database in `dir` (which may already hold data).
 pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp {
     let db = dir.path().join("tessera.db");
+    let url = format!("sqlite://{}", db.display());
+    spawn_on(dir, url, None, None, extra).await
+}
+
+/// A fresh master key (base64), as PostgreSQL deployments must be given one.
+pub fn new_master_key() -> String {
+    tessera::domain::crypto::MasterKey::generate()
+        .expect("master key")
+        .encode()
+}
+
+/// Spawns the app in-process on a fresh PostgreSQL database with a fresh master key.
+/// `None`: PostgreSQL is unreachable and `CI` is unset, so the test is skipped (loudly).
+pub async fn spawn_app_pg(extra: &[(&str, &str)]) -> Option<TestApp> {
+    let db = Arc::new(TestDb::create().await?);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db.url.clone();
+    Some(spawn_on(dir, url, Some(new_master_key()), Some(db), extra).await)
+}
+
+async fn spawn_on(
+    dir: tempfile::TempDir,
+    database_url: String,
+    master_key: Option<String>,
+    pg: Option<Arc<TestDb>>,
+    extra: &[(&str, &str)],
+) -> TestApp {
     let mut flags: Vec<(&str, String)> = vec![
         ("listen", "127.0.0.1:0".into()),
         ("admin_listen", "127.0.0.1:0".into()),
@@ -47,8 +88,11 @@ pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp
         // Generous limits, so only the tests about rate limiting meet them.
         ("rate_limit_per_ip", "100000".into()),
         ("rate_limit_per_client", "100000".into()),
-        ("database_url", format!("sqlite://{}", db.display())),
+        ("database_url", database_url.clone()),
     ];
+    if let Some(key) = &master_key {
+        flags.push(("master_key", key.clone()));
+    }
     flags.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let settings = Settings::load_from(None, |_| None, &flags).expect("settings");
     let app = Application::build(settings).await.expect("build app");
@@ -67,8 +111,103 @@ pub async fn spawn_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp
         admin_addr,
         dir,
         http: reqwest::Client::builder().build().expect("http client"),
+        pg,
+        database_url,
+        master_key,
         stop: Some(stop),
         task: Some(task),
+        process: None,
+    }
+}
+
+/// A `tessera serve` child process, killed when dropped. Its stderr (JSON logs) is kept for
+/// failure messages.
+struct ServeProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the real binary, `tessera serve`, on `db` with `master_key` and extra `serve` flags,
+/// on a free loopback port (it binds port 0 and logs the address it got).
+pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .args(args)
+        .arg("--database-url")
+        .arg(&db.url)
+        .env("TESSERA_MASTER_KEY", master_key)
+        .env("TESSERA_ADMIN_TOKEN", ADMIN_TOKEN)
+        // Many concurrent requests from one address: only the rate-limit tests meet limits.
+        .env("TESSERA_RATE_LIMIT_PER_IP", "0")
+        .env("TESSERA_RATE_LIMIT_PER_CLIENT", "0")
+        .env("TESSERA_LOG", "info")
+        .env_remove("TESSERA_CONFIG")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tessera serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = oneshot::channel::<(SocketAddr, SocketAddr)>();
+    let lines = log.clone();
+    std::thread::spawn(move || {
+        let mut addr_tx = Some(addr_tx);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if event["fields"]["message"] == "serving" {
+                let parse = |k: &str| {
+                    event["fields"][k]
+                        .as_str()
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                };
+                let addr = parse("addr").zip(parse("admin"));
+                if let (Some(tx), Some(addr)) = (addr_tx.take(), addr) {
+                    let _ = tx.send(addr);
+                }
+            }
+            lines.lock().expect("log").push(line);
+        }
+    });
+    let process = ServeProcess { child, log };
+    let (addr, admin_addr) = match tokio::time::timeout(Duration::from_secs(120), addr_rx).await {
+        Ok(Ok(addrs)) => addrs,
+        _ => panic!(
+            "tessera serve did not start:\n{}",
+            process.log.lock().expect("log").join("\n")
+        ),
+    };
+    TestApp {
+        addr,
+        admin_addr,
+        dir,
+        http: reqwest::Client::builder().build().expect("http client"),
+        pg: Some(db.clone()),
+        database_url: db.url.clone(),
+        master_key: Some(master_key.to_owned()),
+        stop: None,
+        task: None,
+        process: Some(process),
     }
 }
 
@@ -121,7 +260,7 @@ impl TestApp {
     }
 
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.db_path().display())
+        self.database_url.clone()
     }
 
     /// Signals shutdown without waiting for it.
@@ -137,21 +276,24 @@ impl TestApp {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+        drop(self.process.take());
         let dir = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.dir, dir)
     }
 
     /// Runs the real `tessera` binary against this app's database.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(args)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.args(args)
             .arg("--database-url")
             .arg(self.database_url())
             .env_remove("TESSERA_MASTER_KEY")
             .env_remove("TESSERA_CONFIG")
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run tessera")
+            .current_dir(self.dir.path());
+        if let Some(key) = &self.master_key {
+            cmd.env("TESSERA_MASTER_KEY", key);
+        }
+        cmd.output().expect("run tessera")
     }
 
     /// Runs the CLI and parses its JSON output, asserting success.
@@ -271,11 +413,12 @@ impl TestApp {
         .status
     }
 
-    /// Row counts of the token tables (families, access tokens, refresh tokens).
+    /// Row counts of the token tables (families, access tokens, refresh tokens); SQLite apps.
     pub async fn token_rows(&self) -> (i64, i64, i64) {
-        let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", self.database_url()))
-            .await
-            .expect("open db");
+        let pool =
+            sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", self.db_path().display()))
+                .await
+                .expect("open db");
         let count = |t: &'static str| {
             let pool = pool.clone();
             async move {

@@ -1,5 +1,6 @@
 //! Tessera's integration tests: the real server on a random loopback port, a fresh SQLite file
-//! per test, driven over HTTP (and the real `tessera` binary for the CLI).
+//! (or PostgreSQL database) per test, driven over HTTP (and the real `tessera` binary for the
+//! CLI and for several instances on one database).
 
 #![allow(
     clippy::unwrap_used,
@@ -8,9 +9,15 @@
     clippy::indexing_slicing
 )]
 
+// Shared with the store tests; each target uses part of it.
+#[allow(dead_code)]
+#[path = "../common/pg.rs"]
+mod pg;
+
 mod helpers;
 
 mod admin;
+mod cleanup;
 mod cli;
 mod discovery;
 mod interop;
@@ -20,6 +27,7 @@ mod keys;
 mod openapi;
 mod operations;
 mod ping;
+mod postgres;
 mod refresh;
 mod revoke;
 mod robustness;

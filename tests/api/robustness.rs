@@ -33,7 +33,18 @@ impl Gen {
 
 #[tokio::test]
 async fn generated_requests_never_cause_a_server_error() {
-    let app = spawn_app().await;
+    generated_requests(spawn_app().await).await;
+}
+
+#[tokio::test]
+async fn generated_requests_never_cause_a_server_error_on_postgres() {
+    let Some(app) = spawn_app_pg(&[]).await else {
+        return;
+    };
+    generated_requests(app).await;
+}
+
+async fn generated_requests(app: TestApp) {
     let c = app.client("/ping.read /accounts/*/profile.read", &[]);
     let t = app.grant(&c, "/ping.read").await;
     let at = t["access_token"].as_str().unwrap().to_owned();

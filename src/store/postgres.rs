@@ -1,0 +1,978 @@
+//! The scale-out store: one PostgreSQL database shared by any number of Tessera instances.
+//!
+//! Semantics mirror [`super::sqlite`] exactly; what differs is how they are guaranteed when
+//! several processes write at once.
+//!
+//! - **Transactions** run at PostgreSQL's default `READ COMMITTED`. Every statement sees what
+//!   was committed before it started, so an instance never acts on another instance's stale
+//!   copy: there is no cache of clients or tokens, and a change committed through one instance
+//!   (or the CLI) is seen by the next statement on every instance.
+//! - **Races** are decided by row locks and conditional `UPDATE`s, never by timing. An
+//!   `UPDATE … WHERE <condition>` that finds its row locked waits for the other transaction,
+//!   then re-checks `<condition>` against the row as that transaction left it (PostgreSQL's
+//!   "EvalPlanQual" recheck), so at most one of several racing conditional updates wins. The
+//!   family row is the lock that orders a refresh against a revocation: see
+//!   [`PostgresStore::rotate_refresh`](Store::rotate_refresh).
+//! - **Uniqueness** that SQLite gets from its single writer is a constraint here: partial
+//!   unique indexes allow one `active` and one `next` signing key, and inserts that could race
+//!   use `ON CONFLICT DO NOTHING`.
+//! - **Durability**: a transaction's `COMMIT` returns once PostgreSQL has made it durable under
+//!   its `synchronous_commit` setting (`on` by default; [`PostgresStore::open`] warns if it is
+//!   `off`). Only then does the service answer `2xx`.
+//! - **Outages**: connections come from a pool with a short acquire timeout; a connection idle
+//!   for more than a second is pinged before use and one that fails is dropped, so connections
+//!   lost to a restart, a failover or `pg_terminate_backend` are replaced without intervention.
+//!   Failing to get a connection, a dropped connection and PostgreSQL's "try again" error
+//!   classes all become [`StoreError::Unavailable`] (`503` with `Retry-After`); every store call
+//!   is bounded by [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not
+//!   a hang.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+use super::rows::{
+    AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
+    bind_client_fields, bind_refresh_token,
+};
+use super::{
+    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
+    Store, StoreError, StoreResult, StoredKey,
+};
+use crate::domain::audit::{AuditEvent, AuditQuery};
+use crate::domain::client::Client;
+use crate::domain::clock::UnixTime;
+use crate::domain::grant::RefreshRecord;
+use crate::domain::token::TokenHash;
+
+/// How long a request waits for a pooled connection (including opening a new one) before the
+/// store reports itself unavailable.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The longest any one store call may take, connection included. Past it the call is
+/// abandoned (an open transaction is rolled back) and reported as unavailable.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pooled connection idle for longer than this is pinged before a request gets it.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// Server-side bound on one statement of a request (lock waits included): PostgreSQL cancels
+/// it, cleanly, a little before [`OPERATION_TIMEOUT`] would abandon the call. Migrations are not
+/// bound by it.
+const STATEMENT_TIMEOUT_MS: u32 = 8_000;
+
+/// Server-side guard: a transaction left idle this long (an instance cut off mid-transaction)
+/// is aborted by PostgreSQL, so its row locks cannot block the other instances for long.
+const IDLE_IN_TRANSACTION_TIMEOUT_MS: u32 = 30_000;
+
+/// Default number of connections per instance.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    /// Connections for requests (with the statement timeouts).
+    pool: PgPool,
+    /// The URL's options alone, for the migration connection.
+    options: PgConnectOptions,
+}
+
+/// A `postgres://` URL with its password (if any) replaced by `***`, fit for logs and errors.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database named by a `postgres://` or `postgresql://` URL, with at most
+    /// `max_connections` pooled connections. The database must exist; the schema is created by
+    /// [`Store::migrate`].
+    ///
+    /// # Errors
+    /// A malformed URL, or a database that does not answer.
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                StoreError::Other(anyhow::anyhow!(
+                    "invalid PostgreSQL URL {}: {e}",
+                    redact_url(url)
+                ))
+            })?
+            .application_name("tessera");
+        let request_options = options.clone().options([
+            ("statement_timeout", STATEMENT_TIMEOUT_MS),
+            (
+                "idle_in_transaction_session_timeout",
+                IDLE_IN_TRANSACTION_TIMEOUT_MS,
+            ),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A connection killed by the server while idle (restart, failover,
+            // pg_terminate_backend) must be replaced, not handed to a request. Pinging before
+            // every use would cost each store call a round trip, so only connections idle for
+            // longer than a second are pinged; under load they are in constant use. (sqlx also
+            // pings each connection when it is released, off the request path, and drops it if
+            // that fails.)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(request_options);
+        let store = Self { pool, options };
+        let sync: String = store
+            .bounded(async {
+                let mut conn = store.conn().await?;
+                sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(map_err)
+            })
+            .await?;
+        if sync == "off" {
+            tracing::warn!(
+                "PostgreSQL synchronous_commit is off: a token answered 200 may be lost if the \
+                 database crashes. Set synchronous_commit = on for Tessera's database."
+            );
+        }
+        Ok(store)
+    }
+
+    /// Runs `work` under [`OPERATION_TIMEOUT`].
+    async fn bounded<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        tokio::time::timeout(OPERATION_TIMEOUT, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "no answer from PostgreSQL within {OPERATION_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    /// A pooled connection. Any failure to get one means the database is unavailable.
+    async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
+        self.pool.acquire().await.map_err(unavailable)
+    }
+
+    /// A transaction on a pooled connection. Failing to get a connection or to start the
+    /// transaction means the database is unavailable.
+    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(unavailable)
+    }
+}
+
+/// PostgreSQL text cannot hold a NUL character, so no stored client id contains one. A lookup
+/// by such an id (it comes from a request) finds nothing, as on SQLite, instead of failing.
+fn storable(text: &str) -> bool {
+    !text.contains('\0')
+}
+
+fn unavailable(e: sqlx::Error) -> StoreError {
+    match map_err(e) {
+        StoreError::Other(e) => StoreError::Unavailable(format!("{e:#}")),
+        other => other,
+    }
+}
+
+/// SQLSTATEs after which trying again later can succeed: nothing was committed, and the
+/// database (or this connection to it) is going away, starting, overloaded or contended.
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08") // connection_exception
+        || code.starts_with("53") // insufficient_resources (e.g. too_many_connections)
+        || matches!(
+            code,
+            "57P01" // admin_shutdown (also pg_terminate_backend)
+                | "57P02" // crash_shutdown
+                | "57P03" // cannot_connect_now
+                | "57P05" // idle_session_timeout
+                | "57014" // query_canceled
+                | "25P03" // idle_in_transaction_session_timeout
+                | "40001" // serialization_failure
+                | "40P01" // deadlock_detected
+                | "55P03" // lock_not_available
+                | "55000" // "database … is not currently accepting connections"
+        )
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            if db.is_unique_violation() {
+                return StoreError::Conflict(db.message().to_owned());
+            }
+            match db.code() {
+                Some(code) if is_transient(&code) => {
+                    StoreError::Unavailable(format!("{} ({code})", db.message()))
+                }
+                _ => StoreError::Other(anyhow::Error::new(e)),
+            }
+        }
+        _ => StoreError::Other(anyhow::Error::new(e)),
+    }
+}
+
+async fn insert_access(
+    tx: &mut Transaction<'static, Postgres>,
+    a: &NewAccessToken,
+) -> StoreResult<()> {
+    let query = sqlx::query(
+        "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
+         audience, issued_at, expires_at, signing_kid) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    );
+    bind_access_token(query, a)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_refresh(
+    tx: &mut Transaction<'static, Postgres>,
+    r: &NewRefreshToken,
+) -> StoreResult<()> {
+    let query = sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    );
+    bind_refresh_token(query, r)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+async fn insert_audit(tx: &mut Transaction<'static, Postgres>, e: &AuditEvent) -> StoreResult<()> {
+    bind_audit_event(
+        sqlx::query(
+            "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        ),
+        e,
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[async_trait]
+impl Store for PostgresStore {
+    /// Applies the embedded migrations on a connection of its own.
+    ///
+    /// Several instances may start at once: sqlx's PostgreSQL migrator takes a session-level
+    /// `pg_advisory_lock` (keyed on the database name) before it even creates its
+    /// `_sqlx_migrations` table, and releases it when done (sqlx-postgres 0.9,
+    /// `src/migrate.rs`, `lock`/`unlock`, called first and last by `Migrator::run_direct`). The
+    /// others wait on that lock, then find every migration applied. The connection is a pool
+    /// of one of its own, closed afterwards, so the session lock cannot outlive a failed run
+    /// inside a connection the requests share. No [`OPERATION_TIMEOUT`] here: waiting for
+    /// another instance's migration is correct.
+    async fn migrate(&self) -> StoreResult<()> {
+        let single = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(OPERATION_TIMEOUT)
+            // "relation _sqlx_migrations already exists, skipping" on every start is noise.
+            .connect_with(
+                self.options
+                    .clone()
+                    .options([("client_min_messages", "warning")]),
+            )
+            .await
+            .map_err(unavailable)?;
+        let outcome = MIGRATOR
+            .run(&single)
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
+        single.close().await;
+        outcome
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // If another instance inserts the same key concurrently, ON CONFLICT waits for its
+            // transaction and then does nothing; the SELECT, a new statement, sees its value.
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let done = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(value)
+                .bind(key)
+                .bind(expected)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn insert_client(&self, c: &Client) -> StoreResult<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let query = sqlx::query(
+                "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
+                 previous_secret_expires_at, scopes, token_format, profile, access_ttl, \
+                 refresh_ttl, origins, audience, resource_server, resources, disabled, \
+                 created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .bind(&c.id);
+            bind_client_fields(query, c)
+                .bind(c.created_at)
+                .bind(c.updated_at)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
+        if !storable(id) {
+            return Ok(None);
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let row: Option<ClientRow> =
+                sqlx::query_as("SELECT * FROM clients WHERE client_id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+            row.map(Client::try_from).transpose()
+        })
+        .await
+    }
+
+    async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
+        if after.is_some_and(|a| !storable(a)) {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<ClientRow> = sqlx::query_as(
+                "SELECT * FROM clients WHERE ($1::TEXT IS NULL OR client_id > $1) \
+                 ORDER BY client_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            rows.into_iter().map(Client::try_from).collect()
+        })
+        .await
+    }
+
+    async fn update_client(&self, c: &Client) -> StoreResult<bool> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let query = sqlx::query(
+                "UPDATE clients SET name = $1, secret_hash = $2, previous_secret_hash = $3, \
+                 previous_secret_expires_at = $4, scopes = $5, token_format = $6, profile = $7, \
+                 access_ttl = $8, refresh_ttl = $9, origins = $10, audience = $11, \
+                 resource_server = $12, resources = $13, disabled = $14, updated_at = $15 \
+                 WHERE client_id = $16",
+            );
+            let done = bind_client_fields(query, c)
+                .bind(c.updated_at)
+                .bind(&c.id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: &str) -> StoreResult<bool> {
+        if !storable(id) {
+            return Ok(false);
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<KeyRow> = sqlx::query_as(
+                "SELECT kid, alg, state, private_key, created_at, published_until \
+                 FROM signing_keys ORDER BY created_at, kid",
+            )
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(rows.into_iter().map(StoredKey::from).collect())
+        })
+        .await
+    }
+
+    async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            // NOT EXISTS alone would let two instances starting together both insert (neither
+            // sees the other's uncommitted row); the unique index on the active state makes the
+            // second insert wait for the first and then do nothing.
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, state, private_key, created_at, activated_at) \
+                 SELECT $1, $2, 'active', $3, $4, $4 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'active') \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&k.kid)
+            .bind(&k.alg)
+            .bind(&k.sealed_private_key)
+            .bind(k.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, state, private_key, created_at) \
+                 SELECT $1, $2, 'next', $3, $4 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'next') \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&k.kid)
+            .bind(&k.alg)
+            .bind(&k.sealed_private_key)
+            .bind(k.created_at)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn activate_next_key(
+        &self,
+        next_kid: &str,
+        now: UnixTime,
+        retired_until: UnixTime,
+    ) -> StoreResult<bool> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            // Lock the next key first: of two concurrent activations, the second waits here,
+            // then finds the key no longer `next` and changes nothing.
+            let next: Option<String> = sqlx::query_scalar(
+                "SELECT kid FROM signing_keys WHERE kid = $1 AND state = 'next' FOR UPDATE",
+            )
+            .bind(next_kid)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if next.is_none() {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE signing_keys SET state = 'retired', retired_at = $1, published_until = $2 \
+                 WHERE state = 'active'",
+            )
+            .bind(now)
+            .bind(retired_until)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            sqlx::query(
+                "UPDATE signing_keys SET state = 'active', activated_at = $1 \
+                 WHERE kid = $2 AND state = 'next'",
+            )
+            .bind(now)
+            .bind(next_kid)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_key_state(
+        &self,
+        kid: &str,
+        state: &str,
+        published_until: Option<UnixTime>,
+    ) -> StoreResult<bool> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let done = sqlx::query(
+                "UPDATE signing_keys SET state = $1, published_until = $2, \
+                 retired_at = COALESCE(retired_at, $2) \
+                 WHERE kid = $3 AND state NOT IN ('active', 'revoked')",
+            )
+            .bind(state)
+            .bind(published_until)
+            .bind(kid)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
+
+    async fn issue(
+        &self,
+        family: &NewFamily,
+        access: &NewAccessToken,
+        refresh: &NewRefreshToken,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "INSERT INTO token_families (family_id, client_id, scope, client_type, \
+                 created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&family.id)
+            .bind(&family.client_id)
+            .bind(&family.scope)
+            .bind(family.client_type.as_str())
+            .bind(family.created_at)
+            .bind(access.expires_at.max(refresh.expires_at))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            insert_access(&mut tx, access).await?;
+            insert_refresh(&mut tx, refresh).await?;
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let row: Option<RefreshRow> = sqlx::query_as(
+                "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, \
+                 r.consumed_at, (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, \
+                 f.client_type \
+                 FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
+                 WHERE r.token_hash = $1",
+            )
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            row.map(RefreshRecord::try_from).transpose()
+        })
+        .await
+    }
+
+    /// Why this is race-free across instances, at `READ COMMITTED`:
+    ///
+    /// 1. The family row is updated first, `WHERE revoked_at IS NULL`. That takes its row lock
+    ///    and holds it until commit. A concurrent rotation (of any token of the family) or
+    ///    [`revoke_family`](Store::revoke_family) on another instance needs the same lock, so
+    ///    they run one after the other, never interleaved. If a revocation committed first,
+    ///    the re-checked `WHERE` fails and nothing is written: `Lost`.
+    /// 2. Holding that lock, the token is consumed with a conditional `UPDATE`. It is a new
+    ///    statement, so it sees every rotation that committed before we got the family lock:
+    ///    a token consumed by another instance no longer matches `consumed_at IS NULL` (outside
+    ///    the grace window) and this rotation is `Lost`. Its own row lock and re-check cover the
+    ///    same ground again.
+    /// 3. Only if both updates touched exactly one row are the successors inserted, and all of
+    ///    it commits at once. A revocation waiting on the family lock then revokes the family,
+    ///    successors included (tokens inherit the family's revocation), so a refresh racing a
+    ///    revoke can never leave a live successor of a revoked token.
+    ///
+    /// The lock order is always family, then token, as in every other writer (the cleanup
+    /// skips locked rows), so racing calls queue rather than deadlock.
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        reuse_cutoff: UnixTime,
+        access: &NewAccessToken,
+        refresh: &NewRefreshToken,
+        audit: &AuditEvent,
+    ) -> StoreResult<RotateOutcome> {
+        self.bounded(async {
+            let now = refresh.issued_at;
+            let mut tx = self.begin().await?;
+            let family = sqlx::query(
+                "UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
+                 WHERE family_id = $3 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(access.expires_at.max(refresh.expires_at))
+            .bind(&refresh.family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if family.rows_affected() != 1 {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(RotateOutcome::Lost);
+            }
+            let consumed = sqlx::query(
+                "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, $1) \
+                 WHERE token_hash = $2 AND family_id = $3 AND revoked_at IS NULL \
+                 AND (consumed_at IS NULL OR consumed_at >= $4)",
+            )
+            .bind(now)
+            .bind(&old.0[..])
+            .bind(&refresh.family_id)
+            .bind(reuse_cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            if consumed.rows_affected() != 1 {
+                tx.rollback().await.map_err(map_err)?;
+                return Ok(RotateOutcome::Lost);
+            }
+            insert_access(&mut tx, access).await?;
+            insert_refresh(&mut tx, refresh).await?;
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(RotateOutcome::Rotated)
+        })
+        .await
+    }
+
+    async fn revoke_family(
+        &self,
+        family_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "UPDATE token_families SET revoked_at = $1 \
+                 WHERE family_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(family_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
+        macro_rules! select_access {
+            ($where:literal) => {
+                concat!(
+                    "SELECT a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, \
+                     a.issued_at, a.expires_at, \
+                     (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled \
+                      OR COALESCE(k.state = 'revoked', FALSE)) AS revoked \
+                     FROM access_tokens a \
+                     JOIN token_families f ON f.family_id = a.family_id \
+                     JOIN clients c ON c.client_id = a.client_id \
+                     LEFT JOIN signing_keys k ON k.kid = a.signing_kid ",
+                    $where
+                )
+            };
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let query = match key {
+                AccessKey::Hash(h) => {
+                    sqlx::query_as(select_access!("WHERE a.token_hash = $1")).bind(h.0.to_vec())
+                }
+                AccessKey::Id(id) => {
+                    sqlx::query_as(select_access!("WHERE a.token_id = $1")).bind(id.to_owned())
+                }
+            };
+            let row: Option<AccessRow> = query.fetch_optional(&mut *conn).await.map_err(map_err)?;
+            row.map(AccessRecord::try_from).transpose()
+        })
+        .await
+    }
+
+    async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            sqlx::query(
+                "UPDATE access_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn revoke_client_tokens(
+        &self,
+        client_id: &str,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let done = sqlx::query(
+                "UPDATE token_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(client_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    async fn revoke_issued_before(
+        &self,
+        before: UnixTime,
+        now: UnixTime,
+        audit: &AuditEvent,
+    ) -> StoreResult<u64> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let mut n = 0;
+            for sql in [
+                "UPDATE access_tokens SET revoked_at = $1 WHERE issued_at < $2 AND revoked_at IS NULL",
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE issued_at < $2 AND revoked_at IS NULL",
+            ] {
+                n += sqlx::query(sql)
+                    .bind(now)
+                    .bind(before)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+            }
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            insert_audit(&mut tx, event).await?;
+            tx.commit().await.map_err(map_err)
+        })
+        .await
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        let texts = [
+            q.client_id.as_deref(),
+            q.event.as_deref(),
+            q.before_id.as_deref(),
+        ];
+        if texts.into_iter().flatten().any(|t| !storable(t)) {
+            return Ok(Vec::new());
+        }
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let rows: Vec<AuditRow> = sqlx::query_as(
+                "SELECT id, at, event, client_id, request_id, source, detail FROM audit_events \
+                 WHERE ($1::TEXT IS NULL OR client_id = $1) AND ($2::TEXT IS NULL OR event = $2) \
+                 AND ($3::BIGINT IS NULL OR at >= $3) AND ($4::TEXT IS NULL OR id < $4) \
+                 ORDER BY id DESC LIMIT $5",
+            )
+            .bind(&q.client_id)
+            .bind(&q.event)
+            .bind(q.since)
+            .bind(&q.before_id)
+            .bind(i64::from(q.limit.clamp(1, 1000)))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            rows.into_iter().map(AuditEvent::try_from).collect()
+        })
+        .await
+    }
+
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            let done = sqlx::query(
+                "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
+                 WHERE at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    /// Every instance runs the cleanup. `FOR UPDATE SKIP LOCKED` makes concurrent runs take
+    /// disjoint batches instead of waiting on (or deadlocking with) each other, and never
+    /// blocks on a family a request is refreshing at that moment.
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+        const BATCHES: [&str; 3] = [
+            "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+             WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        ];
+        self.bounded(async {
+            let mut tx = self.begin().await?;
+            let mut deleted = 0;
+            for sql in BATCHES {
+                deleted += sqlx::query(sql)
+                    .bind(before)
+                    .bind(i64::from(batch))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+            }
+            // A retired key also stays while any token it signed is unexpired, whatever
+            // lifetime the process that retired it assumed.
+            deleted += sqlx::query(
+                "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM access_tokens a \
+                                 WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= $1)",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+            tx.commit().await.map_err(map_err)?;
+            Ok(deleted)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_hides_the_password_only() {
+        assert_eq!(
+            redact_url("postgres://tessera:s3cret@db.example:5432/tessera?sslmode=require"),
+            "postgres://tessera:***@db.example:5432/tessera?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres://tessera@db/tessera"),
+            "postgres://tessera@db/tessera"
+        );
+        assert_eq!(redact_url("postgresql://db/x"), "postgresql://db/x");
+    }
+
+    #[test]
+    fn connection_loss_and_contention_are_transient_other_errors_are_not() {
+        for code in ["08006", "57P01", "53300", "40P01", "55000"] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P02"] {
+            assert!(!is_transient(code), "{code}");
+        }
+    }
+}

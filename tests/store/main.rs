@@ -1,0 +1,152 @@
+//! The store conformance suite: every test in `suite.rs` runs unchanged against SQLite (a temp
+//! file) and against PostgreSQL (a fresh database), so the two backends cannot drift.
+//!
+//! PostgreSQL tests need the server CI starts (see `tests/common/pg.rs`): without it they fail
+//! when `CI` is set and are skipped loudly otherwise.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../common/pg.rs"]
+mod pg;
+mod suite;
+
+use std::sync::Arc;
+
+use tessera::store::Store;
+use tessera::store::postgres::PostgresStore;
+use tessera::store::sqlite::SqliteStore;
+
+/// Keeps a test's database alive until the test ends.
+#[allow(dead_code)]
+enum Guard {
+    Sqlite(tempfile::TempDir),
+    Postgres(pg::TestDb),
+}
+
+async fn sqlite_store() -> (Arc<dyn Store>, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    (Arc::new(store), Guard::Sqlite(dir))
+}
+
+/// `None`: PostgreSQL is unreachable and this is not CI (skip).
+async fn postgres_store() -> Option<(Arc<dyn Store>, Guard)> {
+    let db = pg::TestDb::create().await?;
+    let store = PostgresStore::open(&db.url, 16).await.unwrap();
+    store.migrate().await.unwrap();
+    Some((Arc::new(store), Guard::Postgres(db)))
+}
+
+/// Instantiates each suite function once per backend, as `sqlite::<name>` and
+/// `postgres::<name>`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _guard) = crate::sqlite_store().await;
+                    crate::suite::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some((store, _guard)) = crate::postgres_store().await else { return };
+                    crate::suite::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrations_can_run_again,
+    clients_round_trip_every_field,
+    a_duplicate_client_id_is_a_conflict,
+    issued_tokens_are_found_by_hash_and_by_id,
+    a_refresh_token_rotates_once,
+    the_grace_window_counts_from_the_first_use,
+    a_revoked_family_cannot_rotate,
+    revoking_a_family_revokes_its_successors,
+    revoking_an_access_token_revokes_only_it,
+    a_disabled_client_s_tokens_read_as_revoked,
+    deleting_a_client_deletes_its_tokens,
+    signing_keys_follow_their_lifecycle,
+    revoking_a_key_revokes_the_jwts_it_signed,
+    meta_keeps_the_first_value_and_replaces_only_what_it_expects,
+    the_cleanup_deletes_only_expired_and_revoked_rows,
+    the_cleanup_works_in_batches,
+    racing_rotations_of_one_token_rotate_it_once,
+    a_rotation_racing_a_revocation_leaves_no_live_successor,
+    instances_creating_the_first_key_at_once_agree_on_one,
+);
+
+/// PostgreSQL only: several instances starting at once on one empty database.
+mod postgres_only {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_migrating_at_once_apply_each_migration_once() {
+        let Some(db) = pg::TestDb::create().await else {
+            return;
+        };
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let url = db.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let store = PostgresStore::open(&url, 2).await?;
+                store.migrate().await?;
+                store.meta_insert_or_get("probe", "x").await
+            }));
+        }
+        for task in tasks {
+            task.await
+                .unwrap()
+                .expect("every instance migrates without error");
+        }
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let applied: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        let shipped =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+                .unwrap()
+                .count();
+        assert_eq!(applied, i64::try_from(shipped).unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn killed_connections_are_unavailable_then_replaced() {
+        let Some((store, guard)) = postgres_store().await else {
+            return;
+        };
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        store.ping().await.unwrap();
+        db.allow_connections(false).await;
+        db.kill_connections().await;
+        assert!(db.wait_for_no_connections().await);
+        let during = store.ping().await;
+        assert!(
+            matches!(during, Err(tessera::store::StoreError::Unavailable(_))),
+            "expected Unavailable while the database refuses connections, got {during:?}"
+        );
+        db.allow_connections(true).await;
+        store.ping().await.expect("the pool reconnects by itself");
+    }
+}

@@ -1,0 +1,894 @@
+//! The conformance suite: what every [`Store`] must do, written once against `Arc<dyn Store>`.
+//!
+//! `main.rs` runs each function here against SQLite and against PostgreSQL; a backend that
+//! drifts from the other fails here first. Times are fixed Unix seconds, never the wall clock.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use tessera::domain::audit::{Actor, AuditEvent, AuditKind};
+
+use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use tessera::domain::clock::UnixTime;
+use tessera::domain::scope::ScopePattern;
+use tessera::domain::token::TokenHash;
+use tessera::store::{
+    AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store, StoreError,
+    StoredKey,
+};
+
+const T0: UnixTime = 1_800_000_000;
+const HOUR: i64 = 3600;
+const DAY: i64 = 24 * HOUR;
+
+fn unique(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::now_v7().simple())
+}
+
+fn client(id: &str, created_at: UnixTime) -> Client {
+    Client {
+        id: id.to_owned(),
+        name: format!("client {id}"),
+        secret: SecretHash([7; 32]),
+        previous_secret: None,
+        scopes: vec![
+            ScopePattern::from_stored("/ping.read"),
+            ScopePattern::from_stored("/accounts/*/transfers.write"),
+        ],
+        format: TokenFormat::Opaque,
+        profile: None,
+        access_ttl: None,
+        refresh_ttl: None,
+        origins: Vec::new(),
+        audience: None,
+        resource_server: None,
+        resources: Vec::new(),
+        disabled: false,
+        created_at,
+        updated_at: created_at,
+    }
+}
+
+/// One grant's rows, as the service would write them.
+struct Grant {
+    family: NewFamily,
+    access: NewAccessToken,
+    refresh: NewRefreshToken,
+}
+
+fn access_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> NewAccessToken {
+    let id = unique("at");
+    NewAccessToken {
+        hash: TokenHash::of(&id),
+        id,
+        family_id: family_id.to_owned(),
+        client_id: client_id.to_owned(),
+        format: TokenFormat::Opaque,
+        scope: "/ping.read".into(),
+        audience: "https://api.example".into(),
+        issued_at: now,
+        expires_at: now + ttl,
+        signing_kid: None,
+    }
+}
+
+fn refresh_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> NewRefreshToken {
+    NewRefreshToken {
+        hash: TokenHash::of(&unique("rt")),
+        family_id: family_id.to_owned(),
+        client_id: client_id.to_owned(),
+        scope: "/ping.read".into(),
+        issued_at: now,
+        expires_at: now + ttl,
+    }
+}
+
+fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_ttl: i64) -> Grant {
+    let family = NewFamily {
+        id: unique("fam"),
+        client_id: client_id.to_owned(),
+        scope: "/ping.read".into(),
+        client_type: ClientType::Service,
+        created_at: now,
+    };
+    Grant {
+        access: access_token(&family.id, client_id, now, access_ttl),
+        refresh: refresh_token(&family.id, client_id, now, refresh_ttl),
+        family,
+    }
+}
+
+async fn issue(store: &dyn Store, g: &Grant) {
+    store
+        .issue(&g.family, &g.access, &g.refresh, &ev())
+        .await
+        .expect("issue");
+}
+
+async fn new_client(store: &dyn Store) -> Client {
+    let c = client(&unique("c"), T0);
+    store.insert_client(&c).await.expect("insert client");
+    c
+}
+
+async fn access_revoked(store: &dyn Store, hash: &TokenHash) -> bool {
+    store
+        .find_access(AccessKey::Hash(hash))
+        .await
+        .expect("find_access")
+        .expect("access token exists")
+        .revoked
+}
+
+async fn refresh_revoked(store: &dyn Store, hash: &TokenHash) -> bool {
+    store
+        .find_refresh(hash)
+        .await
+        .expect("find_refresh")
+        .expect("refresh token exists")
+        .revoked
+}
+
+fn key(kid: &str, created_at: UnixTime) -> StoredKey {
+    StoredKey {
+        kid: kid.to_owned(),
+        alg: "EdDSA".into(),
+        state: "active".into(),
+        sealed_private_key: kid.as_bytes().to_vec(),
+        created_at,
+        published_until: None,
+    }
+}
+
+async fn key_states(store: &dyn Store) -> Vec<(String, String, Option<UnixTime>)> {
+    store
+        .list_keys()
+        .await
+        .expect("list_keys")
+        .into_iter()
+        .map(|k| (k.kid, k.state, k.published_until))
+        .collect()
+}
+
+pub async fn migrations_can_run_again(store: Arc<dyn Store>) {
+    store.migrate().await.expect("second migration run");
+    store.ping().await.expect("ping");
+}
+
+pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
+    let mut full = client("full-client", T0);
+    full.previous_secret = Some((SecretHash([9; 32]), T0 + DAY));
+    full.format = TokenFormat::Jwt;
+    full.profile = Some(Profile::Rfc6749);
+    full.access_ttl = Some(600);
+    full.refresh_ttl = Some(7200);
+    full.origins = vec!["https://app.example".into(), "https://admin.example".into()];
+    full.audience = Some("https://api.example".into());
+    full.resource_server = Some("*".into());
+    full.resources = vec!["https://a.example".into(), "https://b.example".into()];
+    store.insert_client(&full).await.expect("insert");
+    let plain = client("plain-client", T0 - 10);
+    store.insert_client(&plain).await.expect("insert");
+
+    assert_eq!(
+        store.get_client("full-client").await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        store.get_client("plain-client").await.unwrap(),
+        Some(plain.clone())
+    );
+    assert_eq!(store.get_client("nobody").await.unwrap(), None);
+    // Ids come from requests: one no database can store is simply unknown.
+    assert_eq!(store.get_client("no\0body").await.unwrap(), None);
+    assert!(!store.delete_client("no\0body").await.unwrap());
+    let listed: Vec<String> = store
+        .list_clients(None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        listed,
+        ["plain-client", "full-client"],
+        "ordered by creation time"
+    );
+
+    let mut changed = full.clone();
+    changed.name = "renamed".into();
+    changed.previous_secret = None;
+    changed.profile = None;
+    changed.access_ttl = None;
+    changed.origins = Vec::new();
+    changed.audience = None;
+    changed.resource_server = None;
+    changed.resources = Vec::new();
+    changed.disabled = true;
+    changed.updated_at = T0 + 5;
+    assert!(store.update_client(&changed).await.unwrap());
+    assert_eq!(
+        store.get_client("full-client").await.unwrap(),
+        Some(changed)
+    );
+    assert!(!store.update_client(&client("nobody", T0)).await.unwrap());
+
+    assert!(store.delete_client("plain-client").await.unwrap());
+    assert!(!store.delete_client("plain-client").await.unwrap());
+    assert_eq!(store.get_client("plain-client").await.unwrap(), None);
+}
+
+pub async fn a_duplicate_client_id_is_a_conflict(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let again = store.insert_client(&c).await;
+    assert!(
+        matches!(again, Err(StoreError::Conflict(_))),
+        "expected Conflict, got {again:?}"
+    );
+}
+
+pub async fn issued_tokens_are_found_by_hash_and_by_id(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+
+    let r = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    assert_eq!(r.family_id, g.family.id);
+    assert_eq!(r.client_id, c.id);
+    assert_eq!(r.scope, "/ping.read");
+    assert_eq!(r.client_type, ClientType::Service);
+    assert_eq!((r.issued_at, r.expires_at), (T0, T0 + DAY));
+    assert_eq!(r.consumed_at, None);
+    assert!(!r.revoked);
+
+    let by_hash = store
+        .find_access(AccessKey::Hash(&g.access.hash))
+        .await
+        .unwrap()
+        .unwrap();
+    let by_id = store
+        .find_access(AccessKey::Id(&g.access.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_hash, by_id);
+    assert_eq!(by_hash.id, g.access.id);
+    assert_eq!(by_hash.client_id, c.id);
+    assert_eq!(by_hash.family_id, g.family.id);
+    assert_eq!(by_hash.format, TokenFormat::Opaque);
+    assert_eq!(by_hash.audience, "https://api.example");
+    assert_eq!((by_hash.issued_at, by_hash.expires_at), (T0, T0 + HOUR));
+    assert!(!by_hash.revoked);
+
+    let unknown = TokenHash::of("unknown");
+    assert!(store.find_refresh(&unknown).await.unwrap().is_none());
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&unknown))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Id("unknown"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn a_refresh_token_rotates_once(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    let now = T0 + 60;
+    let next_access = access_token(&g.family.id, &c.id, now, HOUR);
+    let next_refresh = refresh_token(&g.family.id, &c.id, now, DAY);
+    let outcome = store
+        .rotate_refresh(
+            &g.refresh.hash,
+            UnixTime::MAX,
+            &next_access,
+            &next_refresh,
+            &ev(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Rotated);
+    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    assert_eq!(old.consumed_at, Some(now));
+    let new = store
+        .find_refresh(&next_refresh.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((new.consumed_at, new.revoked), (None, false));
+    assert!(!access_revoked(store.as_ref(), &next_access.hash).await);
+
+    // No grace window: the consumed token cannot rotate again, and nothing is written.
+    let third_access = access_token(&g.family.id, &c.id, now + 1, HOUR);
+    let third_refresh = refresh_token(&g.family.id, &c.id, now + 1, DAY);
+    let again = store
+        .rotate_refresh(
+            &g.refresh.hash,
+            UnixTime::MAX,
+            &third_access,
+            &third_refresh,
+            &ev(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, RotateOutcome::Lost);
+    assert!(
+        store
+            .find_refresh(&third_refresh.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&third_access.hash))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn the_grace_window_counts_from_the_first_use(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    let first_use = T0 + 100;
+    let rotate = |at: UnixTime, cutoff: UnixTime| {
+        let store = store.clone();
+        let a = access_token(&g.family.id, &c.id, at, HOUR);
+        let r = refresh_token(&g.family.id, &c.id, at, DAY);
+        let old = g.refresh.hash;
+        async move {
+            store
+                .rotate_refresh(&old, cutoff, &a, &r, &ev())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        rotate(first_use, UnixTime::MAX).await,
+        RotateOutcome::Rotated
+    );
+    // A retry whose window (cutoff) still covers the first use rotates again...
+    assert_eq!(
+        rotate(first_use + 5, first_use).await,
+        RotateOutcome::Rotated
+    );
+    // ...without moving the first-use time.
+    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    assert_eq!(old.consumed_at, Some(first_use));
+    // Once the window has moved past the first use, reuse loses.
+    assert_eq!(
+        rotate(first_use + 20, first_use + 1).await,
+        RotateOutcome::Lost
+    );
+}
+
+pub async fn a_revoked_family_cannot_rotate(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    store
+        .revoke_family(&g.family.id, T0 + 1, &ev())
+        .await
+        .unwrap();
+    store
+        .revoke_family(&g.family.id, T0 + 2, &ev())
+        .await
+        .unwrap();
+    assert!(refresh_revoked(store.as_ref(), &g.refresh.hash).await);
+    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
+
+    let a = access_token(&g.family.id, &c.id, T0 + 3, HOUR);
+    let r = refresh_token(&g.family.id, &c.id, T0 + 3, DAY);
+    let outcome = store
+        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Lost);
+    assert!(store.find_refresh(&r.hash).await.unwrap().is_none());
+    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    assert_eq!(old.consumed_at, None, "a lost rotation writes nothing");
+}
+
+pub async fn revoking_a_family_revokes_its_successors(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    let a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
+    let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
+    let outcome = store
+        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Rotated);
+    let other = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &other).await;
+
+    store
+        .revoke_family(&g.family.id, T0 + 2, &ev())
+        .await
+        .unwrap();
+    for hash in [&g.access.hash, &a.hash] {
+        assert!(access_revoked(store.as_ref(), hash).await);
+    }
+    for hash in [&g.refresh.hash, &r.hash] {
+        assert!(refresh_revoked(store.as_ref(), hash).await);
+    }
+    assert!(!access_revoked(store.as_ref(), &other.access.hash).await);
+    assert!(!refresh_revoked(store.as_ref(), &other.refresh.hash).await);
+}
+
+pub async fn revoking_an_access_token_revokes_only_it(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    let a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
+    let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
+    store
+        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .await
+        .unwrap();
+    store
+        .revoke_access(&g.access.id, T0 + 2, &ev())
+        .await
+        .unwrap();
+    store
+        .revoke_access(&g.access.id, T0 + 3, &ev())
+        .await
+        .unwrap();
+    store.revoke_access("unknown", T0 + 3, &ev()).await.unwrap();
+    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
+    assert!(!access_revoked(store.as_ref(), &a.hash).await);
+    assert!(!refresh_revoked(store.as_ref(), &r.hash).await);
+}
+
+pub async fn a_disabled_client_s_tokens_read_as_revoked(store: Arc<dyn Store>) {
+    let mut c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    c.disabled = true;
+    assert!(store.update_client(&c).await.unwrap());
+    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
+    c.disabled = false;
+    assert!(store.update_client(&c).await.unwrap());
+    assert!(!access_revoked(store.as_ref(), &g.access.hash).await);
+}
+
+pub async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let g = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &g).await;
+    assert!(store.delete_client(&c.id).await.unwrap());
+    assert!(store.find_refresh(&g.refresh.hash).await.unwrap().is_none());
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&g.access.hash))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn signing_keys_follow_their_lifecycle(store: Arc<dyn Store>) {
+    assert!(store.list_keys().await.unwrap().is_empty());
+    store.insert_first_active_key(&key("k1", T0)).await.unwrap();
+    store
+        .insert_first_active_key(&key("k1b", T0))
+        .await
+        .unwrap();
+    assert_eq!(
+        key_states(store.as_ref()).await,
+        [("k1".into(), "active".into(), None)],
+        "a second first key is ignored"
+    );
+    store.insert_next_key(&key("k2", T0 + 1)).await.unwrap();
+    store.insert_next_key(&key("k2b", T0 + 1)).await.unwrap();
+    assert_eq!(
+        key_states(store.as_ref()).await,
+        [
+            ("k1".into(), "active".into(), None),
+            ("k2".into(), "next".into(), None)
+        ]
+    );
+    let stored = store.list_keys().await.unwrap();
+    assert_eq!(stored[1].sealed_private_key, b"k2");
+    assert_eq!(
+        (stored[1].alg.as_str(), stored[1].created_at),
+        ("EdDSA", T0 + 1)
+    );
+
+    assert!(
+        !store
+            .activate_next_key("k1", T0 + 2, T0 + DAY)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .activate_next_key("nope", T0 + 2, T0 + DAY)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .activate_next_key("k2", T0 + 2, T0 + DAY)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .activate_next_key("k2", T0 + 3, T0 + DAY)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        key_states(store.as_ref()).await,
+        [
+            ("k1".into(), "retired".into(), Some(T0 + DAY)),
+            ("k2".into(), "active".into(), None)
+        ]
+    );
+
+    // The active key cannot be retired or revoked directly; a revoked key stays revoked.
+    assert!(!store.set_key_state("k2", "revoked", None).await.unwrap());
+    assert!(!store.set_key_state("nope", "revoked", None).await.unwrap());
+    assert!(store.set_key_state("k1", "revoked", None).await.unwrap());
+    assert!(
+        !store
+            .set_key_state("k1", "retired", Some(T0))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        key_states(store.as_ref()).await,
+        [
+            ("k1".into(), "revoked".into(), None),
+            ("k2".into(), "active".into(), None)
+        ]
+    );
+}
+
+pub async fn revoking_a_key_revokes_the_jwts_it_signed(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    store
+        .insert_first_active_key(&key("old", T0))
+        .await
+        .unwrap();
+    store.insert_next_key(&key("new", T0)).await.unwrap();
+    let mut signed_by_old = grant_at(&c.id, T0, HOUR, DAY);
+    signed_by_old.access.format = TokenFormat::Jwt;
+    signed_by_old.access.signing_kid = Some("old".into());
+    issue(store.as_ref(), &signed_by_old).await;
+    assert!(
+        store
+            .activate_next_key("new", T0 + 1, T0 + HOUR)
+            .await
+            .unwrap()
+    );
+    let mut signed_by_new = grant_at(&c.id, T0 + 1, HOUR, DAY);
+    signed_by_new.access.format = TokenFormat::Jwt;
+    signed_by_new.access.signing_kid = Some("new".into());
+    issue(store.as_ref(), &signed_by_new).await;
+
+    let jti = signed_by_old.access.id.clone();
+    let before = store
+        .find_access(AccessKey::Id(&jti))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((before.format, before.revoked), (TokenFormat::Jwt, false));
+    assert!(store.set_key_state("old", "revoked", None).await.unwrap());
+    assert!(
+        store
+            .find_access(AccessKey::Id(&jti))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked
+    );
+    assert!(!access_revoked(store.as_ref(), &signed_by_new.access.hash).await);
+}
+
+pub async fn meta_keeps_the_first_value_and_replaces_only_what_it_expects(store: Arc<dyn Store>) {
+    assert_eq!(
+        store.meta_insert_or_get("k", "first").await.unwrap(),
+        "first"
+    );
+    assert_eq!(
+        store.meta_insert_or_get("k", "second").await.unwrap(),
+        "first"
+    );
+    assert!(!store.meta_replace("k", "second", "third").await.unwrap());
+    assert!(
+        !store
+            .meta_replace("missing", "first", "third")
+            .await
+            .unwrap()
+    );
+    assert!(store.meta_replace("k", "first", "third").await.unwrap());
+    assert_eq!(
+        store.meta_insert_or_get("k", "fourth").await.unwrap(),
+        "third"
+    );
+}
+
+pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let now = T0 + 10 * DAY;
+    // Everything in this family expired before `now`.
+    let expired = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &expired).await;
+    // Live, with one access token revoked and one expired.
+    let live = grant_at(&c.id, now - 100, HOUR, DAY);
+    issue(store.as_ref(), &live).await;
+    let next_a = access_token(&live.family.id, &c.id, now - 50, HOUR);
+    let next_r = refresh_token(&live.family.id, &c.id, now - 50, DAY);
+    store
+        .rotate_refresh(&live.refresh.hash, UnixTime::MAX, &next_a, &next_r, &ev())
+        .await
+        .unwrap();
+    store
+        .revoke_access(&live.access.id, now - 10, &ev())
+        .await
+        .unwrap();
+    let short = access_token(&live.family.id, &c.id, now - 100, 10);
+    let short_r = refresh_token(&live.family.id, &c.id, now - 40, DAY);
+    store
+        .rotate_refresh(&next_r.hash, UnixTime::MAX, &short, &short_r, &ev())
+        .await
+        .unwrap();
+    // Unexpired, but its family was revoked.
+    let revoked = grant_at(&c.id, now - 100, HOUR, DAY);
+    issue(store.as_ref(), &revoked).await;
+    store
+        .revoke_family(&revoked.family.id, now - 10, &ev())
+        .await
+        .unwrap();
+    // Keys: one retired and no longer published, one retired but still published.
+    store
+        .insert_first_active_key(&key("gone", T0))
+        .await
+        .unwrap();
+    store.insert_next_key(&key("kept", T0)).await.unwrap();
+    store.activate_next_key("kept", T0, T0 + 1).await.unwrap();
+    store.insert_next_key(&key("active", T0)).await.unwrap();
+    store
+        .activate_next_key("active", T0, now + DAY)
+        .await
+        .unwrap();
+
+    // With a retention reaching back before the revocations, revoked rows stay.
+    let mut total = 0;
+    loop {
+        let n = store.purge_expired(now - 20, 1000).await.unwrap();
+        total += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert!(total >= 3, "the expired family and its tokens went");
+    assert!(
+        store
+            .find_refresh(&expired.refresh.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&expired.access.hash))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(refresh_revoked(store.as_ref(), &revoked.refresh.hash).await);
+    assert!(access_revoked(store.as_ref(), &live.access.hash).await);
+
+    // Without retention, revoked rows and expired tokens of live families go too.
+    while store.purge_expired(now, 1000).await.unwrap() > 0 {}
+    assert!(
+        store
+            .find_refresh(&revoked.refresh.hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&revoked.access.hash))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&live.access.hash))
+            .await
+            .unwrap()
+            .is_none(),
+        "an individually revoked access token goes"
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Hash(&short.hash))
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired access token of a live family goes"
+    );
+    // What is live stays, including the consumed refresh tokens reuse detection needs.
+    assert!(!access_revoked(store.as_ref(), &next_a.hash).await);
+    assert!(!refresh_revoked(store.as_ref(), &short_r.hash).await);
+    let consumed = store
+        .find_refresh(&live.refresh.hash)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(consumed.consumed_at.is_some());
+    let kids: BTreeSet<String> = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, ["active", "kept"].map(String::from).into());
+}
+
+pub async fn the_cleanup_works_in_batches(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let mut expired = Vec::new();
+    for i in 0..7 {
+        let g = grant_at(&c.id, T0 + i, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        expired.push(g);
+    }
+    let live = grant_at(&c.id, T0 + 10 * DAY, HOUR, DAY);
+    issue(store.as_ref(), &live).await;
+    let mut rounds = 0;
+    loop {
+        let n = store.purge_expired(T0 + 5 * DAY, 2).await.unwrap();
+        assert!(n <= 3 * 2, "at most one batch per table: {n}");
+        rounds += 1;
+        if n < 2 {
+            break;
+        }
+        assert!(rounds < 50, "the cleanup terminates");
+    }
+    assert!(rounds >= 2, "seven families do not fit one batch of two");
+    for g in &expired {
+        assert!(store.find_refresh(&g.refresh.hash).await.unwrap().is_none());
+    }
+    assert!(!refresh_revoked(store.as_ref(), &live.refresh.hash).await);
+    assert_eq!(store.purge_expired(T0 + 5 * DAY, 2).await.unwrap(), 0);
+}
+
+pub async fn racing_rotations_of_one_token_rotate_it_once(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    for round in 0..5 {
+        let g = grant_at(&c.id, T0 + round, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        let tasks: Vec<_> = (0..12)
+            .map(|_| {
+                let store = store.clone();
+                let old = g.refresh.hash;
+                let a = access_token(&g.family.id, &c.id, T0 + round + 1, HOUR);
+                let r = refresh_token(&g.family.id, &c.id, T0 + round + 1, DAY);
+                tokio::spawn(async move {
+                    let outcome = store
+                        .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
+                        .await;
+                    (outcome, r.hash)
+                })
+            })
+            .collect();
+        let mut rotated = Vec::new();
+        for task in tasks {
+            let (outcome, hash) = task.await.unwrap();
+            match outcome.expect("a lost race is an outcome, not an error") {
+                RotateOutcome::Rotated => rotated.push(hash),
+                RotateOutcome::Lost => {
+                    assert!(store.find_refresh(&hash).await.unwrap().is_none());
+                }
+            }
+        }
+        assert_eq!(rotated.len(), 1, "exactly one of 12 racing rotations wins");
+        assert!(!refresh_revoked(store.as_ref(), &rotated[0]).await);
+    }
+}
+
+pub async fn a_rotation_racing_a_revocation_leaves_no_live_successor(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    for round in 0..10 {
+        let g = grant_at(&c.id, T0 + round, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        let a = access_token(&g.family.id, &c.id, T0 + round + 1, HOUR);
+        let r = refresh_token(&g.family.id, &c.id, T0 + round + 1, DAY);
+        let rotating = {
+            let store = store.clone();
+            let old = g.refresh.hash;
+            let (a, r) = (a.clone(), r.clone());
+            tokio::spawn(async move {
+                store
+                    .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
+                    .await
+            })
+        };
+        let revoking = {
+            let store = store.clone();
+            let family = g.family.id.clone();
+            tokio::spawn(async move { store.revoke_family(&family, T0 + round + 1, &ev()).await })
+        };
+        revoking.await.unwrap().expect("revocation commits");
+        let outcome = rotating.await.unwrap().expect("rotation answers");
+        if outcome == RotateOutcome::Rotated {
+            assert!(refresh_revoked(store.as_ref(), &r.hash).await);
+            assert!(access_revoked(store.as_ref(), &a.hash).await);
+        } else {
+            assert!(store.find_refresh(&r.hash).await.unwrap().is_none());
+        }
+    }
+}
+
+pub async fn instances_creating_the_first_key_at_once_agree_on_one(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .insert_first_active_key(&key(&format!("k{i}"), T0))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("no error, whoever wins");
+    }
+    let active: Vec<_> = store
+        .list_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.state == "active")
+        .collect();
+    assert_eq!(active.len(), 1);
+
+    let values: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .meta_insert_or_get("root", &format!("value {i}"))
+                    .await
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    for v in values {
+        seen.insert(v.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "every caller got the first value written: {seen:?}"
+    );
+}
+
+/// An audit event to pass where the store records one in the same transaction.
+fn ev() -> AuditEvent {
+    AuditEvent::new(
+        AuditKind::TokenIssued,
+        T0,
+        &Actor::cli(),
+        None,
+        serde_json::json!({}),
+    )
+}
