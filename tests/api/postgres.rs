@@ -292,8 +292,8 @@ async fn instances_starting_together_migrate_once_and_share_one_signing_key() {
     }
     assert_eq!(
         jwks[0]["keys"].as_array().unwrap().len(),
-        1,
-        "{:?}",
+        2,
+        "one active and one next key: {:?}",
         jwks[0]
     );
     assert_eq!(jwks[0], jwks[1]);

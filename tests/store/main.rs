@@ -89,6 +89,11 @@ conformance!(
     racing_rotations_of_one_token_rotate_it_once,
     a_rotation_racing_a_revocation_leaves_no_live_successor,
     instances_creating_the_first_key_at_once_agree_on_one,
+    clients_are_listed_a_page_at_a_time,
+    a_client_s_tokens_are_revoked_together,
+    tokens_issued_before_a_time_are_revoked,
+    audit_events_are_recorded_queried_and_purged,
+    pool_figures_are_reported,
 );
 
 /// PostgreSQL only: several instances starting at once on one empty database.
