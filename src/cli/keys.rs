@@ -148,7 +148,8 @@ pub(super) async fn run_master(cmd: MasterKeyCommand, settings: &Settings) -> an
             let current = resolve_master_key(settings)?;
             let store = open_store(settings).await?;
             store.migrate().await?;
-            rotate_master_key(store.as_ref(), &current, &new).await?;
+            let now = crate::domain::clock::Clock::now(&crate::domain::clock::SystemClock);
+            rotate_master_key(store.as_ref(), &current, &new, now).await?;
             println!(
                 "The root key is now wrapped under the new master key. Restart every instance with \
                  the new key (running instances keep working until then)."

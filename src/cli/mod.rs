@@ -236,7 +236,16 @@ pub async fn run() -> anyhow::Result<()> {
                 anyhow::bail!("admin_token is set by configuration; change it there");
             }
             let tessera = crate::service::Tessera::open(&settings).await?;
-            let token = tessera.rotate_admin_token().await?;
+            let token = tessera
+                .rotate_admin_token(&crate::domain::audit::Actor::cli())
+                .await?;
+            // Keep the generated token file (if the operator uses it) in step.
+            if let Some(path) = crate::service::admin::admin_token_file(&settings.database_url)
+                && path.exists()
+            {
+                std::fs::write(&path, format!("{token}\n"))?;
+                eprintln!("Updated {}.", path.display());
+            }
             println!("{token}");
             eprintln!(
                 "The admin token is replaced (stored hashed); this is the only time it is shown."

@@ -46,11 +46,13 @@ pub enum AuditKind {
     AuthFailed,
     /// Tokens were revoked in bulk by an operator.
     BulkRevoked,
+    /// The admin token was replaced.
+    AdminTokenRotated,
 }
 
 impl AuditKind {
     /// Every kind.
-    pub const ALL: [Self; 17] = [
+    pub const ALL: [Self; 18] = [
         Self::ClientCreated,
         Self::ClientUpdated,
         Self::ClientDisabled,
@@ -68,6 +70,7 @@ impl AuditKind {
         Self::ReuseDetected,
         Self::AuthFailed,
         Self::BulkRevoked,
+        Self::AdminTokenRotated,
     ];
 
     /// The stored name.
@@ -91,6 +94,7 @@ impl AuditKind {
             Self::ReuseDetected => "token.reuse_detected",
             Self::AuthFailed => "auth.failed",
             Self::BulkRevoked => "tokens.bulk_revoked",
+            Self::AdminTokenRotated => "admin_token.rotated",
         }
     }
 }

@@ -589,6 +589,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(super::openapi::admin))
         .route("/healthz", get(super::wellknown::healthz))
         .route("/readyz", get(super::wellknown::readyz))
+        .method_not_allowed_fallback(|| async {
+            AdminError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                code: "invalid_request",
+                description: "this endpoint does not accept this HTTP method".into(),
+            }
+        })
         .fallback(|| async {
             AdminError {
                 status: StatusCode::NOT_FOUND,

@@ -130,7 +130,18 @@ pub async fn envelope(
     let elapsed = started.elapsed();
     let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let endpoint = endpoint_label(&path);
-    metrics::histogram!("tessera_http_request_duration_seconds", "endpoint" => endpoint, "method" => method.to_string())
+    // A bounded label: any other method string would make a new series.
+    let method_label: &'static str = match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    metrics::histogram!("tessera_http_request_duration_seconds", "endpoint" => endpoint, "method" => method_label)
         .record(elapsed.as_secs_f64());
     metrics::counter!("tessera_http_requests_total", "endpoint" => endpoint, "status" => status.to_string())
         .increment(1);

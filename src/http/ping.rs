@@ -107,14 +107,29 @@ pub async fn ping(
                 "malformed Basic credentials",
             ));
         };
+        // Basic on /ping checks a secret: the same limits as the token endpoint apply.
+        let profile = state.tessera.policy().default_profile;
+        let source = actor.source.as_deref();
+        state
+            .limits
+            .source(source)
+            .map_err(|l| ApiError::limited(profile, l))?;
         return match state.tessera.authenticate(&id, &secret, &actor).await {
             Ok(client) => {
                 tracing::Span::current().record("client_id", client.id.as_str());
+                state
+                    .limits
+                    .client(&client.id)
+                    .map_err(|l| ApiError::limited(profile, l))?;
                 Ok(StatusCode::OK.into_response())
             }
             Err(e) => {
-                let err = ApiError::service(state.tessera.policy().default_profile, e);
+                let err = ApiError::service(profile, e);
                 if err.is_invalid_client() {
+                    state
+                        .limits
+                        .auth_failure(&id, source)
+                        .map_err(|l| ApiError::limited(profile, l))?;
                     Ok(challenge(
                         StatusCode::UNAUTHORIZED,
                         BASIC_CHALLENGE,

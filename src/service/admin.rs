@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::config::Settings;
+use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::crypto::{constant_time_eq, hex};
 use crate::domain::token;
 
@@ -57,8 +58,8 @@ fn hand_over(settings: &Settings, token: &str) -> anyhow::Result<()> {
             tracing::warn!(path = %path.display(), "generated an admin token (stored hashed); it is in this file for you");
         }
         None => {
-            // Not through the log: the log must never carry a credential.
-            eprintln!("Generated admin token (shown once, stored hashed): {token}");
+            // Not through the log (standard error): the log must never carry a credential.
+            println!("Generated admin token (shown once, stored hashed): {token}");
         }
     }
     Ok(())
@@ -90,7 +91,7 @@ impl Tessera {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn rotate_admin_token(&self) -> Result<String, ServiceError> {
+    pub async fn rotate_admin_token(&self, actor: &Actor) -> Result<String, ServiceError> {
         let token = new_admin_token()?;
         let hash = hex(&self.keys.hash_secret(&token));
         let current = self
@@ -108,6 +109,14 @@ impl Tessera {
             )
             .into());
         }
+        self.audit(AuditEvent::new(
+            AuditKind::AdminTokenRotated,
+            self.clock.now(),
+            actor,
+            None,
+            serde_json::json!({}),
+        ))
+        .await;
         Ok(token)
     }
 
@@ -120,11 +129,10 @@ impl Tessera {
         let expected = match &self.admin_token_hash {
             Some(configured) => configured.clone(),
             // Read on every call so a rotation by the CLI or another instance applies at once.
-            None => {
-                self.store
-                    .meta_insert_or_get(ADMIN_TOKEN_HASH, "!unset")
-                    .await?
-            }
+            None => match self.store.meta_get(ADMIN_TOKEN_HASH).await? {
+                Some(stored) => stored,
+                None => return Ok(false),
+            },
         };
         Ok(constant_time_eq(hash.as_bytes(), expected.as_bytes()))
     }

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::config::Settings;
+use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::clock::UnixTime;
 use crate::domain::crypto::{DerivedKeys, MasterKey, RootKey};
 use std::sync::Arc;
@@ -282,6 +283,7 @@ pub async fn rotate_master_key(
     store: &dyn Store,
     current: &MasterKey,
     new: &MasterKey,
+    now: UnixTime,
 ) -> anyhow::Result<()> {
     let fresh = URL_SAFE_NO_PAD.encode(current.wrap(&RootKey::generate()?)?);
     let stored = store.meta_insert_or_get(ROOT_KEY, &fresh).await?;
@@ -295,5 +297,13 @@ pub async fn rotate_master_key(
     if !store.meta_replace(ROOT_KEY, &stored, &rewrapped).await? {
         anyhow::bail!("the root key changed during the rotation; run the command again");
     }
+    let event = AuditEvent::new(
+        AuditKind::MasterKeyRotated,
+        now,
+        &Actor::cli(),
+        None,
+        serde_json::json!({}),
+    );
+    store.record_audit(&event).await?;
     Ok(())
 }

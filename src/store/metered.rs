@@ -47,6 +47,9 @@ impl<S: Store> Store for Metered<S> {
     async fn close(&self) {
         self.0.close().await;
     }
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        timed("meta_get", self.0.meta_get(key)).await
+    }
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
         timed("meta_insert_or_get", self.0.meta_insert_or_get(key, value)).await
     }

@@ -175,6 +175,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `value` under `key` unless a value is already there; returns the stored value.
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Reads the value under `key` (a read: no write transaction).
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
     /// Replaces the value under `key` if it is still `expected`; false otherwise.
     async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
 

@@ -345,6 +345,18 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)
+        })
+        .await
+    }
+
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
         self.bounded(async {
             let mut tx = self.begin().await?;

@@ -181,6 +181,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)
+    }
+
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
         let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")

@@ -542,3 +542,83 @@ async fn per_address_limits_apply_before_authentication() {
     }
     assert!(statuses.contains(&429), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn basic_credentials_on_ping_meet_the_same_limits() {
+    let app = spawn_app_with(&[("auth_failures_per_minute", "2")]).await;
+    let c = app.client("/ping.read", &[]);
+    let wrong = basic(&c.id, "guess");
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(app.get("/ping", &[("authorization", &wrong)]).await.status);
+    }
+    assert_eq!(statuses, [401, 401, 429]);
+    assert_eq!(
+        app.get("/ping", &[("authorization", &basic(&c.id, &c.secret))])
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn rotating_the_admin_token_is_audited_and_the_old_one_stops_working() {
+    // An app without a configured token: the generated one is in the file.
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let settings = tessera::config::Settings::load_from(
+        None,
+        |_| None,
+        &[
+            ("listen", "127.0.0.1:0".into()),
+            ("admin_listen", "127.0.0.1:0".into()),
+            ("database_url", db.clone()),
+        ],
+    )
+    .unwrap();
+    let app = tessera::http::Application::build(settings).await.unwrap();
+    let admin = app.admin_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    let file = dir.path().join("t.db.admin-token");
+    let first = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    let http = reqwest::Client::new();
+    let get = |token: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!(
+                "http://{admin}/admin/audit?event=admin_token.rotated"
+            ))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(get(first.clone()).await.status(), 200);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["admin-token", "rotate", "--database-url", &db])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        second,
+        "the file follows the rotation"
+    );
+    assert_eq!(get(first).await.status(), 401);
+    let r = get(second).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["events"].as_array().unwrap().len(), 1);
+    assert_eq!(v["events"][0]["source"], "cli");
+    let _ = tx.send(());
+    server.await.unwrap().unwrap();
+}
