@@ -3,9 +3,11 @@
 //! Durability: WAL journal with `synchronous = FULL`, so a transaction is on disk before its
 //! commit returns, and therefore before any `2xx` that depends on it is sent. Writes go through
 //! a pool of exactly one connection and start with `BEGIN IMMEDIATE`: inside one process writers
-//! queue in the pool instead of failing with `SQLITE_BUSY`, and another process (the CLI while
-//! the server runs) waits on the busy timeout. Reads use a separate pool and never block writes
-//! (WAL readers see the last committed state).
+//! queue instead of failing with `SQLITE_BUSY`, and another process (the CLI while the server
+//! runs) waits on the busy timeout. The hot-path writes (issue, refresh, revoke, audit) are
+//! group-committed: many requests share one transaction and one flush (see
+//! [`super::sqlite_writer`]). Reads use a separate pool and never block writes (WAL readers see
+//! the last committed state).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -15,12 +17,13 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
 };
+use super::sqlite_writer::GroupWriter;
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
     Store, StoreError, StoreResult, StoredKey,
@@ -36,6 +39,7 @@ use crate::domain::token::TokenHash;
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    group: GroupWriter,
     path: PathBuf,
 }
 
@@ -67,6 +71,7 @@ impl SqliteStore {
             .map_err(map_err)?;
         Ok(Self {
             reader,
+            group: GroupWriter::start(writer.clone()),
             writer,
             path,
         })
@@ -86,7 +91,7 @@ impl SqliteStore {
     }
 }
 
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
             StoreError::Unavailable(e.to_string())
@@ -105,37 +110,31 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-async fn insert_access(
-    tx: &mut Transaction<'static, Sqlite>,
-    a: &NewAccessToken,
-) -> StoreResult<()> {
+async fn insert_access(tx: &mut SqliteConnection, a: &NewAccessToken) -> StoreResult<()> {
     let query = sqlx::query(
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
          audience, issued_at, expires_at, signing_kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     );
     bind_access_token(query, a)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
     Ok(())
 }
 
-async fn insert_refresh(
-    tx: &mut Transaction<'static, Sqlite>,
-    r: &NewRefreshToken,
-) -> StoreResult<()> {
+async fn insert_refresh(tx: &mut SqliteConnection, r: &NewRefreshToken) -> StoreResult<()> {
     let query = sqlx::query(
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
          VALUES (?, ?, ?, ?, ?, ?)",
     );
     bind_refresh_token(query, r)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(map_err)?;
     Ok(())
 }
 
-async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, e: &AuditEvent) -> StoreResult<()> {
+async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> StoreResult<()> {
     bind_audit_event(
         sqlx::query(
             "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
@@ -143,7 +142,7 @@ async fn insert_audit(tx: &mut Transaction<'static, Sqlite>, e: &AuditEvent) -> 
         ),
         e,
     )
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await
     .map_err(map_err)?;
     Ok(())
@@ -395,24 +394,35 @@ impl Store for SqliteStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&family.id)
-        .bind(&family.client_id)
-        .bind(&family.scope)
-        .bind(family.client_type.as_str())
-        .bind(family.created_at)
-        .bind(access.expires_at.max(refresh.expires_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_access(&mut tx, access).await?;
-        insert_refresh(&mut tx, refresh).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        let (family, access, refresh, audit) = (
+            family.clone(),
+            access.clone(),
+            refresh.clone(),
+            audit.clone(),
+        );
+        self.group
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO token_families (family_id, client_id, scope, client_type, \
+                         created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&family.id)
+                    .bind(&family.client_id)
+                    .bind(&family.scope)
+                    .bind(family.client_type.as_str())
+                    .bind(family.created_at)
+                    .bind(access.expires_at.max(refresh.expires_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    insert_access(tx, &access).await?;
+                    insert_refresh(tx, &refresh).await?;
+                    insert_audit(tx, &audit).await?;
+                    Ok(((), true))
+                })
+            })
+            .await
     }
 
     async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
@@ -437,9 +447,12 @@ impl Store for SqliteStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let now = refresh.issued_at;
-        let mut tx = self.begin_write().await?;
-        let family = sqlx::query(
+        let (old, access, refresh, audit) = (*old, access.clone(), refresh.clone(), audit.clone());
+        self.group
+            .write(move |tx| {
+                Box::pin(async move {
+                    let now = refresh.issued_at;
+                    let family = sqlx::query(
             "UPDATE token_families SET refreshed_at = ?, expires_at = MAX(expires_at, ?) \
              WHERE family_id = ? AND revoked_at IS NULL",
         )
@@ -449,27 +462,29 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        let consumed = sqlx::query(
-            "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, ?) \
+                    let consumed = sqlx::query(
+                        "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, ?) \
              WHERE token_hash = ? AND family_id = ? AND revoked_at IS NULL \
              AND (consumed_at IS NULL OR consumed_at >= ?)",
-        )
-        .bind(now)
-        .bind(&old.0[..])
-        .bind(&refresh.family_id)
-        .bind(reuse_cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        if family.rows_affected() != 1 || consumed.rows_affected() != 1 {
-            tx.rollback().await.map_err(map_err)?;
-            return Ok(RotateOutcome::Lost);
-        }
-        insert_access(&mut tx, access).await?;
-        insert_refresh(&mut tx, refresh).await?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(RotateOutcome::Rotated)
+                    )
+                    .bind(now)
+                    .bind(&old.0[..])
+                    .bind(&refresh.family_id)
+                    .bind(reuse_cutoff)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    if family.rows_affected() != 1 || consumed.rows_affected() != 1 {
+                        // Roll this job back to its savepoint: nothing of it is written.
+                        return Ok((RotateOutcome::Lost, false));
+                    }
+                    insert_access(tx, &access).await?;
+                    insert_refresh(tx, &refresh).await?;
+                    insert_audit(tx, &audit).await?;
+                    Ok((RotateOutcome::Rotated, true))
+                })
+            })
+            .await
     }
 
     async fn revoke_family(
@@ -478,17 +493,24 @@ impl Store for SqliteStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE token_families SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(family_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        let (family_id, audit) = (family_id.to_owned(), audit.clone());
+        self.group
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE token_families SET revoked_at = ? \
+                         WHERE family_id = ? AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&family_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    insert_audit(tx, &audit).await?;
+                    Ok(((), true))
+                })
+            })
+            .await
     }
 
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
@@ -520,17 +542,24 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "UPDATE access_tokens SET revoked_at = ? WHERE token_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)
+        let (id, audit) = (id.to_owned(), audit.clone());
+        self.group
+            .write(move |tx| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE access_tokens SET revoked_at = ? \
+                         WHERE token_id = ? AND revoked_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    insert_audit(tx, &audit).await?;
+                    Ok(((), true))
+                })
+            })
+            .await
     }
 
     async fn revoke_client_tokens(
@@ -582,9 +611,15 @@ impl Store for SqliteStore {
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        insert_audit(&mut tx, event).await?;
-        tx.commit().await.map_err(map_err)
+        let event = event.clone();
+        self.group
+            .write(move |tx| {
+                Box::pin(async move {
+                    insert_audit(tx, &event).await?;
+                    Ok(((), true))
+                })
+            })
+            .await
     }
 
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
