@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 #[allow(unused_imports)]
-use super::openapi::{FieldError, GenericError, TokenFieldRequestDoc};
+use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
 use super::request::OAuthRequest;
 use super::revoke::token_field;
 use super::token::authenticate;
@@ -67,12 +67,7 @@ pub struct IntrospectionResponse {
     )),
     responses(
         (status = 200, description = "`{\"active\": false}` or the token's claims", body = IntrospectionResponse),
-        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
-        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
-        (status = 413, description = "Body too large", body = GenericError),
-        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
-        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+        OAuthErrors,
     )
 )]
 pub async fn introspect(

@@ -80,6 +80,30 @@ impl utoipa::PartialSchema for FieldError {
 
 impl ToSchema for FieldError {}
 
+/// The error answers shared by the token, revoke and introspect endpoints.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum OAuthErrors {
+    /// Malformed request, or (rfc6749 profile) a refused field.
+    #[response(status = 400)]
+    BadRequest(#[to_schema] GenericError),
+    /// Client authentication failed (`invalid_client`).
+    #[response(status = 401)]
+    Unauthorized(#[to_schema] GenericError),
+    /// Body too large.
+    #[response(status = 413)]
+    TooLarge(#[to_schema] GenericError),
+    /// Field validation failure (seed and moov profiles).
+    #[response(status = 422)]
+    Field(#[to_schema] FieldError),
+    /// Rate limited; see `Retry-After`.
+    #[response(status = 429)]
+    Limited(#[to_schema] GenericError),
+    /// Store unavailable; see `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(#[to_schema] GenericError),
+}
+
 /// The JWK set.
 #[derive(ToSchema)]
 #[allow(dead_code)]

@@ -49,6 +49,7 @@ fn challenge(status: StatusCode, www: &str, error: &str, description: &str) -> R
         (status = 200, description = "Valid credentials (no body)"),
         (status = 401, description = "Missing or invalid credentials; see `WWW-Authenticate`", body = GenericError),
         (status = 403, description = "The token lacks `/ping.read`", body = GenericError),
+        (status = 429, description = "Basic credentials rate limited; see `Retry-After`", body = GenericError),
         (status = 503, description = "Store unavailable", body = GenericError),
     )
 )]

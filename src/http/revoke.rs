@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 #[allow(unused_imports)]
-use super::openapi::{FieldError, GenericError, TokenFieldRequestDoc};
+use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
 use super::request::OAuthRequest;
 use super::token::authenticate;
 use crate::domain::audit::Actor;
@@ -52,12 +52,7 @@ pub fn token_field(req: &OAuthRequest, profile: Profile) -> Result<&str, ApiErro
     responses(
         (status = 200, description = "Revoked, or nothing to revoke (rfc6749 profile)"),
         (status = 204, description = "Revoked, or nothing to revoke (seed and moov profiles)"),
-        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
-        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
-        (status = 413, description = "Body too large", body = GenericError),
-        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
-        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+        OAuthErrors,
     )
 )]
 pub async fn revoke(

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 #[allow(unused_imports)]
-use super::openapi::{FieldError, GenericError, TokenRequestDoc, TokenTypeDoc};
+use super::openapi::{OAuthErrors, TokenRequestDoc, TokenTypeDoc};
 use super::request::OAuthRequest;
 use crate::domain::audit::Actor;
 use crate::domain::client::{Client, Profile};
@@ -103,12 +103,7 @@ pub async fn authenticate(
     )),
     responses(
         (status = 200, description = "An AuthToken, shaped by the client's wire profile", body = AuthToken),
-        (status = 400, description = "Malformed request, or (rfc6749 profile) a refused field", body = GenericError),
-        (status = 401, description = "Client authentication failed (`invalid_client`)", body = GenericError),
-        (status = 413, description = "Body too large", body = GenericError),
-        (status = 422, description = "Field validation failure (seed and moov profiles)", body = FieldError),
-        (status = 429, description = "Rate limited; see `Retry-After`", body = GenericError),
-        (status = 503, description = "Store unavailable; see `Retry-After`", body = GenericError),
+        OAuthErrors,
     )
 )]
 pub async fn token(

@@ -4,7 +4,7 @@
 //! configuration (`admin_token`, usually `TESSERA_ADMIN_TOKEN`) or generated on the first
 //! start: then only its keyed hash is stored (like a client secret), and the token itself is
 //! handed to the operator once — written to `<database file>.admin-token` (mode 0600) on the
-//! embedded SQLite default, printed to standard error otherwise. `tessera admin-token rotate`
+//! embedded SQLite default, printed to standard output otherwise. `tessera admin-token rotate`
 //! replaces it. Comparison is constant-time.
 
 use std::io::Write as _;
