@@ -14,16 +14,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::{Connection, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::rows::{
-    AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
-    bind_client_fields, bind_refresh_token,
-};
-use super::sqlite_writer::GroupWriter;
+use super::rows::{AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
+use super::sqlite_writer::{GroupWriter, map_err as writer_err};
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
     Store, StoreError, StoreResult, StoredKey,
@@ -71,7 +69,7 @@ impl SqliteStore {
             .map_err(map_err)?;
         Ok(Self {
             reader,
-            group: GroupWriter::start(writer.clone()),
+            group: GroupWriter::start(&path)?,
             writer,
             path,
         })
@@ -110,42 +108,68 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-async fn insert_access(tx: &mut SqliteConnection, a: &NewAccessToken) -> StoreResult<()> {
-    let query = sqlx::query(
+fn insert_access(conn: &Connection, a: &NewAccessToken) -> StoreResult<()> {
+    change(
+        conn,
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-         audience, issued_at, expires_at, signing_kid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    );
-    bind_access_token(query, a)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+         audience, issued_at, expires_at, signing_kid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            a.id,
+            &a.hash.0[..],
+            a.family_id,
+            a.client_id,
+            a.format.as_str(),
+            a.scope,
+            a.audience,
+            a.issued_at,
+            a.expires_at,
+            a.signing_kid
+        ],
+    )?;
     Ok(())
 }
 
-async fn insert_refresh(tx: &mut SqliteConnection, r: &NewRefreshToken) -> StoreResult<()> {
-    let query = sqlx::query(
+fn insert_refresh(conn: &Connection, r: &NewRefreshToken) -> StoreResult<()> {
+    change(
+        conn,
         "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    );
-    bind_refresh_token(query, r)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            &r.hash.0[..],
+            r.family_id,
+            r.client_id,
+            r.scope,
+            r.issued_at,
+            r.expires_at
+        ],
+    )?;
     Ok(())
 }
 
-async fn insert_audit(tx: &mut SqliteConnection, e: &AuditEvent) -> StoreResult<()> {
-    bind_audit_event(
-        sqlx::query(
-            "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ),
-        e,
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(map_err)?;
+fn insert_audit(conn: &Connection, e: &AuditEvent) -> StoreResult<()> {
+    change(
+        conn,
+        "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            e.id,
+            e.at,
+            e.event,
+            e.client_id,
+            e.request_id,
+            e.source,
+            e.detail.to_string()
+        ],
+    )?;
     Ok(())
+}
+
+/// Runs one statement (prepared once, cached) on the writer's connection; returns the rows it
+/// changed.
+fn change(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreResult<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute(values))
+        .map_err(writer_err)
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -401,26 +425,24 @@ impl Store for SqliteStore {
             audit.clone(),
         );
         self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "INSERT INTO token_families (family_id, client_id, scope, client_type, \
-                         created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&family.id)
-                    .bind(&family.client_id)
-                    .bind(&family.scope)
-                    .bind(family.client_type.as_str())
-                    .bind(family.created_at)
-                    .bind(access.expires_at.max(refresh.expires_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    insert_access(tx, &access).await?;
-                    insert_refresh(tx, &refresh).await?;
-                    insert_audit(tx, &audit).await?;
-                    Ok(((), true))
-                })
+            .write(move |conn| {
+                change(
+                    conn,
+                    "INSERT INTO token_families (family_id, client_id, scope, client_type, \
+                     created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        family.id,
+                        family.client_id,
+                        family.scope,
+                        family.client_type.as_str(),
+                        family.created_at,
+                        access.expires_at.max(refresh.expires_at)
+                    ],
+                )?;
+                insert_access(conn, &access)?;
+                insert_refresh(conn, &refresh)?;
+                insert_audit(conn, &audit)?;
+                Ok(((), true))
             })
             .await
     }
@@ -449,40 +471,33 @@ impl Store for SqliteStore {
     ) -> StoreResult<RotateOutcome> {
         let (old, access, refresh, audit) = (*old, access.clone(), refresh.clone(), audit.clone());
         self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    let now = refresh.issued_at;
-                    let family = sqlx::query(
-            "UPDATE token_families SET refreshed_at = ?, expires_at = MAX(expires_at, ?) \
-             WHERE family_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(access.expires_at.max(refresh.expires_at))
-        .bind(&refresh.family_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-                    let consumed = sqlx::query(
-                        "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, ?) \
-             WHERE token_hash = ? AND family_id = ? AND revoked_at IS NULL \
-             AND (consumed_at IS NULL OR consumed_at >= ?)",
-                    )
-                    .bind(now)
-                    .bind(&old.0[..])
-                    .bind(&refresh.family_id)
-                    .bind(reuse_cutoff)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    if family.rows_affected() != 1 || consumed.rows_affected() != 1 {
-                        // Roll this job back to its savepoint: nothing of it is written.
-                        return Ok((RotateOutcome::Lost, false));
-                    }
-                    insert_access(tx, &access).await?;
-                    insert_refresh(tx, &refresh).await?;
-                    insert_audit(tx, &audit).await?;
-                    Ok((RotateOutcome::Rotated, true))
-                })
+            .write(move |conn| {
+                let now = refresh.issued_at;
+                let family = change(
+                    conn,
+                    "UPDATE token_families SET refreshed_at = ?1, expires_at = MAX(expires_at, ?2) \
+                     WHERE family_id = ?3 AND revoked_at IS NULL",
+                    params![
+                        now,
+                        access.expires_at.max(refresh.expires_at),
+                        refresh.family_id
+                    ],
+                )?;
+                let consumed = change(
+                    conn,
+                    "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, ?1) \
+                     WHERE token_hash = ?2 AND family_id = ?3 AND revoked_at IS NULL \
+                     AND (consumed_at IS NULL OR consumed_at >= ?4)",
+                    params![now, &old.0[..], refresh.family_id, reuse_cutoff],
+                )?;
+                if family != 1 || consumed != 1 {
+                    // Roll this job back to its savepoint: nothing of it is written.
+                    return Ok((RotateOutcome::Lost, false));
+                }
+                insert_access(conn, &access)?;
+                insert_refresh(conn, &refresh)?;
+                insert_audit(conn, &audit)?;
+                Ok((RotateOutcome::Rotated, true))
             })
             .await
     }
@@ -495,20 +510,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let (family_id, audit) = (family_id.to_owned(), audit.clone());
         self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE token_families SET revoked_at = ? \
-                         WHERE family_id = ? AND revoked_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(&family_id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    insert_audit(tx, &audit).await?;
-                    Ok(((), true))
-                })
+            .write(move |conn| {
+                change(
+                    conn,
+                    "UPDATE token_families SET revoked_at = ?1 WHERE family_id = ?2 AND revoked_at IS NULL",
+                    params![now, family_id],
+                )?;
+                insert_audit(conn, &audit)?;
+                Ok(((), true))
             })
             .await
     }
@@ -544,20 +553,14 @@ impl Store for SqliteStore {
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
         let (id, audit) = (id.to_owned(), audit.clone());
         self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "UPDATE access_tokens SET revoked_at = ? \
-                         WHERE token_id = ? AND revoked_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    insert_audit(tx, &audit).await?;
-                    Ok(((), true))
-                })
+            .write(move |conn| {
+                change(
+                    conn,
+                    "UPDATE access_tokens SET revoked_at = ?1 WHERE token_id = ?2 AND revoked_at IS NULL",
+                    params![now, id],
+                )?;
+                insert_audit(conn, &audit)?;
+                Ok(((), true))
             })
             .await
     }
@@ -568,18 +571,18 @@ impl Store for SqliteStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE token_families SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(client_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected())
+        let (client_id, audit) = (client_id.to_owned(), audit.clone());
+        self.group
+            .write(move |conn| {
+                let n = change(
+                    conn,
+                    "UPDATE token_families SET revoked_at = ?1 WHERE client_id = ?2 AND revoked_at IS NULL",
+                    params![now, client_id],
+                )?;
+                insert_audit(conn, &audit)?;
+                Ok((n as u64, true))
+            })
+            .await
     }
 
     async fn revoke_issued_before(
@@ -588,36 +591,31 @@ impl Store for SqliteStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let access = sqlx::query(
-            "UPDATE access_tokens SET revoked_at = ? WHERE issued_at < ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(before)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        let refresh = sqlx::query(
-            "UPDATE refresh_tokens SET revoked_at = ? WHERE issued_at < ? AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(before)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        insert_audit(&mut tx, audit).await?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(access.rows_affected() + refresh.rows_affected())
+        let audit = audit.clone();
+        self.group
+            .write(move |conn| {
+                let access = change(
+                    conn,
+                    "UPDATE access_tokens SET revoked_at = ?1 WHERE issued_at < ?2 AND revoked_at IS NULL",
+                    params![now, before],
+                )?;
+                let refresh = change(
+                    conn,
+                    "UPDATE refresh_tokens SET revoked_at = ?1 WHERE issued_at < ?2 AND revoked_at IS NULL",
+                    params![now, before],
+                )?;
+                insert_audit(conn, &audit)?;
+                Ok(((access + refresh) as u64, true))
+            })
+            .await
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let event = event.clone();
         self.group
-            .write(move |tx| {
-                Box::pin(async move {
-                    insert_audit(tx, &event).await?;
-                    Ok(((), true))
-                })
+            .write(move |conn| {
+                insert_audit(conn, &event)?;
+                Ok(((), true))
             })
             .await
     }
