@@ -7,10 +7,11 @@
 --   BENCH_AUTH     value of the Authorization header (HTTP Basic of the client)
 --   BENCH_SCOPE    scope of client_credentials requests
 --   BENCH_TOKEN_PATH, BENCH_INTROSPECT_PATH, BENCH_REVOKE_PATH   endpoint paths
---   BENCH_POOL     pool file prefix; thread N reads (or, for mint, writes) PREFIX.N
---                  (refresh, revoke: one refresh token a line, each used once;
---                   introspect: one access token a line, cycled)
---   BENCH_QUOTA    mint: tokens each thread writes before it stops
+--   BENCH_POOL     pool file: mint writes it ("REFRESH ACCESS" a line; run mint with -t 1),
+--                  and thread N of the other workloads takes lines N, N+T, N+2T, ...
+--                  (refresh, revoke: the refresh token, each used once;
+--                   introspect: the access token, cycled)
+--   BENCH_QUOTA    mint: tokens to write before the run ends
 --   BENCH_RATE     if set, total requests/s to pace to (spread over BENCH_THREADS threads)
 --   BENCH_THREADS  wrk's -t, for pacing
 --
@@ -28,6 +29,24 @@ local pool_prefix = os.getenv("BENCH_POOL")
 local quota = tonumber(os.getenv("BENCH_QUOTA") or "0")
 local rate = tonumber(os.getenv("BENCH_RATE") or "0")
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
+
+local ffi = require("ffi")
+ffi.cdef [[
+  int getpid(void);
+  int tgkill(int tgid, int tid, int sig);
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clk_id, bench_timespec *tp);
+]]
+
+-- Ends the whole run now. wrk's main thread sleeps for the full -d and only then joins the
+-- threads, so a thread that stops early (quota reached, pool used up) would leave the run
+-- idling and its requests/s diluted. SIGINT to the main thread (whose tid is the pid) wakes
+-- it, and wrk then stops every thread and reports the true duration.
+local function end_run()
+  local pid = ffi.C.getpid()
+  ffi.C.tgkill(pid, pid, 2)
+  wrk.thread:stop()
+end
 
 local function urlencode(s)
   return (s:gsub("[^%w%-%._~]", function(c) return string.format("%%%02X", string.byte(c)) end))
@@ -62,19 +81,22 @@ local MAX_RTS, MAX_ATS = 20000, 1000
 
 function init(args)
   if pool_prefix and (kind == "refresh" or kind == "revoke" or kind == "introspect") then
-    local f = io.open(pool_prefix .. "." .. tid, "r")
+    local f = io.open(pool_prefix, "r")
     if f then
-      -- mint writes "REFRESH ACCESS" lines
+      local n = 0
       for line in f:lines() do
-        local rt, at = string.match(line, "^(%S+) (%S+)$")
-        local t = (kind == "introspect") and at or rt
-        if t then pool[#pool + 1] = t end
+        if n % nthreads == tid then
+          local rt, at = string.match(line, "^(%S+) (%S+)$")
+          local t = (kind == "introspect") and at or rt
+          if t then pool[#pool + 1] = t end
+        end
+        n = n + 1
       end
       f:close()
     end
   end
   if kind == "mint" then
-    out = io.open(pool_prefix .. "." .. tid, "w")
+    out = io.open(pool_prefix, "w")
   end
 end
 
@@ -94,7 +116,7 @@ local function next_pooled()
   if t == nil then
     -- Pool used up: stop this thread rather than send a token twice.
     exhausted = 1
-    wrk.thread:stop()
+    end_run()
     return nil -- the caller sends a harmless GET /healthz while the thread stops
   end
   pool_next = pool_next + 1
@@ -170,14 +192,15 @@ function response(status, headers, body)
     if status ~= 200 then
       note_bad(status, body)
     else
+      if minted >= quota then return end
       local at, rt = harvest(body)
       -- A line per grant: the refresh token (or, for a server that issues none, the access
       -- token), a space, the access token.
       out:write((rt or at or ""), " ", (at or ""), "\n")
       minted = minted + 1
-      if minted >= quota then
-        out:flush()
-        wrk.thread:stop()
+      if minted == quota then
+        out:close()
+        end_run()
       end
     end
   else -- mixed
@@ -198,11 +221,6 @@ function response(status, headers, body)
 end
 
 if rate > 0 then
-  local ffi = require("ffi")
-  ffi.cdef [[
-    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
-    int clock_gettime(int clk_id, bench_timespec *tp);
-  ]]
   local ts = ffi.new("bench_timespec")
   local function now_ms()
     ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
