@@ -503,6 +503,11 @@ function targets(results, peer) {
   return lines.join('\n');
 }
 
+function wrkVersion() {
+  const r = spawnSync('wrk', ['-v'], { encoding: 'utf8' });
+  return `${r.stdout || ''}${r.stderr || ''}`.trim().split('\n')[0] || '?';
+}
+
 function commandLine() {
   const a = process.argv.slice(2);
   const kept = a.filter((x, i) => x !== '--bin' && a[i - 1] !== '--bin');
@@ -520,7 +525,7 @@ function machineInfo(o) {
     `- commit: ${sh('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', repo, 'status', '--porcelain']) ? ' (with uncommitted changes)' : ''}; binary: ${o.bin}`,
     `- machine: ${os.cpus().length} CPUs (nproc ${sh('nproc', [])}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${lscpu}`,
     `- kernel: ${os.release()}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
-    `- wrk: ${sh('wrk', ['-v']).split('\n')[0]}; node ${process.version}; ${o.threads} wrk threads, ${o.connections} connections, ${o.duration} s per run, paced runs at ${o.fraction * 100} % of peak`,
+    `- wrk: ${wrkVersion()}; node ${process.version}; ${o.threads} wrk threads, ${o.connections} connections, ${o.duration} s per run, paced runs at ${o.fraction * 100} % of peak`,
   ].join('\n');
 }
 
