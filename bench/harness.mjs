@@ -525,7 +525,7 @@ function machineInfo(o) {
     `- commit: ${sh('git', ['-C', repo, 'rev-parse', '--short', 'HEAD'])}${sh('git', ['-C', repo, 'status', '--porcelain']) ? ' (with uncommitted changes)' : ''}; binary: ${o.bin}`,
     `- machine: ${os.cpus().length} CPUs (nproc ${sh('nproc', [])}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${lscpu}`,
     `- kernel: ${os.release()}; load average at start: ${os.loadavg().map((x) => x.toFixed(2)).join(' ')}`,
-    `- wrk: ${wrkVersion()}; node ${process.version}; ${o.threads} wrk threads, ${o.connections} connections, ${o.duration} s per run, paced runs at ${o.fraction * 100} % of peak`,
+    `- wrk: ${wrkVersion()}; node ${process.version}; ${o.threads} wrk threads, ${o.connections} connections${o.mode === 'soak' ? '' : `, ${o.duration} s per run, paced runs at ${o.fraction * 100} % of peak`}`,
   ].join('\n');
 }
 
