@@ -179,6 +179,20 @@ function procTicks(pid) {
   return Number(f[11]) + Number(f[12]); // utime + stime (fields 14 and 15)
 }
 
+// CPU ticks of a process and its direct children (PostgreSQL: the postmaster and its backends).
+function treeTicks(pid) {
+  let total = 0;
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+      if (Number(d) === pid || Number(f[1]) === pid) total += Number(f[11]) + Number(f[12]);
+    } catch { /* exited */ }
+  }
+  return total;
+}
+
 function procMem(pid) {
   const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number((s.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm')) || [])[1] || 0);
@@ -212,6 +226,7 @@ async function wrk(target, { kind, seconds, rate = 0, pool = null, quota = 0, en
   };
   const pid = target.pid();
   const t0 = procTicks(pid);
+  const d0 = target.dbPid ? treeTicks(target.dbPid) : 0;
   const m0 = machineTicks();
   const w0 = process.hrtime.bigint();
   const child = spawn('wrk', args, { env: wenv, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -223,6 +238,7 @@ async function wrk(target, { kind, seconds, rate = 0, pool = null, quota = 0, en
   const code = await new Promise((resolve) => child.on('exit', (c) => { children.delete(child); resolve(c); }));
   const wall = Number(process.hrtime.bigint() - w0) / 1e9;
   const t1 = procTicks(pid);
+  const d1 = target.dbPid ? treeTicks(target.dbPid) : 0;
   const m1 = machineTicks();
   const mem = procMem(pid);
   const line = stdout.split('\n').find((l) => l.startsWith('BENCH_RESULT '));
@@ -231,6 +247,7 @@ async function wrk(target, { kind, seconds, rate = 0, pool = null, quota = 0, en
   }
   const r = JSON.parse(line.slice('BENCH_RESULT '.length));
   r.serverCores = (t1 - t0) / CLK_TCK / wall;
+  r.dbCores = target.dbPid ? (d1 - d0) / CLK_TCK / wall : null;
   r.machineBusy = 1 - (m1.idle - m0.idle) / Math.max(1, m1.total - m0.total);
   r.rssKiB = mem.rssKiB;
   r.hwmKiB = mem.hwmKiB;
@@ -253,7 +270,7 @@ async function mint(target, pool, count, o) {
 
 // ---------------------------------------------------------------- Tessera
 
-async function startTessera(o, work, backend, dbUrl, extraEnv = {}) {
+async function startTessera(o, work, backend, dbUrl, extraEnv = {}, dbPid = null) {
   const port = await freePort();
   const adminPort = await freePort();
   const logFile = path.join(work.dir, `tessera-${backend}.log`);
@@ -263,10 +280,12 @@ async function startTessera(o, work, backend, dbUrl, extraEnv = {}) {
     TESSERA_RATE_LIMIT_PER_IP: '0',
     TESSERA_MASTER_KEY: work.masterKey,
     TESSERA_LOG: process.env.TESSERA_LOG || 'warn',
+    // By environment rather than flag, so that builds without an admin listener ignore it.
+    TESSERA_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
     ...extraEnv,
   };
-  const child = startProcess(o.bin, ['serve', '--listen', `127.0.0.1:${port}`,
-    '--admin-listen', `127.0.0.1:${adminPort}`, '--database-url', dbUrl], { env, logFile, cwd: work.dir });
+  const child = startProcess(o.bin, ['serve', '--listen', `127.0.0.1:${port}`, '--database-url', dbUrl],
+    { env, logFile, cwd: work.dir });
   const base = `http://127.0.0.1:${port}`;
   const ready = await waitHttp(`${base}/readyz`, child, logFile);
   if (!ready.ok) {
@@ -288,7 +307,7 @@ async function startTessera(o, work, backend, dbUrl, extraEnv = {}) {
   const jwtAuth = client('jwt');
   const target = (auth) => ({
     url: base, auth, scope: '/ping.read', tokenPath: '/oauth2/token',
-    introspectPath: '/oauth2/introspect', revokePath: '/oauth2/revoke', pid: () => child.pid,
+    introspectPath: '/oauth2/introspect', revokePath: '/oauth2/revoke', pid: () => child.pid, dbPid,
   });
   return { child, logFile, opaque: target(opaqueAuth), jwt: target(jwtAuth) };
 }
@@ -447,7 +466,7 @@ function table(title, rows, extraNote) {
       : [`${int(q.rps)} (${int(q.targetRate)})`, ms(q.p50_us), ms(q.p99_us), ms(q.p999_us)];
     const errs = p.errors + (q && !q.failed ? q.errors : 0);
     const exhausted = p.pool_exhausted || (q && q.pool_exhausted) ? ' (token pool ran out early)' : '';
-    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
+    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
   }
   return lines.join('\n');
 }
@@ -546,7 +565,7 @@ async function fullOrSmoke(o, work) {
     }
     log(`${backend}: starting Tessera`);
     let srv;
-    try { srv = await startTessera(o, work, backend, dbUrl); } catch (e) { srv = { skipped: e.message }; }
+    try { srv = await startTessera(o, work, backend, dbUrl, {}, pgInfo && pgInfo.pid); } catch (e) { srv = { skipped: e.message }; }
     if (srv.skipped) { results[backend] = { skipped: srv.skipped }; log(`${backend} skipped: ${srv.skipped}`); continue; }
     try {
       results[backend] = { rows: await tesseraWorkloads(o, work, backend, srv), pg: pgInfo };
@@ -619,7 +638,7 @@ async function soak(o, work) {
     TESSERA_ACCESS_TTL: '60', TESSERA_REFRESH_TTL: '120', TESSERA_CLEANUP_INTERVAL: '5',
     TESSERA_AUDIT_RETENTION: '120',
   };
-  const srv = await startTessera(o, work, backend, dbUrl, soakEnv);
+  const srv = await startTessera(o, work, backend, dbUrl, soakEnv, pg && pg.pid);
   if (srv.skipped) { log(`soak skipped: ${srv.skipped}`); return 1; }
   const dbFile = backend === 'sqlite' ? dbUrl.replace(/^sqlite:\/\//, '') : null;
   const dbSize = () => {
@@ -655,7 +674,7 @@ async function soak(o, work) {
   if (r.failed) {
     lines.push(`wrk failed: ${r.failed}`);
   } else {
-    lines.push(`Mixed load: ${int(r.requests)} requests, ${int(r.rps)} req/s, p50 ${ms(r.p50_us)} ms, p99 ${ms(r.p99_us)} ms, p99.9 ${ms(r.p999_us)} ms, server CPU ${r.serverCores.toFixed(2)} cores, errors ${r.errors}${r.first_bad ? ` (e.g. ${r.first_bad})` : ''}.`, '');
+    lines.push(`Mixed load: ${int(r.requests)} requests, ${int(r.rps)} req/s, p50 ${ms(r.p50_us)} ms, p99 ${ms(r.p99_us)} ms, p99.9 ${ms(r.p999_us)} ms, server CPU ${r.serverCores.toFixed(2)} cores${r.dbCores != null ? ` (+${r.dbCores.toFixed(2)} PostgreSQL)` : ''}, errors ${r.errors}${r.first_bad ? ` (e.g. ${r.first_bad})` : ''}.`, '');
   }
   lines.push(`| t (s) | server RSS MiB | peak RSS MiB | database MiB | WAL MiB |`, '|---:|---:|---:|---:|---:|');
   for (const s of samples) {
