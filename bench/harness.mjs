@@ -26,7 +26,7 @@ const USAGE = `usage: bench/run [--smoke | --soak] [options]
 
   (default)            full run: every workload, on every backend, and the peer
   --smoke              a few seconds per workload; fails on missing numbers or any error
-  --soak               ${'10'} minutes of mixed load with the background cleanup running
+  --soak               10 minutes of mixed load with the background cleanup running
   --duration S         seconds per measured run (default 10; smoke 2)
   --soak-duration S    soak length in seconds (default 600)
   --sample S           soak sampling interval in seconds (default 30)
