@@ -35,6 +35,15 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Drains recorded histogram samples into their buckets. The recorder keeps every sample until
+/// this runs, so it must run periodically whether or not anyone scrapes `/metrics`; otherwise
+/// memory grows with every request.
+pub fn upkeep() {
+    if let Some(handle) = install() {
+        handle.run_upkeep();
+    }
+}
+
 /// The `/metrics` response.
 pub fn render(tessera: &Tessera) -> Response {
     let Some(handle) = install() else {

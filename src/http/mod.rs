@@ -176,6 +176,12 @@ impl Application {
             self.token_retention,
         ));
         let reload = tokio::spawn(key_reload_loop(state.clone()));
+        let upkeep = tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                metrics::upkeep();
+            }
+        });
         tracing::info!(
             addr = %self.listener.local_addr()?,
             admin = %self.admin_listener.local_addr()?,
@@ -226,6 +232,7 @@ impl Application {
         };
         cleanup.abort();
         reload.abort();
+        upkeep.abort();
         state.tessera.close().await;
         served.context("serving HTTP")
     }
