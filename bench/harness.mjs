@@ -456,8 +456,8 @@ const int = (n) => Math.round(n).toLocaleString('en-US');
 function table(title, rows, extraNote) {
   const lines = [`### ${title}`, ''];
   if (extraNote) lines.push(extraNote, '');
-  lines.push('| workload | req/s (peak) | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | machine busy | paced req/s (target) | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| workload | req/s (peak) | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | server CPU µs/req | machine busy | paced req/s (target) | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const p = r.peak;
     const q = r.paced;
@@ -466,7 +466,7 @@ function table(title, rows, extraNote) {
       : [`${int(q.rps)} (${int(q.targetRate)})`, ms(q.p50_us), ms(q.p99_us), ms(q.p999_us)];
     const errs = p.errors + (q && !q.failed ? q.errors : 0);
     const exhausted = p.pool_exhausted || (q && q.pool_exhausted) ? ' (token pool ran out early)' : '';
-    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
+    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${int(p.serverCores / p.rps * 1e6)} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
   }
   return lines.join('\n');
 }
