@@ -252,14 +252,16 @@ async function wrk(target, { kind, seconds, rate = 0, pool = null, quota = 0, en
   r.rssKiB = mem.rssKiB;
   r.hwmKiB = mem.hwmKiB;
   r.targetRate = rate;
-  r.errors = r.bad + r.connect_errors + r.read_errors + r.write_errors + r.timeouts + r.status_errors;
+  // The script sees every response, so `bad` already counts the statuses wrk calls errors
+  // (>= 400); the max guards against a response the script did not see.
+  r.errors = Math.max(r.bad, r.status_errors) + r.connect_errors + r.read_errors + r.write_errors + r.timeouts;
   return r;
 }
 
 // Runs client_credentials (one wrk thread) until `count` grants are written to `pool`.
 async function mint(target, pool, count, o) {
   const r = await wrk(target, {
-    kind: 'mint', seconds: Math.max(30, count / 300), pool, quota: count,
+    kind: 'mint', seconds: Math.max(60, count / 100), pool, quota: count,
     connections: o.connections, threads: 1,
   });
   if (r.failed) throw new Error(`minting ${count} tokens: ${r.failed}`);
@@ -377,16 +379,29 @@ async function peakAndPaced(name, target, o, pools = {}) {
   return { name, peak, paced };
 }
 
+// A workload that cannot even be set up (a pool that could not be minted) is a failed row,
+// not the end of the whole run.
+async function guarded(name, fn) {
+  try {
+    return await fn();
+  } catch (e) {
+    log(`${name}: ${e.message}`);
+    return { name, peak: { failed: e.message }, paced: null };
+  }
+}
+
 async function tesseraWorkloads(o, work, backend, srv) {
   const rows = [];
-  rows.push(await peakAndPaced('client_credentials (opaque)', srv.opaque, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } }));
-  rows.push(await peakAndPaced('client_credentials (JWT)', srv.jwt, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } }));
+  rows.push(await guarded('client_credentials (opaque)', () => peakAndPaced('client_credentials (opaque)', srv.opaque, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
+  rows.push(await guarded('client_credentials (JWT)', () => peakAndPaced('client_credentials (JWT)', srv.jwt, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
 
   const introPool = path.join(work.dir, `${backend}-introspect`);
-  log(`introspection: minting ${INTROSPECT_POOL} opaque access tokens`);
-  await mint(srv.opaque, introPool, INTROSPECT_POOL, o);
-  rows.push(await peakAndPaced('introspection (opaque)', srv.opaque, o,
-    { peak: { kind: 'introspect', pool: introPool }, paced: { kind: 'introspect', pool: introPool } }));
+  rows.push(await guarded('introspection (opaque)', async () => {
+    log(`introspection: minting ${INTROSPECT_POOL} opaque access tokens`);
+    await mint(srv.opaque, introPool, INTROSPECT_POOL, o);
+    return peakAndPaced('introspection (opaque)', srv.opaque, o,
+      { peak: { kind: 'introspect', pool: introPool }, paced: { kind: 'introspect', pool: introPool } });
+  }));
 
   // Refresh and revocation use each refresh token once: mint enough for the peak run (sized
   // from the client_credentials rate), then for the paced run (sized from the measured peak).
@@ -395,17 +410,21 @@ async function tesseraWorkloads(o, work, backend, srv) {
   for (const [kind, name] of [['refresh', 'refresh_token (opaque)'], ['revoke', 'revocation (refresh token)']]) {
     const peakPool = path.join(work.dir, `${backend}-${kind}-peak`);
     const pacedPool = path.join(work.dir, `${backend}-${kind}-paced`);
-    const n = Math.min(cap, Math.ceil(ccRate * o.duration * 2) + 1000);
-    log(`${kind}: minting ${n} refresh tokens`);
-    await mint(srv.opaque, peakPool, n, o);
-    rows.push(await peakAndPaced(name, srv.opaque, o, {
-      peak: { kind, pool: peakPool },
-      paced: { kind, pool: pacedPool },
-      preparePaced: async (rate) => {
-        const m = Math.min(cap, Math.ceil(rate * o.duration * 1.2) + 1000);
-        log(`${kind}: minting ${m} refresh tokens for the paced run`);
-        await mint(srv.opaque, pacedPool, m, o);
-      },
+    // Three times what client_credentials did in a run: refresh and revocation may well be
+    // faster. A pool that runs out ends the run early (and the table says so).
+    const n = Math.min(cap, Math.ceil(ccRate * o.duration * 3) + 1000);
+    rows.push(await guarded(name, async () => {
+      log(`${kind}: minting ${n} refresh tokens`);
+      await mint(srv.opaque, peakPool, n, o);
+      return peakAndPaced(name, srv.opaque, o, {
+        peak: { kind, pool: peakPool },
+        paced: { kind, pool: pacedPool },
+        preparePaced: async (rate) => {
+          const m = Math.min(cap, Math.ceil(rate * o.duration * 1.2) + 1000);
+          log(`${kind}: minting ${m} refresh tokens for the paced run`);
+          await mint(srv.opaque, pacedPool, m, o);
+        },
+      });
     }));
     for (const p of [peakPool, pacedPool]) fs.rmSync(p, { force: true });
   }
@@ -435,12 +454,14 @@ async function runPeer(o, work) {
   };
   const rows = [];
   try {
-    rows.push(await peakAndPaced('client_credentials (opaque)', target, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } }));
+    rows.push(await guarded('client_credentials (opaque)', () => peakAndPaced('client_credentials (opaque)', target, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
     const pool = path.join(work.dir, 'peer-introspect');
-    log(`peer introspection: minting ${INTROSPECT_POOL} access tokens`);
-    await mint(target, pool, INTROSPECT_POOL, o);
-    rows.push(await peakAndPaced('introspection (opaque)', target, o,
-      { peak: { kind: 'introspect', pool }, paced: { kind: 'introspect', pool } }));
+    rows.push(await guarded('introspection (opaque)', async () => {
+      log(`peer introspection: minting ${INTROSPECT_POOL} access tokens`);
+      await mint(target, pool, INTROSPECT_POOL, o);
+      return peakAndPaced('introspection (opaque)', target, o,
+        { peak: { kind: 'introspect', pool }, paced: { kind: 'introspect', pool } });
+    }));
   } finally {
     await stopProcess(child);
   }
@@ -450,14 +471,15 @@ async function runPeer(o, work) {
 // ---------------------------------------------------------------- reporting
 
 const ms = (us) => (us / 1000).toFixed(2);
+const statusList = (r) => Object.entries(r.statuses || {}).map(([k, v]) => `${k}: ${v}`).join(', ') || 'none';
 const mib = (kib) => (kib / 1024).toFixed(0);
 const int = (n) => Math.round(n).toLocaleString('en-US');
 
 function table(title, rows, extraNote) {
   const lines = [`### ${title}`, ''];
   if (extraNote) lines.push(extraNote, '');
-  lines.push('| workload | req/s (peak) | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | machine busy | paced req/s (target) | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |');
-  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| workload | req/s (peak) | p50 ms | p99 ms | p99.9 ms | server CPU (cores) | server CPU µs/req | machine busy | paced req/s (target) | p50 ms | p99 ms | p99.9 ms | peak RSS MiB | errors |');
+  lines.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const p = r.peak;
     const q = r.paced;
@@ -466,7 +488,7 @@ function table(title, rows, extraNote) {
       : [`${int(q.rps)} (${int(q.targetRate)})`, ms(q.p50_us), ms(q.p99_us), ms(q.p999_us)];
     const errs = p.errors + (q && !q.failed ? q.errors : 0);
     const exhausted = p.pool_exhausted || (q && q.pool_exhausted) ? ' (token pool ran out early)' : '';
-    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
+    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${int(p.serverCores / p.rps * 1e6)} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
   }
   return lines.join('\n');
 }
@@ -478,7 +500,7 @@ function ratios(results, peer) {
     if (!res.rows) continue;
     for (const pr of peer.rows) {
       const tr = res.rows.find((r) => r.name === pr.name);
-      if (!tr || tr.peak.failed || pr.peak.failed) continue;
+      if (!tr || tr.peak.failed || pr.peak.failed || tr.peak.errors || pr.peak.errors) continue;
       lines.push(`| ${pr.name} | ${backend} | ${int(tr.peak.rps)} | ${int(pr.peak.rps)} | ${(tr.peak.rps / pr.peak.rps).toFixed(1)}× |`);
     }
   }
@@ -489,7 +511,13 @@ function targets(results, peer) {
   const lines = ['### Issue 6 targets', '', '| target | measured | met |', '|---|---|---|'];
   const get = (b, n) => results[b] && results[b].rows && results[b].rows.find((r) => r.name === n);
   const add = (what, value, ok) => lines.push(`| ${what} | ${value} | ${ok ? 'yes' : '**no**'} |`);
-  const s = (b, n) => { const r = get(b, n); return r && !r.peak.failed ? r.peak.rps : null; };
+  // A run with errors measured something else (error answers): it meets no target.
+  const s = (b, n) => {
+    const r = get(b, n);
+    if (!r || r.peak.failed) return null;
+    if (r.peak.errors > 0) { add(`${n} (${b})`, `invalid: ${r.peak.errors} errors`, false); return null; }
+    return r.peak.rps;
+  };
   const cc = s('sqlite', 'client_credentials (opaque)');
   if (cc != null) add('client_credentials ≥ 20,000/s (opaque, SQLite)', `${int(cc)}/s`, cc >= 20000);
   const jwt = s('sqlite', 'client_credentials (JWT)');
@@ -502,7 +530,7 @@ function targets(results, peer) {
   }
   for (const [b, res] of Object.entries(results)) {
     if (!res.rows) continue;
-    const worst = res.rows.filter((r) => r.paced && !r.paced.failed)
+    const worst = res.rows.filter((r) => r.paced && !r.paced.failed && !r.paced.errors)
       .reduce((w, r) => (!w || r.paced.p99_us > w.paced.p99_us ? r : w), null);
     if (worst) add(`p99 ≤ 10 ms at 80 % of peak (${b}, worst workload)`, `${ms(worst.paced.p99_us)} ms (${worst.name})`, worst.paced.p99_us <= 10000);
     const hwm = Math.max(...res.rows.flatMap((r) => [r.peak.hwmKiB || 0, (r.paced && r.paced.hwmKiB) || 0]));
@@ -513,7 +541,7 @@ function targets(results, peer) {
       if (!res.rows) continue;
       for (const pr of peer.rows) {
         const tr = res.rows.find((r) => r.name === pr.name);
-        if (!tr || tr.peak.failed || pr.peak.failed) continue;
+        if (!tr || tr.peak.failed || pr.peak.failed || tr.peak.errors || pr.peak.errors) continue;
         const ratio = tr.peak.rps / pr.peak.rps;
         add(`≥ 10× the peer: ${pr.name} (${b})`, `${ratio.toFixed(1)}×`, ratio >= 10);
       }
@@ -604,7 +632,7 @@ async function fullOrSmoke(o, work) {
         if (!x) { problems.push(`${who} ${r.name} ${phase}: not run`); continue; }
         if (x.failed) { problems.push(`${who} ${r.name} ${phase}: ${x.failed}`); continue; }
         if (!(x.requests > 0) || !(x.rps > 0)) problems.push(`${who} ${r.name} ${phase}: no requests`);
-        if (x.errors > 0) problems.push(`${who} ${r.name} ${phase}: ${x.errors} errors (e.g. ${x.first_bad || 'socket errors'})`);
+        if (x.errors > 0) problems.push(`${who} ${r.name} ${phase}: ${x.errors} errors (statuses ${statusList(x)}; e.g. ${x.first_bad || 'socket errors'})`);
       }
     }
   };
@@ -674,7 +702,7 @@ async function soak(o, work) {
   if (r.failed) {
     lines.push(`wrk failed: ${r.failed}`);
   } else {
-    lines.push(`Mixed load: ${int(r.requests)} requests, ${int(r.rps)} req/s, p50 ${ms(r.p50_us)} ms, p99 ${ms(r.p99_us)} ms, p99.9 ${ms(r.p999_us)} ms, server CPU ${r.serverCores.toFixed(2)} cores${r.dbCores != null ? ` (+${r.dbCores.toFixed(2)} PostgreSQL)` : ''}, errors ${r.errors}${r.first_bad ? ` (e.g. ${r.first_bad})` : ''}.`, '');
+    lines.push(`Mixed load: ${int(r.requests)} requests, ${int(r.rps)} req/s, p50 ${ms(r.p50_us)} ms, p99 ${ms(r.p99_us)} ms, p99.9 ${ms(r.p999_us)} ms, server CPU ${r.serverCores.toFixed(2)} cores${r.dbCores != null ? ` (+${r.dbCores.toFixed(2)} PostgreSQL)` : ''}, errors ${r.errors}${r.first_bad ? ` (e.g. ${r.first_bad})` : ''}; responses by status: ${statusList(r)}.`, '');
   }
   lines.push(`| t (s) | server RSS MiB | peak RSS MiB | database MiB | WAL MiB |`, '|---:|---:|---:|---:|---:|');
   for (const s of samples) {

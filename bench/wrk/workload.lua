@@ -72,6 +72,7 @@ bad = 0
 exhausted = 0
 minted = 0
 first_bad = ""
+statuses = {} -- status code (as a string) -> responses
 local pool = {}
 local pool_next = 1
 local out = nil
@@ -180,6 +181,8 @@ end
 
 function response(status, headers, body)
   responses = responses + 1
+  local k = tostring(status)
+  statuses[k] = (statuses[k] or 0) + 1
   if kind == "cc" or kind == "refresh" then
     if status ~= 200 then note_bad(status, body) end
   elseif kind == "introspect" then
@@ -248,7 +251,9 @@ end
 
 function done(summary, latency, requests)
   local total_bad, total_responses, any_exhausted, total_minted, sample = 0, 0, 0, 0, ""
+  local by_status = {}
   for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses") or {}) do by_status[k] = (by_status[k] or 0) + v end
     total_bad = total_bad + (t:get("bad") or 0)
     total_responses = total_responses + (t:get("responses") or 0)
     total_minted = total_minted + (t:get("minted") or 0)
@@ -256,16 +261,20 @@ function done(summary, latency, requests)
     local fb = t:get("first_bad") or ""
     if sample == "" and fb ~= "" then sample = fb end
   end
+  local parts = {}
+  for k, v in pairs(by_status) do parts[#parts + 1] = string.format('"%s":%d', k, v) end
+  table.sort(parts)
   local e = summary.errors
   local rps = summary.requests / (summary.duration / 1e6)
   io.write(string.format(
     'BENCH_RESULT {"kind":%s,"requests":%d,"responses":%d,"duration_us":%d,"rps":%.1f,' ..
     '"mean_us":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d,' ..
     '"connect_errors":%d,"read_errors":%d,"write_errors":%d,"timeouts":%d,"status_errors":%d,' ..
-    '"bad":%d,"minted":%d,"pool_exhausted":%s,"first_bad":%s}\n',
+    '"bad":%d,"minted":%d,"pool_exhausted":%s,"first_bad":%s,"statuses":{%s}}\n',
     jstr(kind), summary.requests, total_responses, summary.duration, rps,
     latency.mean, latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency:percentile(99.9), latency.max,
     e.connect, e.read, e.write, e.timeout, e.status,
-    total_bad, total_minted, any_exhausted == 1 and "true" or "false", jstr(sample)))
+    total_bad, total_minted, any_exhausted == 1 and "true" or "false", jstr(sample),
+    table.concat(parts, ",")))
 end
