@@ -11,17 +11,16 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use super::AppState;
-use super::error::RETRY_AFTER_SECONDS;
+use super::error::AdminError;
 #[allow(unused_imports)]
 use super::openapi::GenericError;
 use crate::domain::audit::{Actor, AuditEvent, AuditQuery};
@@ -29,87 +28,6 @@ use crate::domain::client::{Profile, TokenFormat};
 use crate::service::ServiceError;
 use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
 use crate::service::signing::{KeyView, Rotation};
-use crate::store::StoreError;
-
-/// An admin API failure.
-#[derive(Debug)]
-pub struct AdminError {
-    status: StatusCode,
-    code: &'static str,
-    description: String,
-}
-
-impl AdminError {
-    fn bad_request(description: impl Into<String>) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: "invalid_request",
-            description: description.into(),
-        }
-    }
-}
-
-impl From<ServiceError> for AdminError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::OAuth(e) => Self {
-                status: StatusCode::BAD_REQUEST,
-                code: e.code.as_str(),
-                description: e.description.into_owned(),
-            },
-            ServiceError::NotFound(what) => Self {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                description: what,
-            },
-            ServiceError::Store(StoreError::Conflict(what)) => Self {
-                status: StatusCode::CONFLICT,
-                code: "conflict",
-                description: what,
-            },
-            ServiceError::Store(StoreError::Unavailable(cause)) => {
-                tracing::warn!(%cause, "store unavailable");
-                Self {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    code: "temporarily_unavailable",
-                    description: "the store is unavailable; retry later".into(),
-                }
-            }
-            other => {
-                tracing::error!(error = ?anyhow::Error::from(other), "admin operation failed");
-                Self {
-                    status: StatusCode::INTERNAL_SERVER_ERROR,
-                    code: "server_error",
-                    description: "an internal error occurred; it has been logged".into(),
-                }
-            }
-        }
-    }
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            Json(json!({ "error": self.code, "error_description": self.description })),
-        )
-            .into_response();
-        match self.status {
-            StatusCode::UNAUTHORIZED => {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
-                );
-            }
-            StatusCode::SERVICE_UNAVAILABLE => {
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-            }
-            _ => {}
-        }
-        resp
-    }
-}
 
 type AdminResult = Result<Response, AdminError>;
 

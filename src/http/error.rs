@@ -199,3 +199,89 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+/// An admin API failure: the admin listener's one error shape, `{"error", "error_description"}`
+/// with 400, 401, 404, 409, 503 (or 500 for a bug). Mapped here, beside the public API's.
+#[derive(Debug)]
+pub struct AdminError {
+    /// The status.
+    pub status: StatusCode,
+    /// The error code.
+    pub code: &'static str,
+    /// The reason.
+    pub description: String,
+}
+
+impl AdminError {
+    /// A `400 invalid_request` with a reason.
+    #[must_use]
+    pub fn bad_request(description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_request",
+            description: description.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for AdminError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::OAuth(e) => Self {
+                status: StatusCode::BAD_REQUEST,
+                code: e.code.as_str(),
+                description: e.description.into_owned(),
+            },
+            ServiceError::NotFound(what) => Self {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                description: what,
+            },
+            ServiceError::Store(StoreError::Conflict(what)) => Self {
+                status: StatusCode::CONFLICT,
+                code: "conflict",
+                description: what,
+            },
+            ServiceError::Store(StoreError::Unavailable(cause)) => {
+                tracing::warn!(%cause, "store unavailable");
+                Self {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: "temporarily_unavailable",
+                    description: "the store is unavailable; retry later".into(),
+                }
+            }
+            other => {
+                tracing::error!(error = ?anyhow::Error::from(other), "admin operation failed");
+                Self {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    code: "server_error",
+                    description: "an internal error occurred; it has been logged".into(),
+                }
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(json!({ "error": self.code, "error_description": self.description })),
+        )
+            .into_response();
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

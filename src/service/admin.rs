@@ -7,16 +7,14 @@
 //! embedded SQLite default, printed to standard output otherwise. `tessera admin-token rotate`
 //! replaces it. Comparison is constant-time.
 
-use std::io::Write as _;
 use std::path::PathBuf;
-
-use anyhow::Context as _;
 
 use crate::config::Settings;
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::crypto::{constant_time_eq, hex};
 use crate::domain::token;
 
+use super::keys::{beside_database, write_private_file};
 use super::{ServiceError, Tessera};
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
@@ -29,32 +27,13 @@ fn new_admin_token() -> anyhow::Result<String> {
 /// Where a generated admin token is written for the operator (SQLite only).
 #[must_use]
 pub fn admin_token_file(database_url: &str) -> Option<PathBuf> {
-    if database_url.starts_with("postgres") {
-        return None;
-    }
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .unwrap_or(database_url);
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}.admin-token")))
+    beside_database(database_url, ".admin-token")
 }
 
 fn hand_over(settings: &Settings, token: &str) -> anyhow::Result<()> {
     match admin_token_file(&settings.database_url) {
         Some(path) => {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt as _;
-                options.mode(0o600);
-            }
-            let mut file = options
-                .open(&path)
-                .with_context(|| format!("writing {}", path.display()))?;
-            writeln!(file, "{token}")?;
-            file.sync_all()?;
+            write_private_file(&path, token, true)?;
             tracing::warn!(path = %path.display(), "generated an admin token (stored hashed); it is in this file for you");
         }
         None => {

@@ -42,7 +42,7 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
             if e.kind() == std::io::ErrorKind::NotFound && settings.master_key_file.is_none() =>
         {
             let key = MasterKey::generate()?;
-            write_new_key_file(&path, &key)?;
+            write_private_file(&path, &key.encode(), false)?;
             tracing::warn!(
                 path = %path.display(),
                 "no master key configured: generated one next to the database. Back it up; \
@@ -55,8 +55,11 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
     }
 }
 
-fn default_key_file(database_url: &str) -> Option<PathBuf> {
-    if database_url.starts_with("postgres") {
+/// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
+/// in-memory databases. Where generated credentials are handed to the operator.
+#[must_use]
+pub fn beside_database(database_url: &str, suffix: &str) -> Option<PathBuf> {
+    if super::is_postgres_url(database_url) {
         return None;
     }
     let path = database_url
@@ -64,15 +67,30 @@ fn default_key_file(database_url: &str) -> Option<PathBuf> {
         .or_else(|| database_url.strip_prefix("sqlite:"))
         .unwrap_or(database_url);
     let path = path.split('?').next().unwrap_or(path);
-    if path.is_empty() || path == ":memory:" {
-        return None;
-    }
-    Some(PathBuf::from(format!("{path}.master-key")))
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}{suffix}")))
 }
 
-fn write_new_key_file(path: &std::path::Path, key: &MasterKey) -> anyhow::Result<()> {
+fn default_key_file(database_url: &str) -> Option<PathBuf> {
+    beside_database(database_url, ".master-key")
+}
+
+/// Writes a credential to a file only its owner can read (mode 0600), flushed to disk.
+/// `replace`: overwrite an existing file; otherwise refuse to.
+///
+/// # Errors
+/// When the file cannot be created or written.
+pub(crate) fn write_private_file(
+    path: &std::path::Path,
+    text: &str,
+    replace: bool,
+) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -80,8 +98,8 @@ fn write_new_key_file(path: &std::path::Path, key: &MasterKey) -> anyhow::Result
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("creating master key file {}", path.display()))?;
-    writeln!(file, "{}", key.encode())?;
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{text}")?;
     file.sync_all()?;
     Ok(())
 }
