@@ -38,11 +38,13 @@ const USAGE = `usage: bench/run [--smoke | --soak] [options]
   --fraction F         paced runs target this fraction of peak throughput (default 0.8)
   --bin PATH           the tessera binary (bench/run passes the release build)
   --keep               keep the work directory (databases, logs, pools)
+  --workloads LIST     comma-separated subset of Tessera's workloads (default all):
+                       cc,jwt,introspect,refresh,revoke (for quick before/after comparisons)
 `;
 
 function parseArgs(argv) {
   const o = {
-    mode: 'full', duration: null, soakDuration: 600, sample: 30, connections: 64, threads: 2,
+    mode: 'full', workloads: null, duration: null, soakDuration: 600, sample: 30, connections: 64, threads: 2,
     backends: null, databaseUrl: null, peer: true, fraction: 0.8, bin: null, keep: false,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -65,6 +67,7 @@ function parseArgs(argv) {
       case '--fraction': o.fraction = posNum(a, val()); break;
       case '--bin': o.bin = val(); break;
       case '--keep': o.keep = true; break;
+      case '--workloads': o.workloads = new Set(val().split(',').filter(Boolean)); break;
       case '-h': case '--help': process.stdout.write(USAGE); process.exit(0); break;
       default: die(`unknown option ${a}\n${USAGE}`);
     }
@@ -392,11 +395,12 @@ async function guarded(name, fn) {
 
 async function tesseraWorkloads(o, work, backend, srv) {
   const rows = [];
-  rows.push(await guarded('client_credentials (opaque)', () => peakAndPaced('client_credentials (opaque)', srv.opaque, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
-  rows.push(await guarded('client_credentials (JWT)', () => peakAndPaced('client_credentials (JWT)', srv.jwt, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
+  const want = (w) => !o.workloads || o.workloads.has(w);
+  if (want('cc')) rows.push(await guarded('client_credentials (opaque)', () => peakAndPaced('client_credentials (opaque)', srv.opaque, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
+  if (want('jwt')) rows.push(await guarded('client_credentials (JWT)', () => peakAndPaced('client_credentials (JWT)', srv.jwt, o, { peak: { kind: 'cc' }, paced: { kind: 'cc' } })));
 
   const introPool = path.join(work.dir, `${backend}-introspect`);
-  rows.push(await guarded('introspection (opaque)', async () => {
+  if (want('introspect')) rows.push(await guarded('introspection (opaque)', async () => {
     log(`introspection: minting ${INTROSPECT_POOL} opaque access tokens`);
     await mint(srv.opaque, introPool, INTROSPECT_POOL, o);
     return peakAndPaced('introspection (opaque)', srv.opaque, o,
@@ -405,9 +409,10 @@ async function tesseraWorkloads(o, work, backend, srv) {
 
   // Refresh and revocation use each refresh token once: mint enough for the peak run (sized
   // from the client_credentials rate), then for the paced run (sized from the measured peak).
-  const ccRate = rows[0].peak.rps || 1000;
+  const ccRate = (rows[0] && rows[0].peak.rps) || 5000;
   const cap = o.mode === 'smoke' ? 20000 : 1500000;
   for (const [kind, name] of [['refresh', 'refresh_token (opaque)'], ['revoke', 'revocation (refresh token)']]) {
+    if (!want(kind)) continue;
     const peakPool = path.join(work.dir, `${backend}-${kind}-peak`);
     const pacedPool = path.join(work.dir, `${backend}-${kind}-paced`);
     // Three times what client_credentials did in a run: refresh and revocation may well be

@@ -10,6 +10,7 @@ pub mod metered;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod sqlite_read;
 mod sqlite_writer;
 
 use async_trait::async_trait;

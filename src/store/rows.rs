@@ -54,6 +54,31 @@ pub(super) struct ClientRow {
     updated_at: UnixTime,
 }
 
+impl ClientRow {
+    /// Decodes a `SELECT *` row read through `rusqlite` (the SQLite store's inline reads).
+    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            client_id: row.get("client_id")?,
+            name: row.get("name")?,
+            secret_hash: row.get("secret_hash")?,
+            previous_secret_hash: row.get("previous_secret_hash")?,
+            previous_secret_expires_at: row.get("previous_secret_expires_at")?,
+            scopes: row.get("scopes")?,
+            token_format: row.get("token_format")?,
+            profile: row.get("profile")?,
+            access_ttl: row.get("access_ttl")?,
+            refresh_ttl: row.get("refresh_ttl")?,
+            origins: row.get("origins")?,
+            audience: row.get("audience")?,
+            resource_server: row.get("resource_server")?,
+            resources: row.get("resources")?,
+            disabled: row.get("disabled")?,
+            created_at: row.get("created_at")?,
+            updated_at: row.get("updated_at")?,
+        })
+    }
+}
+
 impl TryFrom<ClientRow> for Client {
     type Error = StoreError;
 
@@ -187,6 +212,22 @@ pub(super) struct RefreshRow {
     client_type: String,
 }
 
+impl RefreshRow {
+    /// Decodes a row read through `rusqlite`.
+    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            family_id: row.get("family_id")?,
+            client_id: row.get("client_id")?,
+            scope: row.get("scope")?,
+            issued_at: row.get("issued_at")?,
+            expires_at: row.get("expires_at")?,
+            consumed_at: row.get("consumed_at")?,
+            revoked: row.get("revoked")?,
+            client_type: row.get("client_type")?,
+        })
+    }
+}
+
 impl TryFrom<RefreshRow> for RefreshRecord {
     type Error = StoreError;
 
@@ -217,6 +258,23 @@ pub(super) struct AccessRow {
     issued_at: UnixTime,
     expires_at: UnixTime,
     revoked: bool,
+}
+
+impl AccessRow {
+    /// Decodes a row read through `rusqlite`.
+    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            token_id: row.get("token_id")?,
+            client_id: row.get("client_id")?,
+            family_id: row.get("family_id")?,
+            format: row.get("format")?,
+            scope: row.get("scope")?,
+            audience: row.get("audience")?,
+            issued_at: row.get("issued_at")?,
+            expires_at: row.get("expires_at")?,
+            revoked: row.get("revoked")?,
+        })
+    }
 }
 
 impl TryFrom<AccessRow> for AccessRecord {

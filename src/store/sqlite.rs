@@ -14,13 +14,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
 use super::rows::{AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
+use super::sqlite_read::ReadPool;
 use super::sqlite_writer::{GroupWriter, map_err as writer_err};
 use super::{
     AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
@@ -36,6 +37,7 @@ use crate::domain::token::TokenHash;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     reader: SqlitePool,
+    point_reads: std::sync::Arc<ReadPool>,
     writer: SqlitePool,
     group: GroupWriter,
     path: PathBuf,
@@ -69,6 +71,7 @@ impl SqliteStore {
             .map_err(map_err)?;
         Ok(Self {
             reader,
+            point_reads: std::sync::Arc::new(ReadPool::new(&path)),
             group: GroupWriter::start(&path)?,
             writer,
             path,
@@ -192,6 +195,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.point_reads.close();
         self.writer.close().await;
         self.reader.close().await;
     }
@@ -261,11 +265,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let row: Option<ClientRow> = sqlx::query_as("SELECT * FROM clients WHERE client_id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)?;
+        let row = self.point_reads.read(|conn| {
+            conn.prepare_cached("SELECT * FROM clients WHERE client_id = ?1")?
+                .query_row([id], ClientRow::from_rusqlite)
+                .optional()
+        })?;
         row.map(Client::try_from).transpose()
     }
 
@@ -448,16 +452,16 @@ impl Store for SqliteStore {
     }
 
     async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
-        let row: Option<RefreshRow> = sqlx::query_as(
-            "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
-             (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
-             FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
-             WHERE r.token_hash = ?",
-        )
-        .bind(&hash.0[..])
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(map_err)?;
+        let row = self.point_reads.read(|conn| {
+            conn.prepare_cached(
+                "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
+                 (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
+                 FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
+                 WHERE r.token_hash = ?1",
+            )?
+            .query_row([&hash.0[..]], RefreshRow::from_rusqlite)
+            .optional()
+        })?;
         row.map(RefreshRecord::try_from).transpose()
     }
 
@@ -538,15 +542,16 @@ impl Store for SqliteStore {
                 )
             };
         }
-        let query = match key {
-            AccessKey::Hash(h) => {
-                sqlx::query_as(select_access!("WHERE a.token_hash = ?")).bind(h.0.to_vec())
-            }
-            AccessKey::Id(id) => {
-                sqlx::query_as(select_access!("WHERE a.token_id = ?")).bind(id.to_owned())
-            }
-        };
-        let row: Option<AccessRow> = query.fetch_optional(&self.reader).await.map_err(map_err)?;
+        let row = self.point_reads.read(|conn| match key {
+            AccessKey::Hash(h) => conn
+                .prepare_cached(select_access!("WHERE a.token_hash = ?1"))?
+                .query_row([&h.0[..]], AccessRow::from_rusqlite)
+                .optional(),
+            AccessKey::Id(id) => conn
+                .prepare_cached(select_access!("WHERE a.token_id = ?1"))?
+                .query_row([id], AccessRow::from_rusqlite)
+                .optional(),
+        })?;
         row.map(AccessRecord::try_from).transpose()
     }
 
