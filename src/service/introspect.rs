@@ -50,8 +50,9 @@ impl Tessera {
         presented: &str,
     ) -> Result<Option<TokenInfo>, ServiceError> {
         let now = self.clock.now();
-        if let Some(hash) = token::verify(OpaqueKind::Refresh, presented, &self.keys) {
-            let Some(r) = self.store.find_refresh(&hash).await? else {
+        if let Some(found) = token::verify(OpaqueKind::Refresh, presented, &self.keys) {
+            let hash = found.hash;
+            let Some(r) = self.store.find_refresh(&found).await? else {
                 return Ok(None);
             };
             let grace = i64::from(self.policy.refresh_grace);
@@ -86,8 +87,8 @@ impl Tessera {
                 jti: hex(hash.0.get(..16).unwrap_or_default()),
             }));
         }
-        let record = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
-            self.store.find_access(AccessKey::Hash(&hash)).await?
+        let record = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
+            self.store.find_access(AccessKey::Opaque(&found)).await?
         } else if jwt::looks_like_jwt(presented) {
             let ring = self.keyring();
             match jwt::decode(presented, |kid| ring.find(kid), &self.policy.issuer, now) {

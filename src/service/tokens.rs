@@ -9,7 +9,7 @@ use crate::domain::error::{ErrorCode, OAuthError};
 use crate::domain::grant::{self, RefreshVerdict};
 use crate::domain::jwt::{self, AccessClaims};
 use crate::domain::scope::ScopeSet;
-use crate::domain::token::{self, OpaqueKind, TokenHash};
+use crate::domain::token::{self, OpaqueKind, TokenHash, TokenRef};
 use crate::store::{AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome};
 
 use super::{ServiceError, Tessera};
@@ -242,15 +242,16 @@ impl Tessera {
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let presented = required(req.refresh_token, "refresh_token")?;
-        let hash = token::verify(OpaqueKind::Refresh, presented, &self.keys)
+        let found = token::verify(OpaqueKind::Refresh, presented, &self.keys)
             .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
+        let hash = found.hash;
         // Two rounds at most: if another request consumes the token between our read and our
         // conditional write, the second read sees it consumed and treats this as reuse.
         for _ in 0..2 {
             let now = self.clock.now();
             let record = self
                 .store
-                .find_refresh(&hash)
+                .find_refresh(&found)
                 .await?
                 .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
             match grant::judge_refresh(&record, &client.id, now, self.policy.refresh_grace)? {
@@ -297,7 +298,7 @@ impl Tessera {
             );
             match self
                 .store
-                .rotate_refresh(&hash, cutoff, &access, &refresh, &audit)
+                .rotate_refresh(&found, cutoff, &access, &refresh, &audit)
                 .await?
             {
                 RotateOutcome::Rotated => {
@@ -322,11 +323,12 @@ impl Tessera {
         audience: String,
         now: UnixTime,
     ) -> Result<(String, NewAccessToken), ServiceError> {
-        let id = new_id();
+        let uuid = uuid::Uuid::now_v7();
+        let id = uuid.to_string();
         let expires_at = now + i64::from(self.access_ttl(client));
         let mut signing_kid = None;
         let token = match client.format {
-            TokenFormat::Opaque => token::mint(OpaqueKind::Access, &self.keys)?.token,
+            TokenFormat::Opaque => token::mint(OpaqueKind::Access, uuid, &self.keys)?.token,
             TokenFormat::Jwt => {
                 let claims = AccessClaims {
                     iss: self.policy.issuer.clone(),
@@ -369,9 +371,11 @@ impl Tessera {
         family_scope: &str,
         now: UnixTime,
     ) -> Result<(String, NewRefreshToken), ServiceError> {
-        let minted = token::mint(OpaqueKind::Refresh, &self.keys)?;
+        let uuid = uuid::Uuid::now_v7();
+        let minted = token::mint(OpaqueKind::Refresh, uuid, &self.keys)?;
         let ttl = client.refresh_ttl.unwrap_or(self.policy.refresh_ttl);
         let record = NewRefreshToken {
+            id: uuid.to_string(),
             hash: minted.hash,
             family_id: family_id.to_owned(),
             client_id: client.id.clone(),
@@ -421,8 +425,8 @@ impl Tessera {
                 "the token was not issued to this client",
             )
         };
-        if let Some(hash) = token::verify(OpaqueKind::Refresh, presented, &self.keys) {
-            let Some(record) = self.store.find_refresh(&hash).await? else {
+        if let Some(found) = token::verify(OpaqueKind::Refresh, presented, &self.keys) {
+            let Some(record) = self.store.find_refresh(&found).await? else {
                 return Ok(());
             };
             if record.client_id != client.id {
@@ -442,8 +446,8 @@ impl Tessera {
             tracing::info!(client_id = %client.id, family_id = %record.family_id, "refresh token revoked with its family");
             return Ok(());
         }
-        let key = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
-            Some(OwnedAccessKey::Hash(hash))
+        let key = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
+            Some(OwnedAccessKey::Opaque(found))
         } else if jwt::looks_like_jwt(presented) {
             // Signature and issuer must check out; an expired JWT is nothing to revoke.
             let ring = self.keyring();
@@ -479,8 +483,8 @@ impl Tessera {
     /// [`BearerError::Invalid`] for any token that is not currently valid.
     pub async fn check_bearer(&self, presented: &str) -> Result<BearerGrant, BearerError> {
         let now = self.clock.now();
-        let key = if let Some(hash) = token::verify(OpaqueKind::Access, presented, &self.keys) {
-            OwnedAccessKey::Hash(hash)
+        let key = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
+            OwnedAccessKey::Opaque(found)
         } else if jwt::looks_like_jwt(presented) {
             let ring = self.keyring();
             let claims = jwt::decode(presented, |kid| ring.find(kid), &self.policy.issuer, now)
@@ -508,14 +512,14 @@ impl Tessera {
 
 /// An owned [`AccessKey`].
 enum OwnedAccessKey {
-    Hash(TokenHash),
+    Opaque(TokenRef),
     Id(String),
 }
 
 impl OwnedAccessKey {
     fn borrow(&self) -> AccessKey<'_> {
         match self {
-            Self::Hash(h) => AccessKey::Hash(h),
+            Self::Opaque(t) => AccessKey::Opaque(t),
             Self::Id(id) => AccessKey::Id(id),
         }
     }

@@ -14,7 +14,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
-use crate::domain::token::TokenHash;
+use crate::domain::token::TokenRef;
 
 /// Wraps a store and measures it.
 pub struct Metered<S>(pub S);
@@ -117,12 +117,12 @@ impl<S: Store> Store for Metered<S> {
     ) -> StoreResult<()> {
         timed("issue", self.0.issue(family, access, refresh, audit)).await
     }
-    async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
-        timed("find_refresh", self.0.find_refresh(hash)).await
+    async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
+        timed("find_refresh", self.0.find_refresh(token)).await
     }
     async fn rotate_refresh(
         &self,
-        old: &TokenHash,
+        old: &TokenRef,
         reuse_cutoff: UnixTime,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,

@@ -19,7 +19,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
-use crate::domain::token::TokenHash;
+use crate::domain::token::{TokenHash, TokenRef};
 
 /// A failure of the store.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +81,8 @@ pub struct NewAccessToken {
 /// A new refresh token, as stored.
 #[derive(Debug, Clone)]
 pub struct NewRefreshToken {
+    /// Token id (UUID v7): the id inside the token.
+    pub id: String,
     /// SHA-256 of the token string.
     pub hash: TokenHash,
     /// Family.
@@ -93,6 +95,28 @@ pub struct NewRefreshToken {
     pub issued_at: UnixTime,
     /// Expiry.
     pub expires_at: UnixTime,
+}
+
+impl NewAccessToken {
+    /// How to find this token again (opaque tokens carry their id).
+    #[must_use]
+    pub fn key(&self) -> TokenRef {
+        TokenRef {
+            id: Some(self.id.clone()),
+            hash: self.hash,
+        }
+    }
+}
+
+impl NewRefreshToken {
+    /// How to find this token again.
+    #[must_use]
+    pub fn key(&self) -> TokenRef {
+        TokenRef {
+            id: Some(self.id.clone()),
+            hash: self.hash,
+        }
+    }
 }
 
 /// What the store knows about an access token.
@@ -122,8 +146,9 @@ pub struct AccessRecord {
 /// How to find an access token.
 #[derive(Debug, Clone, Copy)]
 pub enum AccessKey<'a> {
-    /// By the hash of an opaque token.
-    Hash(&'a TokenHash),
+    /// An opaque token: by its id (or, for one minted before ids were embedded, its hash),
+    /// and only if the stored hash matches.
+    Opaque(&'a TokenRef),
     /// By the `jti` of a JWT.
     Id(&'a str),
 }
@@ -227,14 +252,15 @@ pub trait Store: Send + Sync + 'static {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<()>;
-    /// Finds a refresh token with its family's facts.
-    async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>>;
+    /// Finds a refresh token with its family's facts (by id, and only if the stored hash
+    /// matches; by hash for a token without an id).
+    async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>>;
     /// Consumes refresh token `old` and writes its successors, atomically, if and only if the
     /// token and its family are unrevoked and the token is unconsumed (or was consumed at or
     /// after `reuse_cutoff`, the start of the grace window).
     async fn rotate_refresh(
         &self,
-        old: &TokenHash,
+        old: &TokenRef,
         reuse_cutoff: UnixTime,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,

@@ -31,7 +31,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
-use crate::domain::token::TokenHash;
+use crate::domain::token::TokenRef;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -135,9 +135,10 @@ fn insert_access(conn: &Connection, a: &NewAccessToken) -> StoreResult<()> {
 fn insert_refresh(conn: &Connection, r: &NewRefreshToken) -> StoreResult<()> {
     change(
         conn,
-        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
+         expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
+            r.id,
             &r.hash.0[..],
             r.family_id,
             r.client_id,
@@ -173,6 +174,15 @@ fn change(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreR
     conn.prepare_cached(sql)
         .and_then(|mut st| st.execute(values))
         .map_err(writer_err)
+}
+
+/// The key of a refresh token row: the id inside the token, or for a token minted before ids
+/// were embedded the id migration 0005 gave its row.
+fn refresh_id(token: &TokenRef) -> String {
+    token
+        .id
+        .clone()
+        .unwrap_or_else(|| TokenRef::legacy_id(&token.hash))
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -451,15 +461,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn find_refresh(&self, hash: &TokenHash) -> StoreResult<Option<RefreshRecord>> {
+    async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
+        let id = refresh_id(token);
         let row = self.point_reads.read(|conn| {
             conn.prepare_cached(
                 "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
                  (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
                  FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
-                 WHERE r.token_hash = ?1",
+                 WHERE r.token_id = ?1 AND r.token_hash = ?2",
             )?
-            .query_row([&hash.0[..]], RefreshRow::from_rusqlite)
+            .query_row(params![id, &token.hash.0[..]], RefreshRow::from_rusqlite)
             .optional()
         })?;
         row.map(RefreshRecord::try_from).transpose()
@@ -467,13 +478,14 @@ impl Store for SqliteStore {
 
     async fn rotate_refresh(
         &self,
-        old: &TokenHash,
+        old: &TokenRef,
         reuse_cutoff: UnixTime,
         access: &NewAccessToken,
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let (old, access, refresh, audit) = (*old, access.clone(), refresh.clone(), audit.clone());
+        let (old_id, old_hash) = (refresh_id(old), old.hash);
+        let (access, refresh, audit) = (access.clone(), refresh.clone(), audit.clone());
         self.group
             .write(move |conn| {
                 let now = refresh.issued_at;
@@ -490,9 +502,15 @@ impl Store for SqliteStore {
                 let consumed = change(
                     conn,
                     "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, ?1) \
-                     WHERE token_hash = ?2 AND family_id = ?3 AND revoked_at IS NULL \
-                     AND (consumed_at IS NULL OR consumed_at >= ?4)",
-                    params![now, &old.0[..], refresh.family_id, reuse_cutoff],
+                     WHERE token_id = ?2 AND token_hash = ?3 AND family_id = ?4 \
+                     AND revoked_at IS NULL AND (consumed_at IS NULL OR consumed_at >= ?5)",
+                    params![
+                        now,
+                        old_id,
+                        &old_hash.0[..],
+                        refresh.family_id,
+                        reuse_cutoff
+                    ],
                 )?;
                 if family != 1 || consumed != 1 {
                     // Roll this job back to its savepoint: nothing of it is written.
@@ -543,9 +561,18 @@ impl Store for SqliteStore {
             };
         }
         let row = self.point_reads.read(|conn| match key {
-            AccessKey::Hash(h) => conn
-                .prepare_cached(select_access!("WHERE a.token_hash = ?1"))?
-                .query_row([&h.0[..]], AccessRow::from_rusqlite)
+            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => conn
+                .prepare_cached(select_access!(
+                    "WHERE a.token_id = ?1 AND a.token_hash = ?2"
+                ))?
+                .query_row(params![id, &hash.0[..]], AccessRow::from_rusqlite)
+                .optional(),
+            // Minted before ids were embedded: the partial index of such rows (migration 0005).
+            AccessKey::Opaque(TokenRef { id: None, hash }) => conn
+                .prepare_cached(select_access!(
+                    "WHERE a.token_hash = ?1 AND a.legacy_hash = 1"
+                ))?
+                .query_row([&hash.0[..]], AccessRow::from_rusqlite)
                 .optional(),
             AccessKey::Id(id) => conn
                 .prepare_cached(select_access!("WHERE a.token_id = ?1"))?
@@ -664,7 +691,7 @@ impl Store for SqliteStore {
              WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
             "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
              WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
-            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+            "DELETE FROM refresh_tokens WHERE token_id IN (SELECT token_id FROM refresh_tokens \
              WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
         ];
         let mut tx = self.begin_write().await?;

@@ -155,3 +155,162 @@ mod postgres_only {
         store.ping().await.expect("the pool reconnects by itself");
     }
 }
+
+/// SQLite only: a database written before opaque tokens carried their id (migrations up to
+/// 0004) is upgraded in place, and the tokens it holds keep working through the id-less path.
+mod sqlite_upgrade {
+    use std::borrow::Cow;
+
+    use tessera::domain::clock::UnixTime;
+    use tessera::domain::token::{TokenHash, TokenRef};
+    use tessera::store::{AccessKey, NewAccessToken, NewRefreshToken, RotateOutcome};
+
+    use super::*;
+
+    const NOW: UnixTime = 1_900_000_000;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tokens_minted_before_ids_were_embedded_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        // The schema as the previous release left it: the first four migrations.
+        {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(
+                    url.parse::<sqlx::sqlite::SqliteConnectOptions>()
+                        .unwrap()
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+            let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/sqlite"
+            )))
+            .await
+            .unwrap();
+            let first_four = old.migrations.iter().take(4).cloned().collect::<Vec<_>>();
+            assert_eq!(first_four.last().unwrap().version, 4);
+            old.migrations = Cow::Owned(first_four);
+            old.run(&pool).await.unwrap();
+            for sql in [
+                "INSERT INTO clients (client_id, name, secret_hash, scopes, token_format, \
+                 created_at, updated_at) VALUES ('old-client', 'old', zeroblob(32), '/ping.read', \
+                 'opaque', 0, 0)",
+                "INSERT INTO token_families (family_id, client_id, scope, client_type, \
+                 created_at, expires_at) VALUES ('old-family', 'old-client', '/ping.read', \
+                 'service', 1899999000, 1900086400)",
+            ] {
+                sqlx::query(sql).execute(&pool).await.unwrap();
+            }
+            sqlx::query(
+                "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, \
+                 scope, audience, issued_at, expires_at) VALUES ('old-access-id', ?, \
+                 'old-family', 'old-client', 'opaque', '/ping.read', 'aud', 1899999000, \
+                 1900003600)",
+            )
+            .bind(TokenHash::of("old access token").0.to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, \
+                 expires_at) VALUES (?, 'old-family', 'old-client', '/ping.read', 1899999000, \
+                 1900086400)",
+            )
+            .bind(TokenHash::of("old refresh token").0.to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+
+        let store = SqliteStore::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let old_access = TokenRef {
+            id: None,
+            hash: TokenHash::of("old access token"),
+        };
+        let found = store
+            .find_access(AccessKey::Opaque(&old_access))
+            .await
+            .unwrap()
+            .expect("an access token of the old format is still found");
+        assert_eq!(found.id, "old-access-id", "its id (jti) is kept");
+        assert!(!found.revoked);
+        // A wrong hash finds nothing on either path.
+        let wrong = TokenRef {
+            id: None,
+            hash: TokenHash::of("another token"),
+        };
+        assert!(
+            store
+                .find_access(AccessKey::Opaque(&wrong))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(store.find_refresh(&wrong).await.unwrap().is_none());
+
+        let old_refresh = TokenRef {
+            id: None,
+            hash: TokenHash::of("old refresh token"),
+        };
+        let record = store.find_refresh(&old_refresh).await.unwrap().unwrap();
+        assert_eq!(record.family_id, "old-family");
+        let access = NewAccessToken {
+            id: "new-access-id".into(),
+            hash: TokenHash::of("new access token"),
+            family_id: "old-family".into(),
+            client_id: "old-client".into(),
+            format: tessera::domain::client::TokenFormat::Opaque,
+            scope: "/ping.read".into(),
+            audience: "aud".into(),
+            issued_at: NOW,
+            expires_at: NOW + 3600,
+            signing_kid: None,
+        };
+        let refresh = NewRefreshToken {
+            id: "new-refresh-id".into(),
+            hash: TokenHash::of("new refresh token"),
+            family_id: "old-family".into(),
+            client_id: "old-client".into(),
+            scope: "/ping.read".into(),
+            issued_at: NOW,
+            expires_at: NOW + 86_400,
+        };
+        let event = tessera::domain::audit::AuditEvent::new(
+            tessera::domain::audit::AuditKind::TokenRefreshed,
+            NOW,
+            &tessera::domain::audit::Actor::default(),
+            Some("old-client"),
+            serde_json::json!({}),
+        );
+        let outcome = store
+            .rotate_refresh(&old_refresh, UnixTime::MAX, &access, &refresh, &event)
+            .await
+            .unwrap();
+        assert_eq!(outcome, RotateOutcome::Rotated);
+        let consumed = store.find_refresh(&old_refresh).await.unwrap().unwrap();
+        assert_eq!(consumed.consumed_at, Some(NOW));
+        assert!(
+            store
+                .find_access(AccessKey::Opaque(&access.key()))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // New tokens are not in the index of old ones: found by id, not by hash alone.
+        let by_hash_only = TokenRef {
+            id: None,
+            hash: access.hash,
+        };
+        assert!(
+            store
+                .find_access(AccessKey::Opaque(&by_hash_only))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

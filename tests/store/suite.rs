@@ -10,7 +10,7 @@ use tessera::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
 use tessera::domain::clock::UnixTime;
 use tessera::domain::scope::ScopePattern;
-use tessera::domain::token::TokenHash;
+use tessera::domain::token::{TokenHash, TokenRef};
 use tessera::store::{
     AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store, StoreError,
     StoredKey,
@@ -73,6 +73,7 @@ fn access_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> Ne
 
 fn refresh_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> NewRefreshToken {
     NewRefreshToken {
+        id: unique("rt"),
         hash: TokenHash::of(&unique("rt")),
         family_id: family_id.to_owned(),
         client_id: client_id.to_owned(),
@@ -110,18 +111,18 @@ async fn new_client(store: &dyn Store) -> Client {
     c
 }
 
-async fn access_revoked(store: &dyn Store, hash: &TokenHash) -> bool {
+async fn access_revoked(store: &dyn Store, token: &TokenRef) -> bool {
     store
-        .find_access(AccessKey::Hash(hash))
+        .find_access(AccessKey::Opaque(token))
         .await
         .expect("find_access")
         .expect("access token exists")
         .revoked
 }
 
-async fn refresh_revoked(store: &dyn Store, hash: &TokenHash) -> bool {
+async fn refresh_revoked(store: &dyn Store, token: &TokenRef) -> bool {
     store
-        .find_refresh(hash)
+        .find_refresh(token)
         .await
         .expect("find_refresh")
         .expect("refresh token exists")
@@ -227,7 +228,7 @@ pub async fn issued_tokens_are_found_by_hash_and_by_id(store: Arc<dyn Store>) {
     let g = grant_at(&c.id, T0, HOUR, DAY);
     issue(store.as_ref(), &g).await;
 
-    let r = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    let r = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
     assert_eq!(r.family_id, g.family.id);
     assert_eq!(r.client_id, c.id);
     assert_eq!(r.scope, "/ping.read");
@@ -237,7 +238,7 @@ pub async fn issued_tokens_are_found_by_hash_and_by_id(store: Arc<dyn Store>) {
     assert!(!r.revoked);
 
     let by_hash = store
-        .find_access(AccessKey::Hash(&g.access.hash))
+        .find_access(AccessKey::Opaque(&g.access.key()))
         .await
         .unwrap()
         .unwrap();
@@ -255,15 +256,48 @@ pub async fn issued_tokens_are_found_by_hash_and_by_id(store: Arc<dyn Store>) {
     assert_eq!((by_hash.issued_at, by_hash.expires_at), (T0, T0 + HOUR));
     assert!(!by_hash.revoked);
 
-    let unknown = TokenHash::of("unknown");
-    assert!(store.find_refresh(&unknown).await.unwrap().is_none());
-    assert!(
-        store
-            .find_access(AccessKey::Hash(&unknown))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // Unknown: an unknown id, an id-less (older) token, and a known id with another hash.
+    let other = TokenHash::of("unknown");
+    let unknown = [
+        TokenRef {
+            id: Some(unique("rt")),
+            hash: other,
+        },
+        TokenRef {
+            id: None,
+            hash: other,
+        },
+        TokenRef {
+            id: Some(g.refresh.id.clone()),
+            hash: other,
+        },
+    ];
+    for key in &unknown {
+        assert!(store.find_refresh(key).await.unwrap().is_none());
+    }
+    let unknown_access = [
+        TokenRef {
+            id: Some(unique("at")),
+            hash: other,
+        },
+        TokenRef {
+            id: None,
+            hash: other,
+        },
+        TokenRef {
+            id: Some(g.access.id.clone()),
+            hash: other,
+        },
+    ];
+    for key in &unknown_access {
+        assert!(
+            store
+                .find_access(AccessKey::Opaque(key))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
     assert!(
         store
             .find_access(AccessKey::Id("unknown"))
@@ -282,7 +316,7 @@ pub async fn a_refresh_token_rotates_once(store: Arc<dyn Store>) {
     let next_refresh = refresh_token(&g.family.id, &c.id, now, DAY);
     let outcome = store
         .rotate_refresh(
-            &g.refresh.hash,
+            &g.refresh.key(),
             UnixTime::MAX,
             &next_access,
             &next_refresh,
@@ -291,22 +325,22 @@ pub async fn a_refresh_token_rotates_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::Rotated);
-    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    let old = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
     assert_eq!(old.consumed_at, Some(now));
     let new = store
-        .find_refresh(&next_refresh.hash)
+        .find_refresh(&next_refresh.key())
         .await
         .unwrap()
         .unwrap();
     assert_eq!((new.consumed_at, new.revoked), (None, false));
-    assert!(!access_revoked(store.as_ref(), &next_access.hash).await);
+    assert!(!access_revoked(store.as_ref(), &next_access.key()).await);
 
     // No grace window: the consumed token cannot rotate again, and nothing is written.
     let third_access = access_token(&g.family.id, &c.id, now + 1, HOUR);
     let third_refresh = refresh_token(&g.family.id, &c.id, now + 1, DAY);
     let again = store
         .rotate_refresh(
-            &g.refresh.hash,
+            &g.refresh.key(),
             UnixTime::MAX,
             &third_access,
             &third_refresh,
@@ -317,14 +351,14 @@ pub async fn a_refresh_token_rotates_once(store: Arc<dyn Store>) {
     assert_eq!(again, RotateOutcome::Lost);
     assert!(
         store
-            .find_refresh(&third_refresh.hash)
+            .find_refresh(&third_refresh.key())
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .find_access(AccessKey::Hash(&third_access.hash))
+            .find_access(AccessKey::Opaque(&third_access.key()))
             .await
             .unwrap()
             .is_none()
@@ -340,7 +374,7 @@ pub async fn the_grace_window_counts_from_the_first_use(store: Arc<dyn Store>) {
         let store = store.clone();
         let a = access_token(&g.family.id, &c.id, at, HOUR);
         let r = refresh_token(&g.family.id, &c.id, at, DAY);
-        let old = g.refresh.hash;
+        let old = g.refresh.key();
         async move {
             store
                 .rotate_refresh(&old, cutoff, &a, &r, &ev())
@@ -358,7 +392,7 @@ pub async fn the_grace_window_counts_from_the_first_use(store: Arc<dyn Store>) {
         RotateOutcome::Rotated
     );
     // ...without moving the first-use time.
-    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    let old = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
     assert_eq!(old.consumed_at, Some(first_use));
     // Once the window has moved past the first use, reuse loses.
     assert_eq!(
@@ -379,18 +413,18 @@ pub async fn a_revoked_family_cannot_rotate(store: Arc<dyn Store>) {
         .revoke_family(&g.family.id, T0 + 2, &ev())
         .await
         .unwrap();
-    assert!(refresh_revoked(store.as_ref(), &g.refresh.hash).await);
-    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
+    assert!(refresh_revoked(store.as_ref(), &g.refresh.key()).await);
+    assert!(access_revoked(store.as_ref(), &g.access.key()).await);
 
     let a = access_token(&g.family.id, &c.id, T0 + 3, HOUR);
     let r = refresh_token(&g.family.id, &c.id, T0 + 3, DAY);
     let outcome = store
-        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .rotate_refresh(&g.refresh.key(), UnixTime::MAX, &a, &r, &ev())
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::Lost);
-    assert!(store.find_refresh(&r.hash).await.unwrap().is_none());
-    let old = store.find_refresh(&g.refresh.hash).await.unwrap().unwrap();
+    assert!(store.find_refresh(&r.key()).await.unwrap().is_none());
+    let old = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
     assert_eq!(old.consumed_at, None, "a lost rotation writes nothing");
 }
 
@@ -401,7 +435,7 @@ pub async fn revoking_a_family_revokes_its_successors(store: Arc<dyn Store>) {
     let a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
     let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
     let outcome = store
-        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .rotate_refresh(&g.refresh.key(), UnixTime::MAX, &a, &r, &ev())
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::Rotated);
@@ -412,14 +446,14 @@ pub async fn revoking_a_family_revokes_its_successors(store: Arc<dyn Store>) {
         .revoke_family(&g.family.id, T0 + 2, &ev())
         .await
         .unwrap();
-    for hash in [&g.access.hash, &a.hash] {
-        assert!(access_revoked(store.as_ref(), hash).await);
+    for key in [g.access.key(), a.key()] {
+        assert!(access_revoked(store.as_ref(), &key).await);
     }
-    for hash in [&g.refresh.hash, &r.hash] {
-        assert!(refresh_revoked(store.as_ref(), hash).await);
+    for key in [g.refresh.key(), r.key()] {
+        assert!(refresh_revoked(store.as_ref(), &key).await);
     }
-    assert!(!access_revoked(store.as_ref(), &other.access.hash).await);
-    assert!(!refresh_revoked(store.as_ref(), &other.refresh.hash).await);
+    assert!(!access_revoked(store.as_ref(), &other.access.key()).await);
+    assert!(!refresh_revoked(store.as_ref(), &other.refresh.key()).await);
 }
 
 pub async fn revoking_an_access_token_revokes_only_it(store: Arc<dyn Store>) {
@@ -429,7 +463,7 @@ pub async fn revoking_an_access_token_revokes_only_it(store: Arc<dyn Store>) {
     let a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
     let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
     store
-        .rotate_refresh(&g.refresh.hash, UnixTime::MAX, &a, &r, &ev())
+        .rotate_refresh(&g.refresh.key(), UnixTime::MAX, &a, &r, &ev())
         .await
         .unwrap();
     store
@@ -441,9 +475,9 @@ pub async fn revoking_an_access_token_revokes_only_it(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store.revoke_access("unknown", T0 + 3, &ev()).await.unwrap();
-    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
-    assert!(!access_revoked(store.as_ref(), &a.hash).await);
-    assert!(!refresh_revoked(store.as_ref(), &r.hash).await);
+    assert!(access_revoked(store.as_ref(), &g.access.key()).await);
+    assert!(!access_revoked(store.as_ref(), &a.key()).await);
+    assert!(!refresh_revoked(store.as_ref(), &r.key()).await);
 }
 
 pub async fn a_disabled_client_s_tokens_read_as_revoked(store: Arc<dyn Store>) {
@@ -452,10 +486,10 @@ pub async fn a_disabled_client_s_tokens_read_as_revoked(store: Arc<dyn Store>) {
     issue(store.as_ref(), &g).await;
     c.disabled = true;
     assert!(store.update_client(&c).await.unwrap());
-    assert!(access_revoked(store.as_ref(), &g.access.hash).await);
+    assert!(access_revoked(store.as_ref(), &g.access.key()).await);
     c.disabled = false;
     assert!(store.update_client(&c).await.unwrap());
-    assert!(!access_revoked(store.as_ref(), &g.access.hash).await);
+    assert!(!access_revoked(store.as_ref(), &g.access.key()).await);
 }
 
 pub async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
@@ -463,10 +497,16 @@ pub async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
     let g = grant_at(&c.id, T0, HOUR, DAY);
     issue(store.as_ref(), &g).await;
     assert!(store.delete_client(&c.id).await.unwrap());
-    assert!(store.find_refresh(&g.refresh.hash).await.unwrap().is_none());
     assert!(
         store
-            .find_access(AccessKey::Hash(&g.access.hash))
+            .find_refresh(&g.refresh.key())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .find_access(AccessKey::Opaque(&g.access.key()))
             .await
             .unwrap()
             .is_none()
@@ -590,7 +630,7 @@ pub async fn revoking_a_key_revokes_the_jwts_it_signed(store: Arc<dyn Store>) {
             .unwrap()
             .revoked
     );
-    assert!(!access_revoked(store.as_ref(), &signed_by_new.access.hash).await);
+    assert!(!access_revoked(store.as_ref(), &signed_by_new.access.key()).await);
 }
 
 pub async fn meta_keeps_the_first_value_and_replaces_only_what_it_expects(store: Arc<dyn Store>) {
@@ -628,7 +668,7 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     let next_a = access_token(&live.family.id, &c.id, now - 50, HOUR);
     let next_r = refresh_token(&live.family.id, &c.id, now - 50, DAY);
     store
-        .rotate_refresh(&live.refresh.hash, UnixTime::MAX, &next_a, &next_r, &ev())
+        .rotate_refresh(&live.refresh.key(), UnixTime::MAX, &next_a, &next_r, &ev())
         .await
         .unwrap();
     store
@@ -638,7 +678,7 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     let short = access_token(&live.family.id, &c.id, now - 100, 10);
     let short_r = refresh_token(&live.family.id, &c.id, now - 40, DAY);
     store
-        .rotate_refresh(&next_r.hash, UnixTime::MAX, &short, &short_r, &ev())
+        .rotate_refresh(&next_r.key(), UnixTime::MAX, &short, &short_r, &ev())
         .await
         .unwrap();
     // Unexpired, but its family was revoked.
@@ -673,40 +713,40 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     assert!(total >= 3, "the expired family and its tokens went");
     assert!(
         store
-            .find_refresh(&expired.refresh.hash)
+            .find_refresh(&expired.refresh.key())
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .find_access(AccessKey::Hash(&expired.access.hash))
+            .find_access(AccessKey::Opaque(&expired.access.key()))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(refresh_revoked(store.as_ref(), &revoked.refresh.hash).await);
-    assert!(access_revoked(store.as_ref(), &live.access.hash).await);
+    assert!(refresh_revoked(store.as_ref(), &revoked.refresh.key()).await);
+    assert!(access_revoked(store.as_ref(), &live.access.key()).await);
 
     // Without retention, revoked rows and expired tokens of live families go too.
     while store.purge_expired(now, 1000).await.unwrap() > 0 {}
     assert!(
         store
-            .find_refresh(&revoked.refresh.hash)
+            .find_refresh(&revoked.refresh.key())
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .find_access(AccessKey::Hash(&revoked.access.hash))
+            .find_access(AccessKey::Opaque(&revoked.access.key()))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .find_access(AccessKey::Hash(&live.access.hash))
+            .find_access(AccessKey::Opaque(&live.access.key()))
             .await
             .unwrap()
             .is_none(),
@@ -714,17 +754,17 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     );
     assert!(
         store
-            .find_access(AccessKey::Hash(&short.hash))
+            .find_access(AccessKey::Opaque(&short.key()))
             .await
             .unwrap()
             .is_none(),
         "an expired access token of a live family goes"
     );
     // What is live stays, including the consumed refresh tokens reuse detection needs.
-    assert!(!access_revoked(store.as_ref(), &next_a.hash).await);
-    assert!(!refresh_revoked(store.as_ref(), &short_r.hash).await);
+    assert!(!access_revoked(store.as_ref(), &next_a.key()).await);
+    assert!(!refresh_revoked(store.as_ref(), &short_r.key()).await);
     let consumed = store
-        .find_refresh(&live.refresh.hash)
+        .find_refresh(&live.refresh.key())
         .await
         .unwrap()
         .unwrap();
@@ -761,9 +801,15 @@ pub async fn the_cleanup_works_in_batches(store: Arc<dyn Store>) {
     }
     assert!(rounds >= 2, "seven families do not fit one batch of two");
     for g in &expired {
-        assert!(store.find_refresh(&g.refresh.hash).await.unwrap().is_none());
+        assert!(
+            store
+                .find_refresh(&g.refresh.key())
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
-    assert!(!refresh_revoked(store.as_ref(), &live.refresh.hash).await);
+    assert!(!refresh_revoked(store.as_ref(), &live.refresh.key()).await);
     assert_eq!(store.purge_expired(T0 + 5 * DAY, 2).await.unwrap(), 0);
 }
 
@@ -775,14 +821,14 @@ pub async fn racing_rotations_of_one_token_rotate_it_once(store: Arc<dyn Store>)
         let tasks: Vec<_> = (0..12)
             .map(|_| {
                 let store = store.clone();
-                let old = g.refresh.hash;
+                let old = g.refresh.key();
                 let a = access_token(&g.family.id, &c.id, T0 + round + 1, HOUR);
                 let r = refresh_token(&g.family.id, &c.id, T0 + round + 1, DAY);
                 tokio::spawn(async move {
                     let outcome = store
                         .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
                         .await;
-                    (outcome, r.hash)
+                    (outcome, r.key())
                 })
             })
             .collect();
@@ -810,7 +856,7 @@ pub async fn a_rotation_racing_a_revocation_leaves_no_live_successor(store: Arc<
         let r = refresh_token(&g.family.id, &c.id, T0 + round + 1, DAY);
         let rotating = {
             let store = store.clone();
-            let old = g.refresh.hash;
+            let old = g.refresh.key();
             let (a, r) = (a.clone(), r.clone());
             tokio::spawn(async move {
                 store
@@ -826,10 +872,10 @@ pub async fn a_rotation_racing_a_revocation_leaves_no_live_successor(store: Arc<
         revoking.await.unwrap().expect("revocation commits");
         let outcome = rotating.await.unwrap().expect("rotation answers");
         if outcome == RotateOutcome::Rotated {
-            assert!(refresh_revoked(store.as_ref(), &r.hash).await);
-            assert!(access_revoked(store.as_ref(), &a.hash).await);
+            assert!(refresh_revoked(store.as_ref(), &r.key()).await);
+            assert!(access_revoked(store.as_ref(), &a.key()).await);
         } else {
-            assert!(store.find_refresh(&r.hash).await.unwrap().is_none());
+            assert!(store.find_refresh(&r.key()).await.unwrap().is_none());
         }
     }
 }
@@ -928,9 +974,9 @@ pub async fn a_client_s_tokens_are_revoked_together(store: Arc<dyn Store>) {
             .unwrap(),
         2
     );
-    assert!(access_revoked(store.as_ref(), &a.access.hash).await);
-    assert!(refresh_revoked(store.as_ref(), &b.refresh.hash).await);
-    assert!(!access_revoked(store.as_ref(), &o.access.hash).await);
+    assert!(access_revoked(store.as_ref(), &a.access.key()).await);
+    assert!(refresh_revoked(store.as_ref(), &b.refresh.key()).await);
+    assert!(!access_revoked(store.as_ref(), &o.access.key()).await);
     assert_eq!(
         store
             .revoke_client_tokens(&c.id, T0 + 2, &ev())
@@ -954,10 +1000,10 @@ pub async fn tokens_issued_before_a_time_are_revoked(store: Arc<dyn Store>) {
             .unwrap(),
         2
     );
-    assert!(access_revoked(store.as_ref(), &old.access.hash).await);
-    assert!(refresh_revoked(store.as_ref(), &old.refresh.hash).await);
-    assert!(!access_revoked(store.as_ref(), &new.access.hash).await);
-    assert!(!refresh_revoked(store.as_ref(), &new.refresh.hash).await);
+    assert!(access_revoked(store.as_ref(), &old.access.key()).await);
+    assert!(refresh_revoked(store.as_ref(), &old.refresh.key()).await);
+    assert!(!access_revoked(store.as_ref(), &new.access.key()).await);
+    assert!(!refresh_revoked(store.as_ref(), &new.refresh.key()).await);
 }
 
 pub async fn audit_events_are_recorded_queried_and_purged(store: Arc<dyn Store>) {
