@@ -243,48 +243,83 @@ fn map_err(e: sqlx::Error) -> StoreError {
     }
 }
 
-async fn insert_access(
-    tx: &mut Transaction<'static, Postgres>,
-    a: &NewAccessToken,
-) -> StoreResult<()> {
-    let query = sqlx::query(
-        "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-         audience, issued_at, expires_at, signing_kid) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    );
-    bind_access_token(query, a)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    Ok(())
-}
+// The hot-path writes below are each **one** statement: PostgreSQL's data-modifying `WITH`
+// runs every part exactly once, atomically, and checks foreign keys at the end of the
+// statement, so a grant that took `BEGIN`, four `INSERT`s and `COMMIT` (six round trips, each
+// costing the server a protocol exchange and a context switch) takes one. Values are bound by
+// the `bind_*` helpers of `rows.rs`, in their documented order, so each part's placeholders
+// are consecutive.
 
-async fn insert_refresh(
-    tx: &mut Transaction<'static, Postgres>,
-    r: &NewRefreshToken,
-) -> StoreResult<()> {
-    let query = sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    );
-    bind_refresh_token(query, r)
-        .execute(&mut **tx)
-        .await
-        .map_err(map_err)?;
-    Ok(())
-}
+/// Issues a grant: family ($1–$6), access token ($7–$16), refresh token ($17–$22), audit
+/// event ($23–$29).
+const ISSUE_SQL: &str = "WITH family AS (\
+     INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)), \
+     access AS (\
+     INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
+     audience, issued_at, expires_at, signing_kid) \
+     VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16)), \
+     refresh AS (\
+     INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
+     VALUES ($17, $18, $19, $20, $21, $22)) \
+     INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     VALUES ($23, $24, $25, $26, $27, $28, $29)";
+
+/// Rotates a refresh token: $1 now, $2 the family's new expiry, $3 the family, $4 the old
+/// token's hash, $5 the reuse cutoff; the successors ($6–$15, $16–$21) and the audit event
+/// ($22–$28) are inserted only if the old token was consumed. Returns how many tokens were
+/// consumed (0 or 1). [`PostgresStore::rotate_refresh`] says why this is race-free.
+const ROTATE_SQL: &str = "WITH family AS (\
+     UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
+     WHERE family_id = $3 AND revoked_at IS NULL RETURNING family_id), \
+     consumed AS (\
+     UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, $1) \
+     WHERE token_hash = $4 AND family_id = (SELECT family_id FROM family) \
+     AND revoked_at IS NULL AND (consumed_at IS NULL OR consumed_at >= $5) RETURNING 1), \
+     access AS (\
+     INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
+     audience, issued_at, expires_at, signing_kid) \
+     SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM consumed), \
+     refresh AS (\
+     INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
+     SELECT $16, $17, $18, $19, $20, $21 FROM consumed), \
+     audit AS (\
+     INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     SELECT $22, $23, $24, $25, $26, $27, $28 FROM consumed) \
+     SELECT COUNT(*) FROM consumed";
+
+/// Revokes a family ($1 now, $2 family) and records the audit event ($3–$9).
+const REVOKE_FAMILY_SQL: &str = "WITH done AS (\
+     UPDATE token_families SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL \
+     RETURNING 1) \
+     INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     VALUES ($3, $4, $5, $6, $7, $8, $9)";
+
+/// Revokes an access token ($1 now, $2 token id) and records the audit event ($3–$9).
+const REVOKE_ACCESS_SQL: &str = "WITH done AS (\
+     UPDATE access_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL \
+     RETURNING 1) \
+     INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     VALUES ($3, $4, $5, $6, $7, $8, $9)";
+
+/// Revokes every family of a client ($1 now, $2 client) and records the audit event
+/// ($3–$9); returns how many families.
+const REVOKE_CLIENT_SQL: &str = "WITH done AS (\
+     UPDATE token_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL \
+     RETURNING 1), \
+     audit AS (\
+     INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     VALUES ($3, $4, $5, $6, $7, $8, $9)) \
+     SELECT COUNT(*) FROM done";
+
+const INSERT_AUDIT_SQL: &str = "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 async fn insert_audit(tx: &mut Transaction<'static, Postgres>, e: &AuditEvent) -> StoreResult<()> {
-    bind_audit_event(
-        sqlx::query(
-            "INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        ),
-        e,
-    )
-    .execute(&mut **tx)
-    .await
-    .map_err(map_err)?;
+    bind_audit_event(sqlx::query(INSERT_AUDIT_SQL), e)
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
     Ok(())
 }
 
@@ -629,24 +664,19 @@ impl Store for PostgresStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.bounded(async {
-            let mut tx = self.begin().await?;
-            sqlx::query(
-                "INSERT INTO token_families (family_id, client_id, scope, client_type, \
-                 created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&family.id)
-            .bind(&family.client_id)
-            .bind(&family.scope)
-            .bind(family.client_type.as_str())
-            .bind(family.created_at)
-            .bind(access.expires_at.max(refresh.expires_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            insert_access(&mut tx, access).await?;
-            insert_refresh(&mut tx, refresh).await?;
-            insert_audit(&mut tx, audit).await?;
-            tx.commit().await.map_err(map_err)
+            let query = sqlx::query(ISSUE_SQL)
+                .bind(&family.id)
+                .bind(&family.client_id)
+                .bind(&family.scope)
+                .bind(family.client_type.as_str())
+                .bind(family.created_at)
+                .bind(access.expires_at.max(refresh.expires_at));
+            let query = bind_refresh_token(bind_access_token(query, access), refresh);
+            bind_audit_event(query, audit)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+            Ok(())
         })
         .await
     }
@@ -677,20 +707,24 @@ impl Store for PostgresStore {
         .await
     }
 
-    /// Why this is race-free across instances, at `READ COMMITTED`:
+    /// Why this is race-free across instances, at `READ COMMITTED` ([`ROTATE_SQL`] is one
+    /// statement inside a transaction):
     ///
-    /// 1. The family row is updated first, `WHERE revoked_at IS NULL`. That takes its row lock
-    ///    and holds it until commit. A concurrent rotation (of any token of the family) or
-    ///    [`revoke_family`](Store::revoke_family) on another instance needs the same lock, so
-    ///    they run one after the other, never interleaved. If a revocation committed first,
-    ///    the re-checked `WHERE` fails and nothing is written: `Lost`.
-    /// 2. Holding that lock, the token is consumed with a conditional `UPDATE`. It is a new
-    ///    statement, so it sees every rotation that committed before we got the family lock:
-    ///    a token consumed by another instance no longer matches `consumed_at IS NULL` (outside
-    ///    the grace window) and this rotation is `Lost`. Its own row lock and re-check cover the
-    ///    same ground again.
-    /// 3. Only if both updates touched exactly one row are the successors inserted, and all of
-    ///    it commits at once. A revocation waiting on the family lock then revokes the family,
+    /// 1. The family row is updated first, `WHERE revoked_at IS NULL` (the token update reads
+    ///    the family's id from that update, so it cannot run before it). That takes the
+    ///    family's row lock and holds it until commit. A concurrent rotation (of any token of
+    ///    the family) or [`revoke_family`](Store::revoke_family) on another instance needs the
+    ///    same lock, so they run one after the other, never interleaved. If a revocation
+    ///    committed while we waited, PostgreSQL re-checks the `WHERE` against the row's
+    ///    newest version, it fails, no family id comes out, and nothing is consumed: `Lost`.
+    /// 2. Holding that lock, the token is consumed with a conditional `UPDATE`. Its row may have
+    ///    been consumed by another instance after this statement's snapshot was taken; then
+    ///    PostgreSQL again re-checks the `WHERE` against the newest version of the row before
+    ///    updating it, `consumed_at IS NULL` no longer holds (outside the grace window), and
+    ///    this rotation is `Lost`.
+    /// 3. The successors and the audit event are inserted from the consumed row, so only if
+    ///    the token was consumed; if it was not, the transaction is rolled back, family update
+    ///    included. A revocation waiting on the family lock then revokes the family,
     ///    successors included (tokens inherit the family's revocation), so a refresh racing a
     ///    revoke can never leave a live successor of a revoked token.
     ///
@@ -706,41 +740,24 @@ impl Store for PostgresStore {
     ) -> StoreResult<RotateOutcome> {
         let old = &old.hash;
         self.bounded(async {
-            let now = refresh.issued_at;
             let mut tx = self.begin().await?;
-            let family = sqlx::query(
-                "UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
-                 WHERE family_id = $3 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(access.expires_at.max(refresh.expires_at))
-            .bind(&refresh.family_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            if family.rows_affected() != 1 {
+            let query = sqlx::query(ROTATE_SQL)
+                .bind(refresh.issued_at)
+                .bind(access.expires_at.max(refresh.expires_at))
+                .bind(&refresh.family_id)
+                .bind(&old.0[..])
+                .bind(reuse_cutoff);
+            let query = bind_refresh_token(bind_access_token(query, access), refresh);
+            let consumed: i64 = bind_audit_event(query, audit)
+                .fetch_one(&mut *tx)
+                .await
+                .and_then(|row| sqlx::Row::try_get(&row, 0))
+                .map_err(map_err)?;
+            if consumed != 1 {
+                // Lost: undo the family update too; nothing of this rotation is written.
                 tx.rollback().await.map_err(map_err)?;
                 return Ok(RotateOutcome::Lost);
             }
-            let consumed = sqlx::query(
-                "UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, $1) \
-                 WHERE token_hash = $2 AND family_id = $3 AND revoked_at IS NULL \
-                 AND (consumed_at IS NULL OR consumed_at >= $4)",
-            )
-            .bind(now)
-            .bind(&old.0[..])
-            .bind(&refresh.family_id)
-            .bind(reuse_cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            if consumed.rows_affected() != 1 {
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(RotateOutcome::Lost);
-            }
-            insert_access(&mut tx, access).await?;
-            insert_refresh(&mut tx, refresh).await?;
-            insert_audit(&mut tx, audit).await?;
             tx.commit().await.map_err(map_err)?;
             Ok(RotateOutcome::Rotated)
         })
@@ -754,18 +771,12 @@ impl Store for PostgresStore {
         audit: &AuditEvent,
     ) -> StoreResult<()> {
         self.bounded(async {
-            let mut tx = self.begin().await?;
-            sqlx::query(
-                "UPDATE token_families SET revoked_at = $1 \
-                 WHERE family_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(family_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            insert_audit(&mut tx, audit).await?;
-            tx.commit().await.map_err(map_err)
+            let query = sqlx::query(REVOKE_FAMILY_SQL).bind(now).bind(family_id);
+            bind_audit_event(query, audit)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+            Ok(())
         })
         .await
     }
@@ -803,17 +814,12 @@ impl Store for PostgresStore {
 
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
         self.bounded(async {
-            let mut tx = self.begin().await?;
-            sqlx::query(
-                "UPDATE access_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            insert_audit(&mut tx, audit).await?;
-            tx.commit().await.map_err(map_err)
+            let query = sqlx::query(REVOKE_ACCESS_SQL).bind(now).bind(id);
+            bind_audit_event(query, audit)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+            Ok(())
         })
         .await
     }
@@ -825,18 +831,13 @@ impl Store for PostgresStore {
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
         self.bounded(async {
-            let mut tx = self.begin().await?;
-            let done = sqlx::query(
-                "UPDATE token_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
-            )
-            .bind(now)
-            .bind(client_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            insert_audit(&mut tx, audit).await?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(done.rows_affected())
+            let query = sqlx::query(REVOKE_CLIENT_SQL).bind(now).bind(client_id);
+            let n: i64 = bind_audit_event(query, audit)
+                .fetch_one(&self.pool)
+                .await
+                .and_then(|row| sqlx::Row::try_get(&row, 0))
+                .map_err(map_err)?;
+            Ok(u64::try_from(n).unwrap_or_default())
         })
         .await
     }
@@ -871,9 +872,11 @@ impl Store for PostgresStore {
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         self.bounded(async {
-            let mut tx = self.begin().await?;
-            insert_audit(&mut tx, event).await?;
-            tx.commit().await.map_err(map_err)
+            bind_audit_event(sqlx::query(INSERT_AUDIT_SQL), event)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+            Ok(())
         })
         .await
     }

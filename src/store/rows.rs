@@ -55,26 +55,32 @@ pub(super) struct ClientRow {
 }
 
 impl ClientRow {
-    /// Decodes a `SELECT *` row read through `rusqlite` (the SQLite store's inline reads).
+    /// The columns [`ClientRow::from_rusqlite`] decodes, in its order.
+    pub(super) const COLUMNS: &'static str = "client_id, name, secret_hash, previous_secret_hash, \
+         previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
+         origins, audience, resource_server, resources, disabled, created_at, updated_at";
+
+    /// Decodes a row of [`ClientRow::COLUMNS`] read through `rusqlite` (the SQLite store's
+    /// inline reads; by position, which is cheaper than by name).
     pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            client_id: row.get("client_id")?,
-            name: row.get("name")?,
-            secret_hash: row.get("secret_hash")?,
-            previous_secret_hash: row.get("previous_secret_hash")?,
-            previous_secret_expires_at: row.get("previous_secret_expires_at")?,
-            scopes: row.get("scopes")?,
-            token_format: row.get("token_format")?,
-            profile: row.get("profile")?,
-            access_ttl: row.get("access_ttl")?,
-            refresh_ttl: row.get("refresh_ttl")?,
-            origins: row.get("origins")?,
-            audience: row.get("audience")?,
-            resource_server: row.get("resource_server")?,
-            resources: row.get("resources")?,
-            disabled: row.get("disabled")?,
-            created_at: row.get("created_at")?,
-            updated_at: row.get("updated_at")?,
+            client_id: row.get(0)?,
+            name: row.get(1)?,
+            secret_hash: row.get(2)?,
+            previous_secret_hash: row.get(3)?,
+            previous_secret_expires_at: row.get(4)?,
+            scopes: row.get(5)?,
+            token_format: row.get(6)?,
+            profile: row.get(7)?,
+            access_ttl: row.get(8)?,
+            refresh_ttl: row.get(9)?,
+            origins: row.get(10)?,
+            audience: row.get(11)?,
+            resource_server: row.get(12)?,
+            resources: row.get(13)?,
+            disabled: row.get(14)?,
+            created_at: row.get(15)?,
+            updated_at: row.get(16)?,
         })
     }
 }
@@ -213,17 +219,17 @@ pub(super) struct RefreshRow {
 }
 
 impl RefreshRow {
-    /// Decodes a row read through `rusqlite`.
+    /// Decodes a row read through `rusqlite`, columns in the order of the struct's fields.
     pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            family_id: row.get("family_id")?,
-            client_id: row.get("client_id")?,
-            scope: row.get("scope")?,
-            issued_at: row.get("issued_at")?,
-            expires_at: row.get("expires_at")?,
-            consumed_at: row.get("consumed_at")?,
-            revoked: row.get("revoked")?,
-            client_type: row.get("client_type")?,
+            family_id: row.get(0)?,
+            client_id: row.get(1)?,
+            scope: row.get(2)?,
+            issued_at: row.get(3)?,
+            expires_at: row.get(4)?,
+            consumed_at: row.get(5)?,
+            revoked: row.get(6)?,
+            client_type: row.get(7)?,
         })
     }
 }
@@ -261,18 +267,18 @@ pub(super) struct AccessRow {
 }
 
 impl AccessRow {
-    /// Decodes a row read through `rusqlite`.
+    /// Decodes a row read through `rusqlite`, columns in the order of the struct's fields.
     pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
-            token_id: row.get("token_id")?,
-            client_id: row.get("client_id")?,
-            family_id: row.get("family_id")?,
-            format: row.get("format")?,
-            scope: row.get("scope")?,
-            audience: row.get("audience")?,
-            issued_at: row.get("issued_at")?,
-            expires_at: row.get("expires_at")?,
-            revoked: row.get("revoked")?,
+            token_id: row.get(0)?,
+            client_id: row.get(1)?,
+            family_id: row.get(2)?,
+            format: row.get(3)?,
+            scope: row.get(4)?,
+            audience: row.get(5)?,
+            issued_at: row.get(6)?,
+            expires_at: row.get(7)?,
+            revoked: row.get(8)?,
         })
     }
 }

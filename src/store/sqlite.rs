@@ -205,6 +205,10 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // The writer finishes its queue first; then every connection closes, the last one
+        // checkpointing the log into the database file.
+        let group = self.group.clone();
+        let _ = tokio::task::spawn_blocking(move || group.close()).await;
         self.point_reads.close();
         self.writer.close().await;
         self.reader.close().await;
@@ -276,9 +280,12 @@ impl Store for SqliteStore {
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
         let row = self.point_reads.read(|conn| {
-            conn.prepare_cached("SELECT * FROM clients WHERE client_id = ?1")?
-                .query_row([id], ClientRow::from_rusqlite)
-                .optional()
+            conn.prepare_cached(&format!(
+                "SELECT {} FROM clients WHERE client_id = ?1",
+                ClientRow::COLUMNS
+            ))?
+            .query_row([id], ClientRow::from_rusqlite)
+            .optional()
         })?;
         row.map(Client::try_from).transpose()
     }
@@ -489,6 +496,27 @@ impl Store for SqliteStore {
         self.group
             .write(move |conn| {
                 let now = refresh.issued_at;
+                // Check first, write after: a lost race then writes nothing at all, which lets
+                // the batch skip savepoints (see `sqlite_writer`). Nothing can change in between:
+                // this thread is the only writer while its transaction is open.
+                let usable: bool = conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM refresh_tokens r \
+                         JOIN token_families f ON f.family_id = r.family_id \
+                         WHERE r.token_id = ?1 AND r.token_hash = ?2 AND r.family_id = ?3 \
+                         AND r.revoked_at IS NULL AND f.revoked_at IS NULL \
+                         AND (r.consumed_at IS NULL OR r.consumed_at >= ?4))",
+                    )
+                    .and_then(|mut st| {
+                        st.query_row(
+                            params![old_id, &old_hash.0[..], refresh.family_id, reuse_cutoff],
+                            |row| row.get(0),
+                        )
+                    })
+                    .map_err(writer_err)?;
+                if !usable {
+                    return Ok((RotateOutcome::Lost, false));
+                }
                 let family = change(
                     conn,
                     "UPDATE token_families SET refreshed_at = ?1, expires_at = MAX(expires_at, ?2) \
@@ -513,7 +541,7 @@ impl Store for SqliteStore {
                     ],
                 )?;
                 if family != 1 || consumed != 1 {
-                    // Roll this job back to its savepoint: nothing of it is written.
+                    // Cannot happen after the check above; undone all the same.
                     return Ok((RotateOutcome::Lost, false));
                 }
                 insert_access(conn, &access)?;
@@ -671,18 +699,19 @@ impl Store for SqliteStore {
     }
 
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "DELETE FROM audit_events WHERE id IN \
-             (SELECT id FROM audit_events WHERE at < ? LIMIT ?)",
-        )
-        .bind(before)
-        .bind(i64::from(batch))
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected())
+        // Through the group writer like the hot path: a cleanup on its own connection would
+        // contend with it for SQLite's write lock, and the loser sleeps in the busy handler.
+        self.group
+            .write(move |conn| {
+                let n = change(
+                    conn,
+                    "DELETE FROM audit_events WHERE id IN \
+                     (SELECT id FROM audit_events WHERE at < ?1 LIMIT ?2)",
+                    params![before, i64::from(batch)],
+                )?;
+                Ok((n as u64, true))
+            })
+            .await
     }
 
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
@@ -694,30 +723,24 @@ impl Store for SqliteStore {
             "DELETE FROM refresh_tokens WHERE token_id IN (SELECT token_id FROM refresh_tokens \
              WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
         ];
-        let mut tx = self.begin_write().await?;
-        let mut deleted = 0;
-        for sql in BATCHES {
-            deleted += sqlx::query(sql)
-                .bind(before)
-                .bind(i64::from(batch))
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-        }
-        // A retired key also stays while any token it signed is unexpired, whatever lifetime
-        // the process that retired it assumed.
-        deleted += sqlx::query(
-            "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?1 \
-             AND NOT EXISTS (SELECT 1 FROM access_tokens a \
-                             WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
-        tx.commit().await.map_err(map_err)?;
-        Ok(deleted)
+        // Through the group writer (see `purge_audit`), in one job so that it commits at once.
+        self.group
+            .write(move |conn| {
+                let mut deleted = 0;
+                for sql in BATCHES {
+                    deleted += change(conn, sql, params![before, i64::from(batch)])?;
+                }
+                // A retired key also stays while any token it signed is unexpired, whatever
+                // lifetime the process that retired it assumed.
+                deleted += change(
+                    conn,
+                    "DELETE FROM signing_keys WHERE state = 'retired' AND published_until < ?1 \
+                     AND NOT EXISTS (SELECT 1 FROM access_tokens a \
+                                     WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
+                    params![before],
+                )?;
+                Ok((deleted as u64, true))
+            })
+            .await
     }
 }

@@ -3,21 +3,36 @@
 //! SQLite has one writer at a time, and with `synchronous = FULL` every commit waits for the
 //! disk. Committing each token request on its own would cap throughput at the disk's flush rate,
 //! and sending each statement to a database thread and back costs more than the statement
-//! itself. So the hot-path writes (issue, refresh, revoke, audit) are handed to one dedicated
-//! writer thread with its own connection, which takes every job waiting at that moment (up to
-//! [`MAX_BATCH`]), runs them in **one** transaction — each inside its own `SAVEPOINT`, so a job
-//! that fails or loses a race is rolled back alone — and commits once. Only after that commit
-//! does any job learn its result, so a `2xx` is still sent only after the work it reports is
-//! durable. Under light load a batch is one job and nothing waits; under heavy load batches grow
-//! and the cost of a flush is shared.
+//! itself. So the hot-path writes (issue, refresh, revoke, audit, and the background cleanup)
+//! are handed to one dedicated writer thread with its own connection, which takes every job
+//! waiting at that moment (up to [`MAX_BATCH`]), runs them in **one** transaction, and commits
+//! once. Only after that commit does any job learn its result, so a `2xx` is still sent only
+//! after the work it reports is durable. Under light load a batch is one job and nothing waits;
+//! under heavy load batches grow and the cost of a flush is shared.
+//!
+//! Each job must behave as if it ran alone: a job that fails or loses a race (a refresh whose
+//! token was consumed first) must leave nothing behind. Wrapping every job in a `SAVEPOINT`
+//! guarantees that, but costs about as much as the job's own inserts (statement text parsed
+//! twice, pages copied to the sub-journal). So a batch first runs **without** savepoints, and
+//! checks after each job that it either succeeded and wants its writes kept, or changed no row
+//! at all (`total_changes` did not move: the hot-path jobs check their conditions before they
+//! write, so a lost race writes nothing). Only if some job failed after writing does the writer
+//! roll the whole batch back and run it again, this time with one savepoint per job. Jobs are
+//! re-runnable closures for that reason, and nobody sees a result from the discarded run.
 //!
 //! Jobs run one after another inside the batch, so they see each other's effects exactly as if
 //! they had committed separately: two refreshes of one token in the same batch still produce one
 //! `Rotated` and one `Lost`. Other processes (the CLI) and the store's rare writes use other
 //! connections and meet this one on SQLite's write lock (`BEGIN IMMEDIATE`, busy timeout).
+//!
+//! Checkpoints (copying the write-ahead log back into the database file) do not run on this
+//! thread: its connection has `wal_autocheckpoint` off, and a checkpointer thread with its own
+//! connection runs a `PASSIVE` checkpoint whenever the writer has appended enough to the log.
+//! A passive checkpoint never blocks the writer or readers; the log is restarted from its
+//! beginning by the next write transaction once a checkpoint has caught up.
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
@@ -28,8 +43,48 @@ use super::{StoreError, StoreResult};
 /// Most jobs in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+/// Commits between checkpoint requests (each commit appends at least a few pages).
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// One queued write: run (possibly twice, see the module docs), then told the outcome.
+trait Job: Send {
+    /// Runs the job on the writer's connection. Returns whether its writes stand.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Sends the job's result, or the batch's commit error, to the caller.
+    fn deliver(self: Box<Self>, commit_error: Option<&StoreError>);
+}
+
+struct Pending<T, F> {
+    op: F,
+    result: Option<StoreResult<(T, bool)>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for Pending<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> StoreResult<(T, bool)> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let result = (self.op)(conn);
+        let keep = matches!(result, Ok((_, true)));
+        self.result = Some(result);
+        keep
+    }
+
+    fn deliver(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let out = match (self.result, commit_error) {
+            (None, _) => Err(StoreError::Unavailable(
+                "the SQLite writer did not run this write".into(),
+            )),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Some(e)) => Err(copy(e)),
+            (Some(Ok((value, _))), None) => Ok(value),
+        };
+        // The caller may have gone (client disconnected): the work stands anyway.
+        let _ = self.reply.send(out);
+    }
+}
 
 /// Maps a `rusqlite` error like the sqlx one: busy/locked is transient, a uniqueness
 /// violation is a conflict, anything else is a failure.
@@ -55,10 +110,18 @@ fn copy(e: &StoreError) -> StoreError {
     }
 }
 
+/// What the writer thread receives.
+enum Message {
+    Job(Box<dyn Job>),
+    /// Finish the jobs already queued, stop the checkpointer, close the connection, exit.
+    Stop,
+}
+
 /// The handle the store writes through.
 #[derive(Debug, Clone)]
 pub struct GroupWriter {
-    jobs: mpsc::SyncSender<Job>,
+    jobs: mpsc::SyncSender<Message>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl GroupWriter {
@@ -69,47 +132,63 @@ impl GroupWriter {
     pub fn start(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+        // Sub-journals (statement and savepoint rollback data) in memory, not in temp files;
+        // checkpoints on the checkpointer thread, not here.
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let (tx, rx) = mpsc::sync_channel::<Job>(4 * MAX_BATCH);
-        std::thread::Builder::new()
+        let checkpointer = Checkpointer::start(path)?;
+        let (tx, rx) = mpsc::sync_channel::<Message>(4 * MAX_BATCH);
+        let thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx))
+            .spawn(move || {
+                run(&conn, &rx, &checkpointer);
+                checkpointer.stop();
+                drop(conn);
+            })
             .map_err(|e| {
                 StoreError::Other(anyhow::anyhow!("cannot start the SQLite writer: {e}"))
             })?;
-        Ok(Self { jobs: tx })
+        Ok(Self {
+            jobs: tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Lets the queued jobs finish, then stops the writer and checkpointer threads and closes
+    /// their connections; returns when they are closed. Later writes fail as unavailable.
+    /// Blocks for at most one batch.
+    pub fn close(&self) {
+        let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return;
+        };
+        // A full queue still drains: wait for room rather than skip the stop.
+        if self.jobs.send(Message::Stop).is_ok() {
+            let _ = thread.join();
+        }
     }
 
     /// Runs `op` in the next batch. `op` returns its value and whether to keep its writes
-    /// (`false` rolls back to its savepoint, e.g. a refresh that lost a race). The result is
-    /// returned only after the batch has committed.
+    /// (`false`: whatever it wrote is undone, e.g. a refresh that lost a race; it is cheapest
+    /// when such a job checks before it writes, see the module docs). `op` may run twice; only
+    /// the last run counts. The result is returned only after the batch has committed.
     ///
     /// # Errors
     /// The job's own error, or the batch's commit error.
     pub async fn write<T, F>(&self, op: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
+        F: Fn(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel::<StoreResult<T>>();
-        let job: Job = Box::new(move |conn| {
-            let result = op(conn);
-            let keep = matches!(result, Ok((_, true)));
-            let deliver: Deliver = Box::new(move |commit_error| {
-                let out = match (result, commit_error) {
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Some(e)) => Err(copy(e)),
-                    (Ok((value, _)), None) => Ok(value),
-                };
-                // The caller may have gone (client disconnected): the work stands anyway.
-                let _ = reply.send(out);
-            });
-            (keep, deliver)
-        });
+        let job = Message::Job(Box::new(Pending {
+            op,
+            result: None,
+            reply,
+        }));
         // The queue is bounded; when it is full, wait for room without blocking the runtime.
         let mut job = Some(job);
         loop {
@@ -133,62 +212,164 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+fn run(conn: &Connection, rx: &mpsc::Receiver<Message>, checkpointer: &Checkpointer) {
+    let mut commits: u64 = 0;
+    let mut stopping = false;
+    while !stopping {
+        let Ok(Message::Job(first)) = rx.recv() else {
+            return;
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Stop) => {
+                    stopping = true;
+                    break;
+                }
                 Err(_) => break,
             }
         }
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!("tessera_sqlite_batch_size").record(jobs.len() as f64);
-        let mut delivers = Vec::with_capacity(jobs.len());
-        let outcome = run_batch(conn, jobs, &mut delivers);
+        let outcome = run_batch(conn, &mut jobs);
         let error = outcome.err();
-        for deliver in delivers {
-            deliver(error.as_ref());
+        for job in jobs {
+            job.deliver(error.as_ref());
+        }
+        commits += 1;
+        if commits.is_multiple_of(CHECKPOINT_EVERY) {
+            checkpointer.request();
         }
     }
 }
 
 fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
-    conn.execute_batch(sql).map_err(map_err)
+    conn.prepare_cached(sql)
+        .and_then(|mut st| st.execute([]))
+        .map(|_| ())
+        .map_err(map_err)
 }
 
-/// Runs the jobs in one transaction; collects their deliveries; returns the commit outcome.
-/// A job dropped without running (the transaction was already lost) tells its caller the
-/// writer is unavailable (its reply channel closes).
-fn run_batch(conn: &Connection, jobs: Vec<Job>, delivers: &mut Vec<Deliver>) -> StoreResult<()> {
+/// Runs the jobs in one transaction and commits; returns the commit outcome. First without
+/// savepoints; again with one savepoint per job if a job failed after writing.
+fn run_batch(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
-    let mut failed = None;
-    for job in jobs {
-        if failed.is_some() {
-            continue;
-        }
-        if let Err(e) = exec(conn, "SAVEPOINT job") {
-            failed = Some(e);
-            continue;
-        }
-        let (keep, deliver) = job(conn);
-        delivers.push(deliver);
-        let end = if keep {
-            exec(conn, "RELEASE job")
-        } else {
-            exec(conn, "ROLLBACK TO job; RELEASE job")
-        };
-        if let Err(e) = end {
-            failed = Some(e);
+    let mut clean = true;
+    for job in jobs.iter_mut() {
+        let before = conn.total_changes();
+        if !job.run(conn) && conn.total_changes() != before {
+            clean = false;
+            break;
         }
     }
-    if let Some(e) = failed {
-        let _ = exec(conn, "ROLLBACK");
-        return Err(e);
+    if !clean {
+        // Discard everything and run the batch again, each job in its own savepoint.
+        exec(conn, "ROLLBACK")?;
+        metrics::counter!("tessera_sqlite_batch_reruns_total").increment(1);
+        return run_batch_with_savepoints(conn, jobs);
     }
+    commit(conn)
+}
+
+fn run_batch_with_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+    exec(conn, "BEGIN IMMEDIATE")?;
+    for job in jobs.iter_mut() {
+        let step = exec(conn, "SAVEPOINT job").and_then(|()| {
+            if job.run(conn) {
+                exec(conn, "RELEASE job")
+            } else {
+                exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+            }
+        });
+        if let Err(e) = step {
+            let _ = exec(conn, "ROLLBACK");
+            return Err(e);
+        }
+    }
+    commit(conn)
+}
+
+fn commit(conn: &Connection) -> StoreResult<()> {
     if let Err(e) = exec(conn, "COMMIT") {
         let _ = exec(conn, "ROLLBACK");
         return Err(e);
     }
     Ok(())
+}
+
+/// What the checkpointer is asked to do.
+#[derive(Debug, Default)]
+struct Requests {
+    checkpoint: bool,
+    stop: bool,
+}
+
+/// Runs passive checkpoints on its own thread and connection when the writer asks.
+#[derive(Debug, Clone)]
+struct Checkpointer {
+    wanted: Arc<(Mutex<Requests>, Condvar)>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path).map_err(map_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
+        let wanted = Arc::new((Mutex::new(Requests::default()), Condvar::new()));
+        let requests = wanted.clone();
+        let thread = std::thread::Builder::new()
+            .name("tessera-sqlite-checkpoint".into())
+            .spawn(move || Self::run(&requests, &conn))
+            .map_err(|e| {
+                StoreError::Other(anyhow::anyhow!("cannot start the SQLite checkpointer: {e}"))
+            })?;
+        Ok(Self {
+            wanted,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    fn ask(&self, what: impl FnOnce(&mut Requests)) {
+        let (requests, signal) = &*self.wanted;
+        if let Ok(mut r) = requests.lock() {
+            what(&mut r);
+            signal.notify_one();
+        }
+    }
+
+    fn request(&self) {
+        self.ask(|r| r.checkpoint = true);
+    }
+
+    /// Stops the thread and waits for it (its connection is closed when it returns).
+    fn stop(&self) {
+        self.ask(|r| r.stop = true);
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits for requests until asked to stop.
+    fn run(wanted: &(Mutex<Requests>, Condvar), conn: &Connection) {
+        let (requests, signal) = wanted;
+        loop {
+            {
+                let Ok(mut r) = requests.lock() else { return };
+                while !r.checkpoint && !r.stop {
+                    match signal.wait(r) {
+                        Ok(guard) => r = guard,
+                        Err(_) => return,
+                    }
+                }
+                if r.stop {
+                    return;
+                }
+                r.checkpoint = false;
+            }
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one will retry");
+            }
+        }
+    }
 }
