@@ -8,6 +8,7 @@
 
 pub mod metered;
 pub mod postgres;
+mod postgres_batch;
 mod rows;
 pub mod sqlite;
 mod sqlite_read;

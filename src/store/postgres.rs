@@ -31,10 +31,13 @@ use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use super::postgres_batch::{Grant, GrantBatcher};
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
@@ -77,6 +80,8 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 pub struct PostgresStore {
     /// Connections for requests (with the statement timeouts).
     pool: PgPool,
+    /// Grants are written in batches (see [`super::postgres_batch`]).
+    grants: GrantBatcher,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -146,7 +151,12 @@ impl PostgresStore {
             })
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(request_options);
-        let store = Self { pool, options };
+        let grants = GrantBatcher::start(pool.clone(), issue_one);
+        let store = Self {
+            pool,
+            grants,
+            options,
+        };
         let sync: String = store
             .bounded(async {
                 let mut conn = store.conn().await?;
@@ -221,7 +231,7 @@ fn is_transient(code: &str) -> bool {
         )
 }
 
-fn map_err(e: sqlx::Error) -> StoreError {
+pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
@@ -321,6 +331,29 @@ async fn insert_audit(tx: &mut Transaction<'static, Postgres>, e: &AuditEvent) -
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+/// Writes one grant with [`ISSUE_SQL`]: a batch of one, and the fallback when a batch fails.
+fn issue_one(
+    pool: PgPool,
+    grant: Arc<Grant>,
+) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>> {
+    Box::pin(async move {
+        let g = &*grant;
+        let query = sqlx::query(ISSUE_SQL)
+            .bind(&g.family.id)
+            .bind(&g.family.client_id)
+            .bind(&g.family.scope)
+            .bind(g.family.client_type.as_str())
+            .bind(g.family.created_at)
+            .bind(g.access.expires_at.max(g.refresh.expires_at));
+        let query = bind_refresh_token(bind_access_token(query, &g.access), &g.refresh);
+        bind_audit_event(query, &g.audit)
+            .execute(&pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    })
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -663,22 +696,13 @@ impl Store for PostgresStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        self.bounded(async {
-            let query = sqlx::query(ISSUE_SQL)
-                .bind(&family.id)
-                .bind(&family.client_id)
-                .bind(&family.scope)
-                .bind(family.client_type.as_str())
-                .bind(family.created_at)
-                .bind(access.expires_at.max(refresh.expires_at));
-            let query = bind_refresh_token(bind_access_token(query, access), refresh);
-            bind_audit_event(query, audit)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        let grant = Grant {
+            family: family.clone(),
+            access: access.clone(),
+            refresh: refresh.clone(),
+            audit: audit.clone(),
+        };
+        self.bounded(self.grants.write(grant)).await
     }
 
     /// PostgreSQL finds opaque tokens by their hash, which has a unique index: the hash covers

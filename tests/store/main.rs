@@ -94,6 +94,7 @@ conformance!(
     tokens_issued_before_a_time_are_revoked,
     audit_events_are_recorded_queried_and_purged,
     pool_figures_are_reported,
+    concurrent_grants_commit_together_and_fail_alone,
 );
 
 /// PostgreSQL only: several instances starting at once on one empty database.

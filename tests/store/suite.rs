@@ -1078,3 +1078,46 @@ pub async fn pool_figures_are_reported(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
     assert!(store.pool_stats().size >= 1);
 }
+
+/// Many grants at once (the stores write them in batches), a few of them for a client that
+/// does not exist: every valid grant commits and is found, each invalid one fails alone and
+/// leaves nothing behind.
+pub async fn concurrent_grants_commit_together_and_fail_alone(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let store = store.clone();
+            let owner = if i % 40 == 7 {
+                unique("missing-client")
+            } else {
+                c.id.clone()
+            };
+            tokio::spawn(async move {
+                let g = grant_at(&owner, T0, HOUR, DAY);
+                let outcome = store
+                    .issue(&g.family, &g.access, &g.refresh, &ev())
+                    .await;
+                (owner, g, outcome)
+            })
+        })
+        .collect();
+    let (mut ok, mut failed) = (0, 0);
+    for task in tasks {
+        let (owner, g, outcome) = task.await.unwrap();
+        let found = store.find_refresh(&g.refresh.key()).await.unwrap();
+        let access = store
+            .find_access(AccessKey::Opaque(&g.access.key()))
+            .await
+            .unwrap();
+        if owner == c.id {
+            outcome.expect("a valid grant commits");
+            assert!(found.is_some() && access.is_some());
+            ok += 1;
+        } else {
+            assert!(outcome.is_err(), "a grant for a missing client fails");
+            assert!(found.is_none() && access.is_none(), "and leaves nothing");
+            failed += 1;
+        }
+    }
+    assert_eq!((ok, failed), (117, 3));
+}
