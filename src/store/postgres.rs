@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::postgres_batch::{Grant, GrantBatcher};
+use super::postgres_batch::{self, Batcher, Grant};
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
@@ -81,7 +81,9 @@ pub struct PostgresStore {
     /// Connections for requests (with the statement timeouts).
     pool: PgPool,
     /// Grants are written in batches (see [`super::postgres_batch`]).
-    grants: GrantBatcher,
+    grants: Batcher<Grant, ()>,
+    /// Client lookups are read in batches.
+    clients: Batcher<String, Option<Client>>,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -151,10 +153,14 @@ impl PostgresStore {
             })
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(request_options);
-        let grants = GrantBatcher::start(pool.clone(), issue_one);
+        let grants = Batcher::start(pool.clone(), |pool, batch| {
+            postgres_batch::write_grants(pool, batch, issue_one)
+        });
+        let clients = Batcher::start(pool.clone(), postgres_batch::read_clients);
         let store = Self {
             pool,
             grants,
+            clients,
             options,
         };
         let sync: String = store
@@ -490,17 +496,7 @@ impl Store for PostgresStore {
         if !storable(id) {
             return Ok(None);
         }
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            let row: Option<ClientRow> =
-                sqlx::query_as("SELECT * FROM clients WHERE client_id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_err)?;
-            row.map(Client::try_from).transpose()
-        })
-        .await
+        self.bounded(self.clients.submit(id.to_owned())).await
     }
 
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
@@ -702,7 +698,7 @@ impl Store for PostgresStore {
             refresh: refresh.clone(),
             audit: audit.clone(),
         };
-        self.bounded(self.grants.write(grant)).await
+        self.bounded(self.grants.submit(grant)).await
     }
 
     /// PostgreSQL finds opaque tokens by their hash, which has a unique index: the hash covers

@@ -1,4 +1,5 @@
-//! Group commit for grants on PostgreSQL.
+//! Batching on PostgreSQL: group commit for grants, and one query for the client lookups that
+//! arrive together.
 //!
 //! A `client_credentials` grant is four inserts. As one statement per grant, PostgreSQL spends
 //! most of its time not on the rows but around them: opening four tables and their indexes,
@@ -17,6 +18,11 @@
 //! grant's client was deleted a moment ago, say), the grants are written again one by one, so
 //! that only the grant at fault fails. Only inserts of fresh keys are batched; refresh and
 //! revocation take row locks and stay one statement per request.
+//!
+//! Every token request also reads its client. Those reads are batched the same way (one
+//! `WHERE client_id = ANY($1)` for the requests waiting at that moment): each request still
+//! reads the database after it arrived, so a client disabled by the CLI a moment ago is seen,
+//! but PostgreSQL builds one executor for many lookups instead of one each.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,8 +30,10 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::rows::ClientRow;
 use super::{NewAccessToken, NewFamily, NewRefreshToken, StoreError, StoreResult};
 use crate::domain::audit::AuditEvent;
+use crate::domain::client::Client;
 
 /// Most grants in one statement.
 pub const MAX_BATCH: usize = 256;
@@ -44,53 +52,70 @@ pub struct Grant {
     pub audit: AuditEvent,
 }
 
-struct Pending {
-    grant: Grant,
-    reply: oneshot::Sender<StoreResult<()>>,
+/// A request waiting in a batcher, with where its answer goes.
+pub struct Pending<T, R> {
+    item: T,
+    reply: oneshot::Sender<StoreResult<R>>,
 }
 
 /// Writes one grant (the statement for a batch of one, and the fallback).
 pub type WriteOne =
     fn(PgPool, Arc<Grant>) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>;
 
-/// The handle grants are written through.
-#[derive(Debug, Clone)]
-pub struct GrantBatcher {
-    queue: mpsc::Sender<Pending>,
+/// Collects requests of one kind and runs them in batches (see the module docs).
+pub struct Batcher<T, R> {
+    queue: mpsc::Sender<Pending<T, R>>,
 }
 
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pending")
+impl<T, R> Clone for Batcher<T, R> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
     }
 }
 
-impl GrantBatcher {
-    /// Starts the collector on the current runtime.
-    #[must_use]
-    pub fn start(pool: PgPool, one: WriteOne) -> Self {
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Batcher")
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the collector on the current runtime; `run` handles one batch and answers every
+    /// request in it.
+    pub fn start<F, Fut>(pool: PgPool, run: F) -> Self
+    where
+        F: Fn(PgPool, Vec<Pending<T, R>>) -> Fut + Send + Sync + Copy + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(collect(pool, one, rx));
+        tokio::spawn(collect(pool, run, rx));
         Self { queue }
     }
 
-    /// Writes `grant` in the next batch; returns once it is committed.
+    /// Queues `item`; returns its answer once its batch is done.
     ///
     /// # Errors
-    /// The batch's error (see the module docs).
-    pub async fn write(&self, grant: Grant) -> StoreResult<()> {
+    /// The batch's error for this request.
+    pub async fn submit(&self, item: T) -> StoreResult<R> {
+        let stopped = || StoreError::Unavailable("the PostgreSQL batch writer has stopped".into());
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { grant, reply })
+            .send(Pending { item, reply })
             .await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL grant writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL grant writer has stopped".into()))?
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn collect(pool: PgPool, one: WriteOne, mut rx: mpsc::Receiver<Pending>) {
+async fn collect<T, R, F, Fut>(pool: PgPool, run: F, mut rx: mpsc::Receiver<Pending<T, R>>)
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    F: Fn(PgPool, Vec<Pending<T, R>>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -105,17 +130,19 @@ async fn collect(pool: PgPool, one: WriteOne, mut rx: mpsc::Receiver<Pending>) {
         }
         let pool = pool.clone();
         tokio::spawn(async move {
-            write_batch(&pool, one, batch).await;
+            run(pool, batch).await;
             drop(slot);
         });
     }
 }
 
-async fn write_batch(pool: &PgPool, one: WriteOne, batch: Vec<Pending>) {
+/// Writes a batch of grants: all in one statement, or one by one if that fails for a reason
+/// other than unavailability. `one` writes a single grant.
+pub async fn write_grants(pool: PgPool, batch: Vec<Pending<Grant, ()>>, one: WriteOne) {
     #[allow(clippy::cast_precision_loss)]
     metrics::histogram!("tessera_postgres_batch_size").record(batch.len() as f64);
     if batch.len() > 1 {
-        match insert_many(pool, &batch).await {
+        match insert_many(&pool, &batch).await {
             Ok(()) => {
                 for p in batch {
                     let _ = p.reply.send(Ok(()));
@@ -134,8 +161,42 @@ async fn write_batch(pool: &PgPool, one: WriteOne, batch: Vec<Pending>) {
         }
     }
     for p in batch {
-        let grant = Arc::new(p.grant);
+        let grant = Arc::new(p.item);
         let _ = p.reply.send(one(pool.clone(), grant).await);
+    }
+}
+
+/// Reads the clients of a batch of lookups with one query.
+pub async fn read_clients(pool: PgPool, batch: Vec<Pending<String, Option<Client>>>) {
+    let ids: Vec<String> = batch.iter().map(|p| p.item.clone()).collect();
+    let found: StoreResult<Vec<Client>> = async {
+        let rows: Vec<ClientRow> =
+            sqlx::query_as("SELECT * FROM clients WHERE client_id = ANY($1)")
+                .bind(&ids)
+                .fetch_all(&pool)
+                .await
+                .map_err(super::postgres::map_err)?;
+        rows.into_iter().map(Client::try_from).collect()
+    }
+    .await;
+    match found {
+        Ok(clients) => {
+            for p in batch {
+                let client = clients.iter().find(|c| c.id == p.item).cloned();
+                let _ = p.reply.send(Ok(client));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let unavailable = matches!(e, StoreError::Unavailable(_));
+            for p in batch {
+                let _ = p.reply.send(Err(if unavailable {
+                    StoreError::Unavailable(message.clone())
+                } else {
+                    StoreError::Other(anyhow::anyhow!("{message}"))
+                }));
+            }
+        }
     }
 }
 
@@ -158,8 +219,8 @@ const INSERT_MANY_SQL: &str = "WITH family AS (\
      SELECT * FROM UNNEST($23::TEXT[], $24::BIGINT[], $25::TEXT[], $26::TEXT[], $27::TEXT[], \
      $28::TEXT[], $29::TEXT[])";
 
-async fn insert_many(pool: &PgPool, batch: &[Pending]) -> StoreResult<()> {
-    let grants = || batch.iter().map(|p| &p.grant);
+async fn insert_many(pool: &PgPool, batch: &[Pending<Grant, ()>]) -> StoreResult<()> {
+    let grants = || batch.iter().map(|p| &p.item);
     let text = |f: fn(&Grant) -> &str| grants().map(|g| f(g).to_owned()).collect::<Vec<_>>();
     let int = |f: fn(&Grant) -> i64| grants().map(f).collect::<Vec<_>>();
     let opt = |f: fn(&Grant) -> Option<&str>| {
@@ -197,7 +258,11 @@ async fn insert_many(pool: &PgPool, batch: &[Pending]) -> StoreResult<()> {
         .bind(opt(|g| g.audit.client_id.as_deref()))
         .bind(opt(|g| g.audit.request_id.as_deref()))
         .bind(opt(|g| g.audit.source.as_deref()))
-        .bind(grants().map(|g| g.audit.detail.to_string()).collect::<Vec<_>>())
+        .bind(
+            grants()
+                .map(|g| g.audit.detail.to_string())
+                .collect::<Vec<_>>(),
+        )
         .execute(pool)
         .await
         .map_err(super::postgres::map_err)?;

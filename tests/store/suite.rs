@@ -1094,9 +1094,7 @@ pub async fn concurrent_grants_commit_together_and_fail_alone(store: Arc<dyn Sto
             };
             tokio::spawn(async move {
                 let g = grant_at(&owner, T0, HOUR, DAY);
-                let outcome = store
-                    .issue(&g.family, &g.access, &g.refresh, &ev())
-                    .await;
+                let outcome = store.issue(&g.family, &g.access, &g.refresh, &ev()).await;
                 (owner, g, outcome)
             })
         })
