@@ -153,10 +153,16 @@ impl PostgresStore {
             })
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(request_options);
-        let grants = Batcher::start(pool.clone(), |pool, batch| {
-            postgres_batch::write_grants(pool, batch, issue_one)
-        });
-        let clients = Batcher::start(pool.clone(), postgres_batch::read_clients);
+        let grants = Batcher::start(
+            pool.clone(),
+            postgres_batch::GRANTS_IN_FLIGHT,
+            |pool, batch| postgres_batch::write_grants(pool, batch, issue_one),
+        );
+        let clients = Batcher::start(
+            pool.clone(),
+            postgres_batch::READS_IN_FLIGHT,
+            postgres_batch::read_clients,
+        );
         let store = Self {
             pool,
             grants,

@@ -10,7 +10,7 @@
 //! still means the grant is durable.
 //!
 //! Batches form by themselves: a collector task takes the first waiting grant, waits for one of
-//! [`IN_FLIGHT`] slots, and takes every other grant that arrived meanwhile (up to
+//! [`GRANTS_IN_FLIGHT`] slots, and takes every other grant that arrived meanwhile (up to
 //! [`MAX_BATCH`]). Under light load a batch is one grant, written by the one-grant statement.
 //!
 //! A batch is one statement, so it commits entirely or not at all. If it fails because the
@@ -37,8 +37,12 @@ use crate::domain::client::Client;
 
 /// Most grants in one statement.
 pub const MAX_BATCH: usize = 256;
-/// Batches being written at once (each holds a pooled connection meanwhile).
-pub const IN_FLIGHT: usize = 4;
+/// Grant batches being written at once. Each batch costs PostgreSQL a statement and a commit
+/// (a log flush) whatever its size, so fewer, larger batches are cheaper; two keep the
+/// database busy while the next batch gathers.
+pub const GRANTS_IN_FLIGHT: usize = 2;
+/// Client-lookup batches being read at once.
+pub const READS_IN_FLIGHT: usize = 2;
 
 /// One grant to write.
 pub struct Grant {
@@ -84,13 +88,13 @@ impl<T, R> std::fmt::Debug for Batcher<T, R> {
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the collector on the current runtime; `run` handles one batch and answers every
     /// request in it.
-    pub fn start<F, Fut>(pool: PgPool, run: F) -> Self
+    pub fn start<F, Fut>(pool: PgPool, in_flight: usize, run: F) -> Self
     where
         F: Fn(PgPool, Vec<Pending<T, R>>) -> Fut + Send + Sync + Copy + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let (queue, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(collect(pool, run, rx));
+        tokio::spawn(collect(pool, in_flight, run, rx));
         Self { queue }
     }
 
@@ -109,14 +113,18 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 }
 
-async fn collect<T, R, F, Fut>(pool: PgPool, run: F, mut rx: mpsc::Receiver<Pending<T, R>>)
-where
+async fn collect<T, R, F, Fut>(
+    pool: PgPool,
+    in_flight: usize,
+    run: F,
+    mut rx: mpsc::Receiver<Pending<T, R>>,
+) where
     T: Send + 'static,
     R: Send + 'static,
     F: Fn(PgPool, Vec<Pending<T, R>>) -> Fut + Send + Sync + Copy + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let slots = Arc::new(Semaphore::new(in_flight));
     while let Some(first) = rx.recv().await {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
