@@ -53,7 +53,8 @@ DROP TABLE access_tokens;
 ALTER TABLE access_tokens_new RENAME TO access_tokens;
 CREATE INDEX access_tokens_family ON access_tokens (family_id);
 CREATE INDEX access_tokens_expiry ON access_tokens (expires_at);
-CREATE INDEX access_tokens_kid ON access_tokens (signing_kid);
+-- Only JWTs have a signing key: opaque tokens (NULL) stay out of this index.
+CREATE INDEX access_tokens_kid ON access_tokens (signing_kid) WHERE signing_kid IS NOT NULL;
 CREATE INDEX access_tokens_revoked ON access_tokens (revoked_at) WHERE revoked_at IS NOT NULL;
 CREATE UNIQUE INDEX access_tokens_legacy_hash ON access_tokens (token_hash) WHERE legacy_hash = 1;
 
