@@ -253,13 +253,20 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// Deletes expired and revoked tokens (older than `retention` seconds) in small batches, so each
 /// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
 /// disjoint rows.
+///
+/// While there is a backlog, the loop pauses after each batch for as long as the batch took, so
+/// the cleanup gets at most about half of the database's write capacity. On SQLite its deletes
+/// share the one writer with token requests: run back to back after a burst of revocations
+/// (150,000 revoked families to delete, each with its tokens), they held the writer long enough
+/// to push the p99 of the requests queued behind them to ~750 ms (BENCHMARKS.md).
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
     loop {
         tokio::time::sleep(interval).await;
         state.limits.forget_idle();
         loop {
+            let started = std::time::Instant::now();
             match state.tessera.purge_expired(batch, retention).await {
-                Ok(n) if n >= u64::from(batch) => tokio::task::yield_now().await,
+                Ok(n) if n >= u64::from(batch) => tokio::time::sleep(started.elapsed()).await,
                 Ok(n) => {
                     if n > 0 {
                         tracing::debug!(rows = n, "expired tokens deleted");
