@@ -25,14 +25,17 @@
 //! `Rotated` and one `Lost`. Other processes (the CLI) and the store's rare writes use other
 //! connections and meet this one on SQLite's write lock (`BEGIN IMMEDIATE`, busy timeout).
 //!
-//! Checkpoints (copying the write-ahead log back into the database file) do not run on this
-//! thread: its connection has `wal_autocheckpoint` off, and a checkpointer thread with its own
-//! connection runs a `PASSIVE` checkpoint whenever the writer has appended enough to the log.
-//! A passive checkpoint never blocks the writer or readers; the log is restarted from its
-//! beginning by the next write transaction once a checkpoint has caught up.
+//! Checkpoints (copying the write-ahead log back into the database file) stay on this thread:
+//! SQLite's automatic checkpoint runs right after a commit once the log holds 1,000 pages. The
+//! log can only be rewound to its beginning by a write transaction that starts after a
+//! checkpoint has copied *every* frame; a checkpointer on another thread (tried) always lagged
+//! the next commit under sustained load, so the log was never rewound and grew by gigabytes
+//! within a minute of the soak. Here the next batch starts right after the checkpoint, and the
+//! readers, whose transactions last microseconds, rarely pin the log. When the log is rewound,
+//! a file grown past 64 MiB by a burst is truncated back to that (`journal_size_limit`).
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
@@ -42,9 +45,6 @@ use super::{StoreError, StoreResult};
 
 /// Most jobs in one transaction.
 pub const MAX_BATCH: usize = 512;
-
-/// Commits between checkpoint requests (each commit appends at least a few pages).
-const CHECKPOINT_EVERY: u64 = 64;
 
 /// One queued write: run (possibly twice, see the module docs), then told the outcome.
 trait Job: Send {
@@ -113,7 +113,7 @@ fn copy(e: &StoreError) -> StoreError {
 /// What the writer thread receives.
 enum Message {
     Job(Box<dyn Job>),
-    /// Finish the jobs already queued, stop the checkpointer, close the connection, exit.
+    /// Finish the jobs already queued, close the connection, exit.
     Stop,
 }
 
@@ -132,21 +132,18 @@ impl GroupWriter {
     pub fn start(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
-        // Sub-journals (statement and savepoint rollback data) in memory, not in temp files;
-        // checkpoints on the checkpointer thread, not here.
+        // Sub-journals (statement and savepoint rollback data) in memory, not in temp files.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(64);
-        let checkpointer = Checkpointer::start(path)?;
         let (tx, rx) = mpsc::sync_channel::<Message>(4 * MAX_BATCH);
         let thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
             .spawn(move || {
-                run(&conn, &rx, &checkpointer);
-                checkpointer.stop();
+                run(&conn, &rx);
                 drop(conn);
             })
             .map_err(|e| {
@@ -158,8 +155,8 @@ impl GroupWriter {
         })
     }
 
-    /// Lets the queued jobs finish, then stops the writer and checkpointer threads and closes
-    /// their connections; returns when they are closed. Later writes fail as unavailable.
+    /// Lets the queued jobs finish, then stops the writer thread and closes its connection;
+    /// returns when it is closed. Later writes fail as unavailable.
     /// Blocks for at most one batch.
     pub fn close(&self) {
         let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
@@ -212,8 +209,7 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<Message>, checkpointer: &Checkpointer) {
-    let mut commits: u64 = 0;
+fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
     let mut stopping = false;
     while !stopping {
         let Ok(Message::Job(first)) = rx.recv() else {
@@ -236,10 +232,6 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Message>, checkpointer: &Checkpoin
         let error = outcome.err();
         for job in jobs {
             job.deliver(error.as_ref());
-        }
-        commits += 1;
-        if commits.is_multiple_of(CHECKPOINT_EVERY) {
-            checkpointer.request();
         }
     }
 }
@@ -296,80 +288,4 @@ fn commit(conn: &Connection) -> StoreResult<()> {
         return Err(e);
     }
     Ok(())
-}
-
-/// What the checkpointer is asked to do.
-#[derive(Debug, Default)]
-struct Requests {
-    checkpoint: bool,
-    stop: bool,
-}
-
-/// Runs passive checkpoints on its own thread and connection when the writer asks.
-#[derive(Debug, Clone)]
-struct Checkpointer {
-    wanted: Arc<(Mutex<Requests>, Condvar)>,
-    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path).map_err(map_err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
-        let wanted = Arc::new((Mutex::new(Requests::default()), Condvar::new()));
-        let requests = wanted.clone();
-        let thread = std::thread::Builder::new()
-            .name("tessera-sqlite-checkpoint".into())
-            .spawn(move || Self::run(&requests, &conn))
-            .map_err(|e| {
-                StoreError::Other(anyhow::anyhow!("cannot start the SQLite checkpointer: {e}"))
-            })?;
-        Ok(Self {
-            wanted,
-            thread: Arc::new(Mutex::new(Some(thread))),
-        })
-    }
-
-    fn ask(&self, what: impl FnOnce(&mut Requests)) {
-        let (requests, signal) = &*self.wanted;
-        if let Ok(mut r) = requests.lock() {
-            what(&mut r);
-            signal.notify_one();
-        }
-    }
-
-    fn request(&self) {
-        self.ask(|r| r.checkpoint = true);
-    }
-
-    /// Stops the thread and waits for it (its connection is closed when it returns).
-    fn stop(&self) {
-        self.ask(|r| r.stop = true);
-        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            let _ = thread.join();
-        }
-    }
-
-    /// Waits for requests until asked to stop.
-    fn run(wanted: &(Mutex<Requests>, Condvar), conn: &Connection) {
-        let (requests, signal) = wanted;
-        loop {
-            {
-                let Ok(mut r) = requests.lock() else { return };
-                while !r.checkpoint && !r.stop {
-                    match signal.wait(r) {
-                        Ok(guard) => r = guard,
-                        Err(_) => return,
-                    }
-                }
-                if r.stop {
-                    return;
-                }
-                r.checkpoint = false;
-            }
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "SQLite checkpoint failed; the next one will retry");
-            }
-        }
-    }
 }
