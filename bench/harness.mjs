@@ -431,7 +431,7 @@ async function tesseraWorkloads(o, work, backend, srv) {
         },
       });
     }));
-    for (const p of [peakPool, pacedPool]) fs.rmSync(p, { force: true });
+    if (!o.keep) for (const p of [peakPool, pacedPool]) fs.rmSync(p, { force: true });
   }
   return rows;
 }

@@ -116,16 +116,22 @@ pub struct MintedToken {
 /// # Errors
 /// Fails only if the system random source fails.
 pub fn mint(kind: OpaqueKind, id: uuid::Uuid, keys: &DerivedKeys) -> anyhow::Result<MintedToken> {
-    let mut raw = [0u8; ID_LEN + RANDOM_LEN + MAC_LEN];
-    let (signed, mac_out) = raw.split_at_mut(ID_LEN + RANDOM_LEN);
+    let mut signed = [0u8; ID_LEN + RANDOM_LEN];
     let (id_out, random) = signed.split_at_mut(ID_LEN);
     id_out.copy_from_slice(id.as_bytes());
     random_fill(random)?;
+    Ok(seal(kind, &signed, keys))
+}
+
+/// `<prefix>` and base64url of `signed ‖ MAC(prefix ‖ signed)`, with its hash.
+fn seal(kind: OpaqueKind, signed: &[u8], keys: &DerivedKeys) -> MintedToken {
     let mac = mac_for(kind, signed, keys);
-    mac_out.copy_from_slice(mac.get(..MAC_LEN).unwrap_or_default());
+    let mut raw = Vec::with_capacity(signed.len() + MAC_LEN);
+    raw.extend_from_slice(signed);
+    raw.extend_from_slice(mac.get(..MAC_LEN).unwrap_or_default());
     let token = format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(raw));
     let hash = TokenHash::of(&token);
-    Ok(MintedToken { token, hash })
+    MintedToken { token, hash }
 }
 
 fn mac_for(kind: OpaqueKind, signed: &[u8], keys: &DerivedKeys) -> [u8; 32] {
@@ -168,14 +174,9 @@ pub fn verify(kind: OpaqueKind, token: &str, keys: &DerivedKeys) -> Option<Token
 /// Fails only if the system random source fails.
 #[doc(hidden)]
 pub fn mint_legacy(kind: OpaqueKind, keys: &DerivedKeys) -> anyhow::Result<MintedToken> {
-    let mut raw = [0u8; RANDOM_LEN + MAC_LEN];
-    let (random, mac_out) = raw.split_at_mut(RANDOM_LEN);
-    random_fill(random)?;
-    let mac = mac_for(kind, random, keys);
-    mac_out.copy_from_slice(mac.get(..MAC_LEN).unwrap_or_default());
-    let token = format!("{}{}", kind.prefix(), URL_SAFE_NO_PAD.encode(raw));
-    let hash = TokenHash::of(&token);
-    Ok(MintedToken { token, hash })
+    let mut random = [0u8; RANDOM_LEN];
+    random_fill(&mut random)?;
+    Ok(seal(kind, &random, keys))
 }
 
 /// The prefix of client secrets.

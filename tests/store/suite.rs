@@ -258,45 +258,16 @@ pub async fn issued_tokens_are_found_by_hash_and_by_id(store: Arc<dyn Store>) {
 
     // Unknown: an unknown id, an id-less (older) token, and a known id with another hash.
     let other = TokenHash::of("unknown");
-    let unknown = [
-        TokenRef {
-            id: Some(unique("rt")),
-            hash: other,
-        },
-        TokenRef {
-            id: None,
-            hash: other,
-        },
-        TokenRef {
-            id: Some(g.refresh.id.clone()),
-            hash: other,
-        },
-    ];
-    for key in &unknown {
+    let unknown = |known: &str| {
+        [Some(unique("unknown")), None, Some(known.to_owned())]
+            .map(|id| TokenRef { id, hash: other })
+    };
+    for key in &unknown(&g.refresh.id) {
         assert!(store.find_refresh(key).await.unwrap().is_none());
     }
-    let unknown_access = [
-        TokenRef {
-            id: Some(unique("at")),
-            hash: other,
-        },
-        TokenRef {
-            id: None,
-            hash: other,
-        },
-        TokenRef {
-            id: Some(g.access.id.clone()),
-            hash: other,
-        },
-    ];
-    for key in &unknown_access {
-        assert!(
-            store
-                .find_access(AccessKey::Opaque(key))
-                .await
-                .unwrap()
-                .is_none()
-        );
+    for key in &unknown(&g.access.id) {
+        let found = store.find_access(AccessKey::Opaque(key)).await.unwrap();
+        assert!(found.is_none());
     }
     assert!(
         store
