@@ -198,6 +198,31 @@ impl PostgresStore {
             })
     }
 
+    /// Runs a **transaction** on a task of its own, under [`OPERATION_TIMEOUT`], so that it
+    /// always runs to its end (commit or rollback) even if the caller goes away: the HTTP
+    /// client disconnects, or the timeout fires. A transaction future dropped half-way can leave
+    /// its pooled connection inside the transaction (observed: a `BEGIN` that had reached the
+    /// server while sqlx had not yet recorded it), and the next statement on that connection —
+    /// another request's grant — then runs inside it, is answered as committed, and is rolled
+    /// back later. `abandoned_calls_leave_no_transaction_open` in `tests/store` reproduced
+    /// exactly that. The task keeps going after a timeout; PostgreSQL's `statement_timeout` and
+    /// `idle_in_transaction_session_timeout` bound it.
+    async fn detached<T, F, Fut>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Self) -> Fut,
+        Fut: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let task = tokio::spawn(work(self.clone()));
+        match tokio::time::timeout(OPERATION_TIMEOUT, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(StoreError::Other(anyhow::anyhow!("store task failed: {e}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no answer from PostgreSQL within {OPERATION_TIMEOUT:?}"
+            ))),
+        }
+    }
+
     /// A pooled connection. Any failure to get one means the database is unavailable.
     async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Postgres>> {
         self.pool.acquire().await.map_err(unavailable)
@@ -438,20 +463,21 @@ impl Store for PostgresStore {
     }
 
     async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
-        self.bounded(async {
-            let mut tx = self.begin().await?;
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
             // If another instance inserts the same key concurrently, ON CONFLICT waits for its
             // transaction and then does nothing; the SELECT, a new statement, sees its value.
             sqlx::query(
                 "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
             )
-            .bind(key)
-            .bind(value)
+            .bind(&key)
+            .bind(&value)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
             let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-                .bind(key)
+                .bind(&key)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -628,14 +654,15 @@ impl Store for PostgresStore {
         now: UnixTime,
         retired_until: UnixTime,
     ) -> StoreResult<bool> {
-        self.bounded(async {
-            let mut tx = self.begin().await?;
+        let next_kid = next_kid.to_owned();
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
             // Lock the next key first: of two concurrent activations, the second waits here,
             // then finds the key no longer `next` and changes nothing.
             let next: Option<String> = sqlx::query_scalar(
                 "SELECT kid FROM signing_keys WHERE kid = $1 AND state = 'next' FOR UPDATE",
             )
-            .bind(next_kid)
+            .bind(&next_kid)
             .fetch_optional(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -657,7 +684,7 @@ impl Store for PostgresStore {
                  WHERE kid = $2 AND state = 'next'",
             )
             .bind(now)
-            .bind(next_kid)
+            .bind(&next_kid)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -764,17 +791,18 @@ impl Store for PostgresStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let old = &old.hash;
-        self.bounded(async {
-            let mut tx = self.begin().await?;
+        let (old, access, refresh, audit) =
+            (old.hash, access.clone(), refresh.clone(), audit.clone());
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
             let query = sqlx::query(ROTATE_SQL)
                 .bind(refresh.issued_at)
                 .bind(access.expires_at.max(refresh.expires_at))
                 .bind(&refresh.family_id)
                 .bind(&old.0[..])
                 .bind(reuse_cutoff);
-            let query = bind_refresh_token(bind_access_token(query, access), refresh);
-            let consumed: i64 = bind_audit_event(query, audit)
+            let query = bind_refresh_token(bind_access_token(query, &access), &refresh);
+            let consumed: i64 = bind_audit_event(query, &audit)
                 .fetch_one(&mut *tx)
                 .await
                 .and_then(|row| sqlx::Row::try_get(&row, 0))
@@ -874,8 +902,9 @@ impl Store for PostgresStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
-        self.bounded(async {
-            let mut tx = self.begin().await?;
+        let audit = audit.clone();
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
             let mut n = 0;
             for sql in [
                 "UPDATE access_tokens SET revoked_at = $1 WHERE issued_at < $2 AND revoked_at IS NULL",
@@ -889,7 +918,7 @@ impl Store for PostgresStore {
                     .map_err(map_err)?
                     .rows_affected();
             }
-            insert_audit(&mut tx, audit).await?;
+            insert_audit(&mut tx, &audit).await?;
             tx.commit().await.map_err(map_err)?;
             Ok(n)
         })
@@ -966,8 +995,8 @@ impl Store for PostgresStore {
             "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         ];
-        self.bounded(async {
-            let mut tx = self.begin().await?;
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
             let mut deleted = 0;
             for sql in BATCHES {
                 deleted += sqlx::query(sql)

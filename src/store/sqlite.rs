@@ -60,6 +60,17 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            // A transaction future dropped half-way (an admin request whose client went away)
+            // can leave the connection inside its transaction, holding SQLite's write lock; the
+            // next user would then write into it. No transaction is legitimately open when the
+            // connection is handed out, so roll back whatever is (an error when none is open is
+            // expected and ignored). Only the rare operator writes use this pool.
+            .before_acquire(|conn, _| {
+                Box::pin(async move {
+                    let _ = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await;
+                    Ok(true)
+                })
+            })
             .connect_with(options.clone())
             .await
             .map_err(map_err)?;

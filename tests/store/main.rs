@@ -135,6 +135,53 @@ mod postgres_only {
         assert_eq!(applied, i64::try_from(shipped).unwrap());
     }
 
+    /// A store call abandoned half-way (the HTTP client disconnected, or the operation
+    /// timeout fired) must not leave its pooled connection inside a transaction: the next
+    /// statement on that connection would run in it, answer as if committed, and be rolled
+    /// back later. Rotations are abandoned at many points, and after each a grant must be
+    /// visible from another connection at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_calls_leave_no_transaction_open() {
+        use suite::{DAY, HOUR, T0};
+        use tessera::domain::clock::UnixTime;
+        let Some((store, guard)) = postgres_store().await else {
+            return;
+        };
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        let mut witness = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let c = suite::new_client(store.as_ref()).await;
+        for round in 0..600_i64 {
+            let g = suite::grant_at(&c.id, T0 + round, HOUR, DAY);
+            suite::issue(store.as_ref(), &g).await;
+            let a = suite::access_token(&g.family.id, &c.id, T0 + round + 1, HOUR);
+            let r = suite::refresh_token(&g.family.id, &c.id, T0 + round + 1, DAY);
+            let rotating = {
+                let store = store.clone();
+                let old = g.refresh.key();
+                async move {
+                    store
+                        .rotate_refresh(&old, UnixTime::MAX, &a, &r, &suite::ev())
+                        .await
+                }
+            };
+            let after = std::time::Duration::from_micros(u64::try_from(round % 41).unwrap() * 15);
+            let _ = tokio::time::timeout(after, rotating).await;
+            let fresh = suite::grant_at(&c.id, T0 + round, HOUR, DAY);
+            suite::issue(store.as_ref(), &fresh).await;
+            let seen: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(fresh.refresh.hash.0.to_vec())
+                    .fetch_one(&mut witness)
+                    .await
+                    .unwrap();
+            assert_eq!(seen, 1, "round {round}: a grant answered Ok is committed");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_connections_are_unavailable_then_replaced() {
         let Some((store, guard)) = postgres_store().await else {

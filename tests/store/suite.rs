@@ -16,9 +16,9 @@ use tessera::store::{
     StoredKey,
 };
 
-const T0: UnixTime = 1_800_000_000;
-const HOUR: i64 = 3600;
-const DAY: i64 = 24 * HOUR;
+pub(crate) const T0: UnixTime = 1_800_000_000;
+pub(crate) const HOUR: i64 = 3600;
+pub(crate) const DAY: i64 = 24 * HOUR;
 
 fn unique(label: &str) -> String {
     format!("{label}-{}", uuid::Uuid::now_v7().simple())
@@ -49,13 +49,18 @@ fn client(id: &str, created_at: UnixTime) -> Client {
 }
 
 /// One grant's rows, as the service would write them.
-struct Grant {
-    family: NewFamily,
-    access: NewAccessToken,
-    refresh: NewRefreshToken,
+pub(crate) struct Grant {
+    pub(crate) family: NewFamily,
+    pub(crate) access: NewAccessToken,
+    pub(crate) refresh: NewRefreshToken,
 }
 
-fn access_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> NewAccessToken {
+pub(crate) fn access_token(
+    family_id: &str,
+    client_id: &str,
+    now: UnixTime,
+    ttl: i64,
+) -> NewAccessToken {
     let id = unique("at");
     NewAccessToken {
         hash: TokenHash::of(&id),
@@ -71,7 +76,12 @@ fn access_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> Ne
     }
 }
 
-fn refresh_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> NewRefreshToken {
+pub(crate) fn refresh_token(
+    family_id: &str,
+    client_id: &str,
+    now: UnixTime,
+    ttl: i64,
+) -> NewRefreshToken {
     NewRefreshToken {
         id: unique("rt"),
         hash: TokenHash::of(&unique("rt")),
@@ -83,7 +93,7 @@ fn refresh_token(family_id: &str, client_id: &str, now: UnixTime, ttl: i64) -> N
     }
 }
 
-fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_ttl: i64) -> Grant {
+pub(crate) fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_ttl: i64) -> Grant {
     let family = NewFamily {
         id: unique("fam"),
         client_id: client_id.to_owned(),
@@ -98,14 +108,14 @@ fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_ttl: i64) -
     }
 }
 
-async fn issue(store: &dyn Store, g: &Grant) {
+pub(crate) async fn issue(store: &dyn Store, g: &Grant) {
     store
         .issue(&g.family, &g.access, &g.refresh, &ev())
         .await
         .expect("issue");
 }
 
-async fn new_client(store: &dyn Store) -> Client {
+pub(crate) async fn new_client(store: &dyn Store) -> Client {
     let c = client(&unique("c"), T0);
     store.insert_client(&c).await.expect("insert client");
     c
@@ -896,7 +906,7 @@ pub async fn instances_creating_the_first_key_at_once_agree_on_one(store: Arc<dy
 }
 
 /// An audit event to pass where the store records one in the same transaction.
-fn ev() -> AuditEvent {
+pub(crate) fn ev() -> AuditEvent {
     AuditEvent::new(
         AuditKind::TokenIssued,
         T0,
