@@ -36,6 +36,19 @@ pub enum StoreError {
     Other(#[from] anyhow::Error),
 }
 
+impl StoreError {
+    /// The same failure again, for each of several callers a single failure answers (a batch
+    /// of writes, a batch of reads): kind and message are kept.
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Conflict(m) => Self::Conflict(m.clone()),
+            Self::Other(e) => Self::Other(anyhow::anyhow!("{e:#}")),
+        }
+    }
+}
+
 /// Shorthand for store results.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -157,9 +157,9 @@ pub async fn write_grants(pool: PgPool, batch: Vec<Pending<Grant, ()>>, one: Wri
                 }
                 return;
             }
-            Err(StoreError::Unavailable(m)) => {
+            Err(e @ StoreError::Unavailable(_)) => {
                 for p in batch {
-                    let _ = p.reply.send(Err(StoreError::Unavailable(m.clone())));
+                    let _ = p.reply.send(Err(e.duplicate()));
                 }
                 return;
             }
@@ -195,14 +195,8 @@ pub async fn read_clients(pool: PgPool, batch: Vec<Pending<String, Option<Client
             }
         }
         Err(e) => {
-            let message = e.to_string();
-            let unavailable = matches!(e, StoreError::Unavailable(_));
             for p in batch {
-                let _ = p.reply.send(Err(if unavailable {
-                    StoreError::Unavailable(message.clone())
-                } else {
-                    StoreError::Other(anyhow::anyhow!("{message}"))
-                }));
+                let _ = p.reply.send(Err(e.duplicate()));
             }
         }
     }

@@ -32,56 +32,58 @@ fn words(text: &str) -> impl Iterator<Item = &str> {
     text.split_whitespace()
 }
 
-/// A `clients` row (`SELECT *`).
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct ClientRow {
-    client_id: String,
-    name: String,
-    secret_hash: Vec<u8>,
-    previous_secret_hash: Option<Vec<u8>>,
-    previous_secret_expires_at: Option<UnixTime>,
-    scopes: String,
-    token_format: String,
-    profile: Option<String>,
-    access_ttl: Option<i64>,
-    refresh_ttl: Option<i64>,
-    origins: String,
-    audience: Option<String>,
-    resource_server: Option<String>,
-    resources: String,
-    disabled: bool,
-    created_at: UnixTime,
-    updated_at: UnixTime,
+/// Declares a row struct decoded by name through sqlx (`FromRow`) and by position through
+/// `rusqlite` (the SQLite store's inline reads), from one field list, so the two decoders
+/// cannot drift apart. `COLUMNS` lists the fields in that order, for statements that select
+/// plain columns.
+macro_rules! row {
+    ($(#[$meta:meta])* $name:ident { $first:ident: $first_ty:ty $(, $field:ident: $ty:ty)* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, sqlx::FromRow)]
+        pub(super) struct $name {
+            $first: $first_ty,
+            $($field: $ty,)*
+        }
+
+        impl $name {
+            /// The fields' column names, in the order [`Self::from_rusqlite`] decodes them.
+            #[allow(dead_code)]
+            pub(super) const COLUMNS: &'static str =
+                concat!(stringify!($first) $(, ", ", stringify!($field))*);
+
+            /// Decodes a row read through `rusqlite` whose columns are in field order.
+            pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+                let mut index = 0_usize..;
+                let mut next = || index.next().unwrap_or_default();
+                Ok(Self {
+                    $first: row.get(next())?,
+                    $($field: row.get(next())?,)*
+                })
+            }
+        }
+    };
 }
 
-impl ClientRow {
-    /// The columns [`ClientRow::from_rusqlite`] decodes, in its order.
-    pub(super) const COLUMNS: &'static str = "client_id, name, secret_hash, previous_secret_hash, \
-         previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
-         origins, audience, resource_server, resources, disabled, created_at, updated_at";
-
-    /// Decodes a row of [`ClientRow::COLUMNS`] read through `rusqlite` (the SQLite store's
-    /// inline reads; by position, which is cheaper than by name).
-    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            client_id: row.get(0)?,
-            name: row.get(1)?,
-            secret_hash: row.get(2)?,
-            previous_secret_hash: row.get(3)?,
-            previous_secret_expires_at: row.get(4)?,
-            scopes: row.get(5)?,
-            token_format: row.get(6)?,
-            profile: row.get(7)?,
-            access_ttl: row.get(8)?,
-            refresh_ttl: row.get(9)?,
-            origins: row.get(10)?,
-            audience: row.get(11)?,
-            resource_server: row.get(12)?,
-            resources: row.get(13)?,
-            disabled: row.get(14)?,
-            created_at: row.get(15)?,
-            updated_at: row.get(16)?,
-        })
+row! {
+    /// A `clients` row (`SELECT *`).
+    ClientRow {
+        client_id: String,
+        name: String,
+        secret_hash: Vec<u8>,
+        previous_secret_hash: Option<Vec<u8>>,
+        previous_secret_expires_at: Option<UnixTime>,
+        scopes: String,
+        token_format: String,
+        profile: Option<String>,
+        access_ttl: Option<i64>,
+        refresh_ttl: Option<i64>,
+        origins: String,
+        audience: Option<String>,
+        resource_server: Option<String>,
+        resources: String,
+        disabled: bool,
+        created_at: UnixTime,
+        updated_at: UnixTime,
     }
 }
 
@@ -204,33 +206,18 @@ where
         .bind(r.expires_at)
 }
 
-/// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,
-/// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`.
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct RefreshRow {
-    family_id: String,
-    client_id: String,
-    scope: String,
-    issued_at: UnixTime,
-    expires_at: UnixTime,
-    consumed_at: Option<UnixTime>,
-    revoked: bool,
-    client_type: String,
-}
-
-impl RefreshRow {
-    /// Decodes a row read through `rusqlite`, columns in the order of the struct's fields.
-    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            family_id: row.get(0)?,
-            client_id: row.get(1)?,
-            scope: row.get(2)?,
-            issued_at: row.get(3)?,
-            expires_at: row.get(4)?,
-            consumed_at: row.get(5)?,
-            revoked: row.get(6)?,
-            client_type: row.get(7)?,
-        })
+row! {
+    /// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,
+    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`.
+    RefreshRow {
+        family_id: String,
+        client_id: String,
+        scope: String,
+        issued_at: UnixTime,
+        expires_at: UnixTime,
+        consumed_at: Option<UnixTime>,
+        revoked: bool,
+        client_type: String,
     }
 }
 
@@ -251,35 +238,19 @@ impl TryFrom<RefreshRow> for RefreshRecord {
     }
 }
 
-/// An access token with its revocation facts folded into `revoked` (token, family, disabled
-/// client, revoked signing key).
-#[derive(Debug, sqlx::FromRow)]
-pub(super) struct AccessRow {
-    token_id: String,
-    client_id: String,
-    family_id: String,
-    format: String,
-    scope: String,
-    audience: String,
-    issued_at: UnixTime,
-    expires_at: UnixTime,
-    revoked: bool,
-}
-
-impl AccessRow {
-    /// Decodes a row read through `rusqlite`, columns in the order of the struct's fields.
-    pub(super) fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            token_id: row.get(0)?,
-            client_id: row.get(1)?,
-            family_id: row.get(2)?,
-            format: row.get(3)?,
-            scope: row.get(4)?,
-            audience: row.get(5)?,
-            issued_at: row.get(6)?,
-            expires_at: row.get(7)?,
-            revoked: row.get(8)?,
-        })
+row! {
+    /// An access token with its revocation facts folded into `revoked` (token, family, disabled
+    /// client, revoked signing key).
+    AccessRow {
+        token_id: String,
+        client_id: String,
+        family_id: String,
+        format: String,
+        scope: String,
+        audience: String,
+        issued_at: UnixTime,
+        expires_at: UnixTime,
+        revoked: bool,
     }
 }
 

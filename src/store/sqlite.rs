@@ -196,6 +196,14 @@ fn refresh_id(token: &TokenRef) -> String {
         .unwrap_or_else(|| TokenRef::legacy_id(&token.hash))
 }
 
+/// The hot-path client lookup, its columns in the order `ClientRow` decodes them (built once).
+static SELECT_CLIENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM clients WHERE client_id = ?1",
+        ClientRow::COLUMNS
+    )
+});
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[async_trait]
@@ -291,12 +299,9 @@ impl Store for SqliteStore {
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
         let row = self.point_reads.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {} FROM clients WHERE client_id = ?1",
-                ClientRow::COLUMNS
-            ))?
-            .query_row([id], ClientRow::from_rusqlite)
-            .optional()
+            conn.prepare_cached(&SELECT_CLIENT)?
+                .query_row([id], ClientRow::from_rusqlite)
+                .optional()
         })?;
         row.map(Client::try_from).transpose()
     }

@@ -78,7 +78,12 @@ where
                 "the SQLite writer did not run this write".into(),
             )),
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)), Some(e)) => Err(copy(e)),
+            (Some(Ok(_)), Some(e)) => Err(match e.duplicate() {
+                StoreError::Other(e) => {
+                    StoreError::Other(e.context("the batch transaction failed"))
+                }
+                kept => kept,
+            }),
             (Some(Ok((value, _))), None) => Ok(value),
         };
         // The caller may have gone (client disconnected): the work stands anyway.
@@ -97,16 +102,6 @@ pub fn map_err(e: rusqlite::Error) -> StoreError {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Other(anyhow::Error::new(e)),
-    }
-}
-
-fn copy(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::Other(e) => {
-            StoreError::Other(anyhow::anyhow!("the batch transaction failed: {e:#}"))
-        }
     }
 }
 
