@@ -42,7 +42,8 @@ pub(super) struct JsonFlag {
 
 #[derive(Debug, Args)]
 pub(super) struct IdArgs {
-    /// The client id.
+    /// The client id (it may begin with `-`; see `KidArgs`).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Print JSON.
     #[arg(long)]
@@ -103,7 +104,8 @@ impl<T: std::str::FromStr> std::str::FromStr for OrDefault<T> {
 
 #[derive(Debug, Args)]
 pub(super) struct UpdateArgs {
-    /// The client id.
+    /// The client id (it may begin with `-`; see `KidArgs`).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// New name.
     #[arg(long)]
@@ -148,7 +150,8 @@ pub(super) struct UpdateArgs {
 
 #[derive(Debug, Args)]
 pub(super) struct RotateArgs {
-    /// The client id.
+    /// The client id (it may begin with `-`; see `KidArgs`).
+    #[arg(allow_hyphen_values = true)]
     id: String,
     /// Seconds the old secret keeps working (0: stops at once).
     #[arg(long, default_value_t = 86_400)]

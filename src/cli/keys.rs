@@ -33,7 +33,9 @@ pub(super) struct JsonFlag {
 
 #[derive(Debug, Args)]
 pub(super) struct KidArgs {
-    /// The key id.
+    /// The key id. A kid is a base64url RFC 7638 thumbprint, so it may begin with `-`
+    /// (one key in 64): such a value is taken as the id, not as an option.
+    #[arg(allow_hyphen_values = true)]
     kid: String,
     /// Print JSON.
     #[arg(long)]

@@ -282,3 +282,31 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+
+    /// A kid is a base64url thumbprint and so begins with `-` one time in 64; a command that
+    /// names it must take it as the id, before or after `--json`.
+    #[test]
+    fn ids_that_begin_with_a_hyphen_are_values_not_options() {
+        for argv in [
+            ["tessera", "keys", "revoke", "-lQx2v_b", "--json"],
+            ["tessera", "keys", "revoke", "--json", "-lQx2v_b"],
+            ["tessera", "client", "show", "-lQx2v_b", "--json"],
+        ] {
+            let cli = Cli::try_parse_from(argv);
+            assert!(cli.is_ok(), "{argv:?}: {cli:?}");
+            let debug = format!("{:?}", cli.map(|c| c.command).ok());
+            assert!(debug.contains("\"-lQx2v_b\""), "{argv:?}: {debug}");
+            assert!(debug.contains("json: true"), "{argv:?}: {debug}");
+        }
+        assert!(matches!(
+            Cli::try_parse_from(["tessera", "keys", "revoke", "-lQx2v_b"]).map(|c| c.command),
+            Ok(Command::Keys(_))
+        ));
+    }
+}
