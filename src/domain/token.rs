@@ -95,10 +95,20 @@ pub struct TokenRef {
 
 impl TokenRef {
     /// The key under which the store files a refresh token minted before ids were embedded:
-    /// `h:` and its hash in lower-case hex (migration 0005 gave such rows this id).
+    /// `h:` and its hash in lower-case hex (the migrations that embedded ids gave such rows this id).
     #[must_use]
     pub fn legacy_id(hash: &TokenHash) -> String {
         format!("h:{}", hex(&hash.0))
+    }
+
+    /// The key of a refresh token's row: the id inside the token, or for a token minted
+    /// before ids were embedded the [`legacy_id`](Self::legacy_id) the migrations gave its
+    /// row (SQLite 0005, PostgreSQL 0003).
+    #[must_use]
+    pub fn refresh_row_id(&self) -> String {
+        self.id
+            .clone()
+            .unwrap_or_else(|| Self::legacy_id(&self.hash))
     }
 }
 

@@ -130,7 +130,8 @@ impl FromRequest<Arc<AppState>> for OAuthRequest {
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         let profile = state.tessera.policy().default_profile;
         let limit = state.max_body_bytes;
-        let headers = req.headers().clone();
+        let (parts, body) = req.into_parts();
+        let headers = parts.headers;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -138,7 +139,7 @@ impl FromRequest<Arc<AppState>> for OAuthRequest {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(profile, limit));
         }
-        let body = axum::body::to_bytes(req.into_body(), limit)
+        let body = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| ApiError::too_large(profile, limit))?;
         let fields = parse_body(&headers, &body).map_err(|e| ApiError::oauth(profile, e))?;

@@ -297,8 +297,8 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
 // the `bind_*` helpers of `rows.rs`, in their documented order, so each part's placeholders
 // are consecutive.
 
-/// Issues a grant: family ($1–$6), access token ($7–$16), refresh token ($17–$22), audit
-/// event ($23–$29).
+/// Issues a grant: family ($1–$6), access token ($7–$16), refresh token ($17–$23), audit
+/// event ($24–$30).
 const ISSUE_SQL: &str = "WITH family AS (\
      INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6)), \
@@ -307,32 +307,32 @@ const ISSUE_SQL: &str = "WITH family AS (\
      audience, issued_at, expires_at, signing_kid) \
      VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16)), \
      refresh AS (\
-     INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-     VALUES ($17, $18, $19, $20, $21, $22)) \
+     INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
+     expires_at) VALUES ($17, $18, $19, $20, $21, $22, $23)) \
      INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-     VALUES ($23, $24, $25, $26, $27, $28, $29)";
+     VALUES ($24, $25, $26, $27, $28, $29, $30)";
 
 /// Rotates a refresh token: $1 now, $2 the family's new expiry, $3 the family, $4 the old
-/// token's hash, $5 the reuse cutoff; the successors ($6–$15, $16–$21) and the audit event
-/// ($22–$28) are inserted only if the old token was consumed. Returns how many tokens were
+/// token's row id, $5 its hash, $6 the reuse cutoff; the successors ($7–$16, $17–$23) and the
+/// audit event ($24–$30) are inserted only if the old token was consumed. Returns how many tokens were
 /// consumed (0 or 1). [`PostgresStore::rotate_refresh`] says why this is race-free.
 const ROTATE_SQL: &str = "WITH family AS (\
      UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
      WHERE family_id = $3 AND revoked_at IS NULL RETURNING family_id), \
      consumed AS (\
      UPDATE refresh_tokens SET consumed_at = COALESCE(consumed_at, $1) \
-     WHERE token_hash = $4 AND family_id = (SELECT family_id FROM family) \
-     AND revoked_at IS NULL AND (consumed_at IS NULL OR consumed_at >= $5) RETURNING 1), \
+     WHERE token_id = $4 AND token_hash = $5 AND family_id = (SELECT family_id FROM family) \
+     AND revoked_at IS NULL AND (consumed_at IS NULL OR consumed_at >= $6) RETURNING 1), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
      audience, issued_at, expires_at, signing_kid) \
-     SELECT $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM consumed), \
+     SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM consumed), \
      refresh AS (\
-     INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-     SELECT $16, $17, $18, $19, $20, $21 FROM consumed), \
+     INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
+     expires_at) SELECT $17, $18, $19, $20, $21, $22, $23 FROM consumed), \
      audit AS (\
      INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-     SELECT $22, $23, $24, $25, $26, $27, $28 FROM consumed) \
+     SELECT $24, $25, $26, $27, $28, $29, $30 FROM consumed) \
      SELECT COUNT(*) FROM consumed";
 
 /// Revokes a family ($1 now, $2 family) and records the audit event ($3–$9).
@@ -734,14 +734,10 @@ impl Store for PostgresStore {
         self.bounded(self.grants.submit(grant)).await
     }
 
-    /// PostgreSQL finds opaque tokens by their hash, which has a unique index: the hash covers
-    /// the whole token string, id included, so it is exactly as selective as id and hash
-    /// together. (SQLite looks tokens up by id instead; there the random-keyed index was the
-    /// largest part of each grant's write volume. Here a grant's cost is round trips and its
-    /// commit, and the hash index lets tokens minted before ids were embedded be found without
-    /// a second path.)
+    /// Found by the id inside the token, checking the stored hash (migration 0003 says why);
+    /// a token minted before ids were embedded by the id that migration gave its row.
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
-        let hash = &token.hash;
+        let (id, hash) = (token.refresh_row_id(), &token.hash);
         self.bounded(async {
             let mut conn = self.conn().await?;
             let row: Option<RefreshRow> = sqlx::query_as(
@@ -749,8 +745,9 @@ impl Store for PostgresStore {
                  r.consumed_at, (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, \
                  f.client_type \
                  FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
-                 WHERE r.token_hash = $1",
+                 WHERE r.token_id = $1 AND r.token_hash = $2",
             )
+            .bind(id)
             .bind(&hash.0[..])
             .fetch_optional(&mut *conn)
             .await
@@ -791,15 +788,21 @@ impl Store for PostgresStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let (old, access, refresh, audit) =
-            (old.hash, access.clone(), refresh.clone(), audit.clone());
+        let (old_id, old_hash, access, refresh, audit) = (
+            old.refresh_row_id(),
+            old.hash,
+            access.clone(),
+            refresh.clone(),
+            audit.clone(),
+        );
         self.detached(move |store| async move {
             let mut tx = store.begin().await?;
             let query = sqlx::query(ROTATE_SQL)
                 .bind(refresh.issued_at)
                 .bind(access.expires_at.max(refresh.expires_at))
                 .bind(&refresh.family_id)
-                .bind(&old.0[..])
+                .bind(old_id)
+                .bind(&old_hash.0[..])
                 .bind(reuse_cutoff);
             let query = bind_refresh_token(bind_access_token(query, &access), &refresh);
             let consumed: i64 = bind_audit_event(query, &audit)
@@ -854,8 +857,16 @@ impl Store for PostgresStore {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let query = match key {
-                AccessKey::Opaque(t) => sqlx::query_as(select_access!("WHERE a.token_hash = $1"))
-                    .bind(t.hash.0.to_vec()),
+                AccessKey::Opaque(TokenRef { id: Some(id), hash }) => sqlx::query_as(
+                    select_access!("WHERE a.token_id = $1 AND a.token_hash = $2"),
+                )
+                .bind(id.clone())
+                .bind(hash.0.to_vec()),
+                // Minted before ids were embedded: the partial index of such rows (0003).
+                AccessKey::Opaque(TokenRef { id: None, hash }) => {
+                    sqlx::query_as(select_access!("WHERE a.token_hash = $1 AND a.legacy_hash"))
+                        .bind(hash.0.to_vec())
+                }
                 AccessKey::Id(id) => {
                     sqlx::query_as(select_access!("WHERE a.token_id = $1")).bind(id.to_owned())
                 }
@@ -992,7 +1003,7 @@ impl Store for PostgresStore {
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-            "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens \
+            "DELETE FROM refresh_tokens WHERE token_id IN (SELECT token_id FROM refresh_tokens \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         ];
         self.detached(move |store| async move {

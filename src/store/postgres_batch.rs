@@ -214,12 +214,13 @@ const INSERT_MANY_SQL: &str = "WITH family AS (\
      SELECT * FROM UNNEST($7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
      $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[])), \
      refresh AS (\
-     INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, expires_at) \
-     SELECT * FROM UNNEST($17::BYTEA[], $18::TEXT[], $19::TEXT[], $20::TEXT[], $21::BIGINT[], \
-     $22::BIGINT[])) \
+     INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
+     expires_at) \
+     SELECT * FROM UNNEST($17::TEXT[], $18::BYTEA[], $19::TEXT[], $20::TEXT[], $21::TEXT[], \
+     $22::BIGINT[], $23::BIGINT[])) \
      INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
-     SELECT * FROM UNNEST($23::TEXT[], $24::BIGINT[], $25::TEXT[], $26::TEXT[], $27::TEXT[], \
-     $28::TEXT[], $29::TEXT[])";
+     SELECT * FROM UNNEST($24::TEXT[], $25::BIGINT[], $26::TEXT[], $27::TEXT[], $28::TEXT[], \
+     $29::TEXT[], $30::TEXT[])";
 
 async fn insert_many(pool: &PgPool, batch: &[Pending<Grant, ()>]) -> StoreResult<()> {
     let grants = || batch.iter().map(|p| &p.item);
@@ -248,6 +249,7 @@ async fn insert_many(pool: &PgPool, batch: &[Pending<Grant, ()>]) -> StoreResult
         .bind(int(|g| g.access.issued_at))
         .bind(int(|g| g.access.expires_at))
         .bind(opt(|g| g.access.signing_kid.as_deref()))
+        .bind(text(|g| &g.refresh.id))
         .bind(bytes(|g| &g.refresh.hash.0))
         .bind(text(|g| &g.refresh.family_id))
         .bind(text(|g| &g.refresh.client_id))

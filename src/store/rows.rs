@@ -185,8 +185,8 @@ where
         .bind(a.signing_kid.clone())
 }
 
-/// Binds, in this order, a new refresh token's columns: `token_hash`, `family_id`,
-/// `client_id`, `scope`, `issued_at`, `expires_at`.
+/// Binds, in this order, a new refresh token's columns: `token_id`, `token_hash`,
+/// `family_id`, `client_id`, `scope`, `issued_at`, `expires_at`.
 pub(super) fn bind_refresh_token<'q, DB>(
     query: Query<'q, DB, DB::Arguments>,
     r: &NewRefreshToken,
@@ -198,6 +198,7 @@ where
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
     query
+        .bind(r.id.clone())
         .bind(r.hash.0.to_vec())
         .bind(r.family_id.clone())
         .bind(r.client_id.clone())

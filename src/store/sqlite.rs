@@ -187,15 +187,6 @@ fn change(conn: &Connection, sql: &str, values: impl rusqlite::Params) -> StoreR
         .map_err(writer_err)
 }
 
-/// The key of a refresh token row: the id inside the token, or for a token minted before ids
-/// were embedded the id migration 0005 gave its row.
-fn refresh_id(token: &TokenRef) -> String {
-    token
-        .id
-        .clone()
-        .unwrap_or_else(|| TokenRef::legacy_id(&token.hash))
-}
-
 /// The hot-path client lookup, its columns in the order `ClientRow` decodes them (built once).
 static SELECT_CLIENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -485,7 +476,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
-        let id = refresh_id(token);
+        let id = token.refresh_row_id();
         let row = self.point_reads.read(|conn| {
             conn.prepare_cached(
                 "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
@@ -507,7 +498,7 @@ impl Store for SqliteStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let (old_id, old_hash) = (refresh_id(old), old.hash);
+        let (old_id, old_hash) = (old.refresh_row_id(), old.hash);
         let (access, refresh, audit) = (access.clone(), refresh.clone(), audit.clone());
         self.group
             .write(move |conn| {

@@ -204,9 +204,10 @@ mod postgres_only {
     }
 }
 
-/// SQLite only: a database written before opaque tokens carried their id (migrations up to
-/// 0004) is upgraded in place, and the tokens it holds keep working through the id-less path.
-mod sqlite_upgrade {
+/// A database written before opaque tokens carried their id (SQLite migrations up to 0004,
+/// PostgreSQL up to 0002) is upgraded in place, and the tokens it holds keep working through
+/// the id-less path.
+mod upgrade {
     use std::borrow::Cow;
 
     use tessera::domain::clock::UnixTime;
@@ -217,11 +218,50 @@ mod sqlite_upgrade {
 
     const NOW: UnixTime = 1_900_000_000;
 
+    /// The rows an old release left: a client, a family, an access and a refresh token.
+    const OLD_ROWS: [&str; 4] = [
+        "INSERT INTO clients (client_id, name, secret_hash, scopes, token_format, \
+         created_at, updated_at) VALUES ('old-client', 'old', $1, '/ping.read', \
+         'opaque', 0, 0)",
+        "INSERT INTO token_families (family_id, client_id, scope, client_type, \
+         created_at, expires_at) VALUES ('old-family', 'old-client', '/ping.read', \
+         'service', 1899999000, 1900086400)",
+        "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, \
+         scope, audience, issued_at, expires_at) VALUES ('old-access-id', $1, \
+         'old-family', 'old-client', 'opaque', '/ping.read', 'aud', 1899999000, \
+         1900003600)",
+        "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, \
+         expires_at) VALUES ($1, 'old-family', 'old-client', '/ping.read', 1899999000, \
+         1900086400)",
+    ];
+
+    /// The first `n` of a backend's migrations.
+    async fn first_migrations(dir: &str, n: usize) -> sqlx::migrate::Migrator {
+        let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(&format!(
+            "{}/migrations/{dir}",
+            env!("CARGO_MANIFEST_DIR")
+        )))
+        .await
+        .unwrap();
+        let first = old.migrations.iter().take(n).cloned().collect::<Vec<_>>();
+        assert_eq!(first.last().unwrap().version, i64::try_from(n).unwrap());
+        old.migrations = Cow::Owned(first);
+        old
+    }
+
+    /// The blob each of [`OLD_ROWS`] binds.
+    fn old_row_value(i: usize) -> Vec<u8> {
+        match i {
+            2 => TokenHash::of("old access token").0.to_vec(),
+            3 => TokenHash::of("old refresh token").0.to_vec(),
+            _ => vec![0; 32],
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tokens_minted_before_ids_were_embedded_still_work() {
+    async fn sqlite_tokens_minted_before_ids_were_embedded_still_work() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("old.db").display());
-        // The schema as the previous release left it: the first four migrations.
         {
             let pool = sqlx::sqlite::SqlitePoolOptions::new()
                 .connect_with(
@@ -231,50 +271,61 @@ mod sqlite_upgrade {
                 )
                 .await
                 .unwrap();
-            let mut old = sqlx::migrate::Migrator::new(std::path::Path::new(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/migrations/sqlite"
-            )))
-            .await
-            .unwrap();
-            let first_four = old.migrations.iter().take(4).cloned().collect::<Vec<_>>();
-            assert_eq!(first_four.last().unwrap().version, 4);
-            old.migrations = Cow::Owned(first_four);
-            old.run(&pool).await.unwrap();
-            for sql in [
-                "INSERT INTO clients (client_id, name, secret_hash, scopes, token_format, \
-                 created_at, updated_at) VALUES ('old-client', 'old', zeroblob(32), '/ping.read', \
-                 'opaque', 0, 0)",
-                "INSERT INTO token_families (family_id, client_id, scope, client_type, \
-                 created_at, expires_at) VALUES ('old-family', 'old-client', '/ping.read', \
-                 'service', 1899999000, 1900086400)",
-            ] {
-                sqlx::query(sql).execute(&pool).await.unwrap();
+            first_migrations("sqlite", 4)
+                .await
+                .run(&pool)
+                .await
+                .unwrap();
+            for (i, sql) in OLD_ROWS.iter().enumerate() {
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql.replace("$1", "?")));
+                let query = if sql.contains("$1") {
+                    query.bind(old_row_value(i))
+                } else {
+                    query
+                };
+                query.execute(&pool).await.unwrap();
             }
-            sqlx::query(
-                "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, \
-                 scope, audience, issued_at, expires_at) VALUES ('old-access-id', ?, \
-                 'old-family', 'old-client', 'opaque', '/ping.read', 'aud', 1899999000, \
-                 1900003600)",
-            )
-            .bind(TokenHash::of("old access token").0.to_vec())
-            .execute(&pool)
-            .await
-            .unwrap();
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, family_id, client_id, scope, issued_at, \
-                 expires_at) VALUES (?, 'old-family', 'old-client', '/ping.read', 1899999000, \
-                 1900086400)",
-            )
-            .bind(TokenHash::of("old refresh token").0.to_vec())
-            .execute(&pool)
-            .await
-            .unwrap();
             pool.close().await;
         }
-
         let store = SqliteStore::open(&url).await.unwrap();
         store.migrate().await.unwrap();
+        old_tokens_still_work(&store).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_tokens_minted_before_ids_were_embedded_still_work() {
+        let Some(db) = pg::TestDb::create().await else {
+            return;
+        };
+        {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&db.url)
+                .await
+                .unwrap();
+            first_migrations("postgres", 2)
+                .await
+                .run(&pool)
+                .await
+                .unwrap();
+            for (i, sql) in OLD_ROWS.iter().enumerate() {
+                let query = sqlx::query(*sql);
+                let query = if sql.contains("$1") {
+                    query.bind(old_row_value(i))
+                } else {
+                    query
+                };
+                query.execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }
+        let store = PostgresStore::open(&db.url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        old_tokens_still_work(&store).await;
+        store.close().await;
+    }
+
+    async fn old_tokens_still_work(store: &dyn Store) {
         let old_access = TokenRef {
             id: None,
             hash: TokenHash::of("old access token"),
