@@ -3,6 +3,7 @@
 //! status, latency, request id and, once known, the client id).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use std::net::SocketAddr;
@@ -82,6 +83,22 @@ fn source_address(req: &Request, trust_forwarded_for: bool) -> Option<String> {
         .map(|c| c.0.ip().to_string())
 }
 
+/// Counts a request in [`AppState::in_flight`] until it is answered or dropped.
+struct InFlight<'a>(&'a AppState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a AppState) -> Self {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The envelope around every request.
 pub async fn envelope(
     State(state): State<Arc<AppState>>,
@@ -89,6 +106,7 @@ pub async fn envelope(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::enter(&state);
     let request_id = uuid::Uuid::now_v7().to_string();
     let source = source_address(&req, state.trust_forwarded_for);
     req.extensions_mut().insert(Actor {

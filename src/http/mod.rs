@@ -22,7 +22,7 @@ use std::future::Future;
 use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -49,6 +49,8 @@ pub struct AppState {
     pub limits: limits::Limits,
     /// True once shutdown began: readiness answers 503.
     pub draining: AtomicBool,
+    /// Requests being served right now (the cleanup yields to them).
+    pub in_flight: AtomicUsize,
 }
 
 /// The public router.
@@ -132,6 +134,7 @@ impl Application {
                     settings.auth_failures_per_minute,
                 ),
                 draining: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
             }),
             cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
             cleanup_batch: settings.cleanup_batch,
@@ -254,11 +257,16 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
 /// disjoint rows.
 ///
-/// While there is a backlog, the loop pauses after each batch for as long as the batch took, so
-/// the cleanup gets at most about half of the database's write capacity. On SQLite its deletes
-/// share the one writer with token requests: run back to back after a burst of revocations
-/// (150,000 revoked families to delete, each with its tokens), they held the writer long enough
-/// to push the p99 of the requests queued behind them to ~750 ms (BENCHMARKS.md).
+/// While there is a backlog, the loop pauses after each batch, so the cleanup never takes the
+/// whole of the database's write capacity: for as long as the batch took when no request is
+/// being served (the cleanup gets at most about half), and for four times as long while
+/// requests are in flight (at most about a fifth). On SQLite its deletes share the one writer
+/// with token requests: run back to back after a burst of revocations (150,000 revoked families
+/// to delete, each with its tokens), they held the writer long enough to push the p99 of the
+/// requests queued behind them to ~750 ms; at half the writer, a load of 80 % of peak right
+/// after such a burst could not be served and its p99 reached 100–370 ms (BENCHMARKS.md). A
+/// fifth still deletes several thousand rows a second, far above any sustainable grant rate
+/// of one instance, so the database stays bounded.
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
     loop {
         tokio::time::sleep(interval).await;
@@ -266,7 +274,10 @@ async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, rete
         loop {
             let started = std::time::Instant::now();
             match state.tessera.purge_expired(batch, retention).await {
-                Ok(n) if n >= u64::from(batch) => tokio::time::sleep(started.elapsed()).await,
+                Ok(n) if n >= u64::from(batch) => {
+                    let busy = state.in_flight.load(Ordering::Relaxed) > 0;
+                    tokio::time::sleep(started.elapsed() * if busy { 4 } else { 1 }).await;
+                }
                 Ok(n) => {
                     if n > 0 {
                         tracing::debug!(rows = n, "expired tokens deleted");
