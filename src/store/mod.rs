@@ -11,6 +11,7 @@ pub mod postgres;
 mod postgres_batch;
 mod rows;
 pub mod sqlite;
+mod sqlite_clients;
 mod sqlite_read;
 mod sqlite_writer;
 

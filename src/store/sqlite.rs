@@ -21,6 +21,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 
 use super::rows::{AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
+use super::sqlite_clients::ClientCache;
 use super::sqlite_read::ReadPool;
 use super::sqlite_writer::{GroupWriter, map_err as writer_err};
 use super::{
@@ -38,6 +39,7 @@ use crate::domain::token::TokenRef;
 pub struct SqliteStore {
     reader: SqlitePool,
     point_reads: std::sync::Arc<ReadPool>,
+    clients: std::sync::Arc<ClientCache>,
     writer: SqlitePool,
     group: GroupWriter,
     path: PathBuf,
@@ -83,6 +85,7 @@ impl SqliteStore {
         Ok(Self {
             reader,
             point_reads: std::sync::Arc::new(ReadPool::new(&path)),
+            clients: std::sync::Arc::new(ClientCache::open(&path)),
             group: GroupWriter::start(&path)?,
             writer,
             path,
@@ -298,16 +301,23 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        // After the commit: an absent entry cached for this id must go (sqlite_clients.rs).
+        self.clients.changed();
+        Ok(())
     }
 
+    /// Through the client cache (`sqlite_clients.rs`), which every client write above
+    /// invalidates, in this process and in every other one on the same file.
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let row = self.point_reads.read(|conn| {
-            conn.prepare_cached(&SELECT_CLIENT)?
-                .query_row([id], ClientRow::from_rusqlite)
-                .optional()
-        })?;
-        row.map(Client::try_from).transpose()
+        self.clients.get(id, || {
+            let row = self.point_reads.read(|conn| {
+                conn.prepare_cached(&SELECT_CLIENT)?
+                    .query_row([id], ClientRow::from_rusqlite)
+                    .optional()
+            })?;
+            row.map(Client::try_from).transpose()
+        })
     }
 
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
@@ -337,6 +347,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
+        self.clients.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -348,6 +359,7 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
+        self.clients.changed();
         Ok(done.rows_affected() == 1)
     }
 
