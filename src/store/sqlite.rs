@@ -98,6 +98,19 @@ impl SqliteStore {
         &self.path
     }
 
+    /// [`begin_write`](Self::begin_write) for a change to the `clients` table, refused when
+    /// this process could not tell the others about it (their cached copies would stay).
+    async fn begin_client_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        if !self.clients.can_signal() {
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "cannot change clients: the file {}.clients-generation beside the database \
+                 cannot be opened for writing, so running servers would not see the change",
+                self.path.display()
+            )));
+        }
+        self.begin_write().await
+    }
+
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.writer
             .begin_with("BEGIN IMMEDIATE")
@@ -216,6 +229,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
+        // A migration may change the `clients` table: other processes must reload.
+        let _signal = self.clients.signal_after();
         MIGRATOR
             .run(&self.writer)
             .await
@@ -287,7 +302,10 @@ impl Store for SqliteStore {
     }
 
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_client_write().await?;
+        // Signals after the commit (an absent entry cached for this id must go), or when this
+        // future is dropped half-way (sqlite_clients.rs).
+        let _signal = self.clients.signal_after();
         let query = sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
              previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
@@ -301,10 +319,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-        // After the commit: an absent entry cached for this id must go (sqlite_clients.rs).
-        self.clients.changed();
-        Ok(())
+        tx.commit().await.map_err(map_err)
     }
 
     /// Through the client cache (`sqlite_clients.rs`), which every client write above
@@ -333,7 +348,8 @@ impl Store for SqliteStore {
     }
 
     async fn update_client(&self, c: &Client) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_client_write().await?;
+        let _signal = self.clients.signal_after();
         let query = sqlx::query(
             "UPDATE clients SET name = ?, secret_hash = ?, previous_secret_hash = ?, \
              previous_secret_expires_at = ?, scopes = ?, token_format = ?, profile = ?, \
@@ -347,19 +363,18 @@ impl Store for SqliteStore {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        self.clients.changed();
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
+        let mut tx = self.begin_client_write().await?;
+        let _signal = self.clients.signal_after();
         let done = sqlx::query("DELETE FROM clients WHERE client_id = ?")
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)?;
-        self.clients.changed();
         Ok(done.rows_affected() == 1)
     }
 
@@ -792,6 +807,50 @@ mod tests {
                 "{sql}: {steps:?}"
             );
         }
+        store.close().await;
+        Ok(())
+    }
+
+    /// A process that could not tell the others about a client change must not make one: their
+    /// cached copies would outlive it. Reads still work.
+    #[tokio::test]
+    async fn client_writes_are_refused_without_the_change_signal()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("nosignal.db");
+        // A directory where the signal file should be: it cannot be opened for writing (a
+        // permission test would not do: the tests may run as root).
+        std::fs::create_dir(dir.path().join("nosignal.db.clients-generation"))?;
+        let store = SqliteStore::open(&format!("sqlite://{}", db.display())).await?;
+        store.migrate().await?;
+        let client = Client {
+            id: "c".into(),
+            name: "n".into(),
+            secret: crate::domain::client::SecretHash([0; 32]),
+            previous_secret: None,
+            scopes: vec![],
+            format: crate::domain::client::TokenFormat::Opaque,
+            profile: None,
+            access_ttl: None,
+            refresh_ttl: None,
+            origins: vec![],
+            audience: None,
+            resource_server: None,
+            resources: vec![],
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let refused = store.insert_client(&client).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("clients-generation")),
+            "{refused:?}"
+        );
+        assert!(store.update_client(&client).await.is_err());
+        assert!(store.delete_client("c").await.is_err());
+        assert_eq!(store.get_client("c").await?, None);
         store.close().await;
         Ok(())
     }

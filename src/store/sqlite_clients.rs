@@ -23,20 +23,28 @@
 //!   it was read, which bounds the staleness in that rare case;
 //! - unknown ids are cached too (as absent), so a known id and an unknown one cost the same, as
 //!   they did before (a cache hit either way after the first request; a read either way before);
-//! - if the file cannot be opened (a read-only directory), there is no cache: every lookup
-//!   reads the database, as before.
+//! - a process that cannot write the file (it belongs to another user, say) must not change
+//!   clients, since no other process would hear of the change: the store refuses its client
+//!   writes before they begin ([`ClientCache::can_signal`]), and it does not cache either;
+//! - the signal is written by a guard ([`ClientCache::signal_after`]) that fires when the
+//!   write's future ends, also when it is dropped half-way (an abandoned admin request): the
+//!   commit may still complete on the database's thread after that, so such a signal can come
+//!   too early, and the entry expiry above bounds that case too. A spurious signal costs one
+//!   reload per client;
+//! - migrations signal too, in case one changes the `clients` table.
 //!
 //! The cache holds at most [`MAX_ENTRIES`] ids and is emptied when it would grow past that, so
 //! a client probing random ids costs memory only up to that bound.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::domain::client::Client;
+use crate::domain::crypto::random_fill;
 
 /// How long an entry is trusted without a change signal: the bound on staleness if a process
 /// dies between committing a client change and writing the generation.
@@ -70,7 +78,8 @@ impl std::fmt::Debug for ClientCache {
 
 impl ClientCache {
     /// The cache of the database at `db`, signalled through `<db>.clients-generation`
-    /// (created if missing). Without that file there is no cache.
+    /// (created if missing, with the database file's permissions, so that whoever may write the
+    /// database may signal). Without that file there is no cache.
     #[must_use]
     pub fn open(db: &Path) -> Self {
         let mut name = db.as_os_str().to_owned();
@@ -81,8 +90,15 @@ impl ClientCache {
             .create(true)
             .truncate(false)
             .open(&name);
+        if let (Ok(file), Ok(meta)) = (&signal, std::fs::metadata(db))
+            && file.metadata().is_ok_and(|m| m.len() == 0)
+        {
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(
+                meta.permissions().mode() & 0o666,
+            ));
+        }
         if let Err(e) = &signal {
-            tracing::warn!(file = ?name, error = %e, "client cache disabled: cannot open its change signal");
+            tracing::warn!(file = ?name, error = %e, "client cache disabled, and client changes refused: cannot open the change signal");
         }
         Self {
             signal: signal.ok(),
@@ -137,17 +153,43 @@ impl ClientCache {
         Ok(client)
     }
 
-    /// Tells every process that clients changed: called after each committed client write.
+    /// Whether this process can tell the others about a client change; the store refuses
+    /// client writes when it cannot.
+    #[must_use]
+    pub fn can_signal(&self) -> bool {
+        self.signal.is_some()
+    }
+
+    /// A guard that signals a client change when dropped: create it before a client write
+    /// commits, and keep it until the write's result is known.
+    #[must_use]
+    pub fn signal_after(&self) -> SignalOnDrop<'_> {
+        SignalOnDrop(self)
+    }
+
+    /// Tells every process that clients changed.
     pub fn changed(&self) {
         if let Ok(mut entries) = self.entries.lock() {
             entries.clear();
         }
         let Some(file) = &self.signal else { return };
-        let fresh = uuid::Uuid::now_v7().into_bytes();
-        if let Err(e) = file.write_at(&fresh, 0) {
+        let mut fresh = Generation::default();
+        let written = random_fill(&mut fresh)
+            .map_err(std::io::Error::other)
+            .and_then(|()| file.write_all_at(&fresh, 0));
+        if let Err(e) = written {
             // Other processes then see the change only when their entries expire (MAX_AGE).
             tracing::warn!(error = %e, "could not signal a client change to other processes");
         }
+    }
+}
+
+/// Signals a client change when dropped (see [`ClientCache::signal_after`]).
+pub struct SignalOnDrop<'a>(&'a ClientCache);
+
+impl Drop for SignalOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.changed();
     }
 }
 
@@ -211,7 +253,7 @@ mod tests {
         if let Ok(mut entries) = cache.entries.lock()
             && let Some(e) = entries.get_mut("a")
         {
-            e.read_at -= MAX_AGE;
+            e.read_at = Instant::now().checked_sub(MAX_AGE).unwrap_or(e.read_at);
         }
         let again = cache.get("a", || Ok::<_, ()>(Some(client("v2"))));
         assert_eq!(again.ok().flatten().map(|c| c.name), Some("v2".into()));
@@ -221,6 +263,7 @@ mod tests {
     #[test]
     fn without_its_signal_file_there_is_no_cache() {
         let cache = ClientCache::open(Path::new("/nonexistent-dir/t.db"));
+        assert!(!cache.can_signal());
         let _ = cache.get("a", || Ok::<_, ()>(Some(client("v1"))));
         let again = cache.get("a", || Ok::<_, ()>(Some(client("v2"))));
         assert_eq!(again.ok().flatten().map(|c| c.name), Some("v2".into()));
