@@ -186,6 +186,32 @@ pub struct Client {
     pub updated_at: UnixTime,
 }
 
+#[cfg(test)]
+impl Client {
+    /// A plain client for unit tests (id `c`, no scopes, a zero secret hash); override fields
+    /// with struct update syntax.
+    pub(crate) fn fixture() -> Self {
+        Self {
+            id: "c".into(),
+            name: "n".into(),
+            secret: SecretHash([0; 32]),
+            previous_secret: None,
+            scopes: vec![],
+            format: TokenFormat::Opaque,
+            profile: None,
+            access_ttl: None,
+            refresh_ttl: None,
+            origins: vec![],
+            audience: None,
+            resource_server: None,
+            resources: vec![],
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
 impl Client {
     /// Checks a presented secret against the current and (unexpired) previous secret, in
     /// constant time with respect to the secret's content.
@@ -330,22 +356,8 @@ mod tests {
 
     fn client(keys: &DerivedKeys, secret: &str) -> Client {
         Client {
-            id: "c".into(),
-            name: "n".into(),
             secret: SecretHash(keys.hash_secret(secret)),
-            previous_secret: None,
-            scopes: vec![],
-            format: TokenFormat::Opaque,
-            profile: None,
-            access_ttl: None,
-            refresh_ttl: None,
-            origins: vec![],
-            audience: None,
-            resource_server: None,
-            resources: vec![],
-            disabled: false,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::fixture()
         }
     }
 

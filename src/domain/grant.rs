@@ -136,7 +136,6 @@ pub fn refresh_scope(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::client::{SecretHash, TokenFormat};
     use crate::domain::scope::parse_patterns;
 
     fn record() -> RefreshRecord {
@@ -154,22 +153,8 @@ mod tests {
 
     fn client(scopes: &str) -> Client {
         Client {
-            id: "c".into(),
-            name: "n".into(),
-            secret: SecretHash([0; 32]),
-            previous_secret: None,
             scopes: parse_patterns(scopes, &Registry::moov()).unwrap_or_default(),
-            format: TokenFormat::Opaque,
-            profile: None,
-            access_ttl: None,
-            refresh_ttl: None,
-            origins: vec![],
-            audience: None,
-            resource_server: None,
-            resources: vec![],
-            disabled: false,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::fixture()
         }
     }
 

@@ -823,24 +823,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("nosignal.db.clients-generation"))?;
         let store = SqliteStore::open(&format!("sqlite://{}", db.display())).await?;
         store.migrate().await?;
-        let client = Client {
-            id: "c".into(),
-            name: "n".into(),
-            secret: crate::domain::client::SecretHash([0; 32]),
-            previous_secret: None,
-            scopes: vec![],
-            format: crate::domain::client::TokenFormat::Opaque,
-            profile: None,
-            access_ttl: None,
-            refresh_ttl: None,
-            origins: vec![],
-            audience: None,
-            resource_server: None,
-            resources: vec![],
-            disabled: false,
-            created_at: 0,
-            updated_at: 0,
-        };
+        let client = Client::fixture();
         let refused = store.insert_client(&client).await;
         assert!(
             refused

@@ -197,26 +197,10 @@ impl Drop for SignalOnDrop<'_> {
 mod tests {
     use super::*;
 
-    use crate::domain::client::{SecretHash, TokenFormat};
-
     fn client(name: &str) -> Client {
         Client {
-            id: "c".into(),
             name: name.to_owned(),
-            secret: SecretHash([0; 32]),
-            previous_secret: None,
-            scopes: vec![],
-            format: TokenFormat::Opaque,
-            profile: None,
-            access_ttl: None,
-            refresh_ttl: None,
-            origins: vec![],
-            audience: None,
-            resource_server: None,
-            resources: vec![],
-            disabled: false,
-            created_at: 0,
-            updated_at: 0,
+            ..Client::fixture()
         }
     }
 

@@ -249,13 +249,22 @@ mod upgrade {
         old
     }
 
-    /// The blob each of [`OLD_ROWS`] binds.
-    fn old_row_value(i: usize) -> Vec<u8> {
-        match i {
+    /// Binds the blob row `i` of [`OLD_ROWS`] takes, if it takes one.
+    fn bind_old_row<'q, DB>(
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+        i: usize,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments>
+    where
+        DB: sqlx::Database,
+        for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        let value = match i {
+            0 => vec![0; 32],
             2 => TokenHash::of("old access token").0.to_vec(),
             3 => TokenHash::of("old refresh token").0.to_vec(),
-            _ => vec![0; 32],
-        }
+            _ => return query,
+        };
+        query.bind(value)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,12 +287,7 @@ mod upgrade {
                 .unwrap();
             for (i, sql) in OLD_ROWS.iter().enumerate() {
                 let query = sqlx::query(sqlx::AssertSqlSafe(sql.replace("$1", "?")));
-                let query = if sql.contains("$1") {
-                    query.bind(old_row_value(i))
-                } else {
-                    query
-                };
-                query.execute(&pool).await.unwrap();
+                bind_old_row(query, i).execute(&pool).await.unwrap();
             }
             pool.close().await;
         }
@@ -309,13 +313,10 @@ mod upgrade {
                 .await
                 .unwrap();
             for (i, sql) in OLD_ROWS.iter().enumerate() {
-                let query = sqlx::query(*sql);
-                let query = if sql.contains("$1") {
-                    query.bind(old_row_value(i))
-                } else {
-                    query
-                };
-                query.execute(&pool).await.unwrap();
+                bind_old_row(sqlx::query(*sql), i)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
             }
             pool.close().await;
         }
