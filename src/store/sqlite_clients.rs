@@ -18,9 +18,9 @@
 //!   change, as it did with no cache (the generation is read before the row, so a change that
 //!   commits between the two reads only causes one more reload);
 //! - the only stale window is between a change's commit and its generation write, microseconds
-//!   in the process making the change. If that process dies inside the window, or its request
-//!   is abandoned there, the value is not written; then an entry still expires [`MAX_AGE`] after
-//!   it was read, which bounds the staleness in that rare case;
+//!   in the process making the change. If that process dies inside the window, the value is not
+//!   written; then an entry still expires [`MAX_AGE`] after it was read, which bounds the
+//!   staleness in that rare case;
 //! - unknown ids are cached too (as absent), so a known id and an unknown one cost the same, as
 //!   they did before (a cache hit either way after the first request; a read either way before);
 //! - a process that cannot write the file (it belongs to another user, say) must not change
