@@ -95,7 +95,8 @@ pub struct TokenRef {
 
 impl TokenRef {
     /// The key under which the store files a refresh token minted before ids were embedded:
-    /// `h:` and its hash in lower-case hex (the migrations that embedded ids gave such rows this id).
+    /// `h:` and its hash in lower-case hex (the migrations that embedded ids gave such rows
+    /// this id).
     #[must_use]
     pub fn legacy_id(hash: &TokenHash) -> String {
         format!("h:{}", hex(&hash.0))

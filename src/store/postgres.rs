@@ -314,8 +314,8 @@ const ISSUE_SQL: &str = "WITH family AS (\
 
 /// Rotates a refresh token: $1 now, $2 the family's new expiry, $3 the family, $4 the old
 /// token's row id, $5 its hash, $6 the reuse cutoff; the successors ($7–$16, $17–$23) and the
-/// audit event ($24–$30) are inserted only if the old token was consumed. Returns how many tokens were
-/// consumed (0 or 1). [`PostgresStore::rotate_refresh`] says why this is race-free.
+/// audit event ($24–$30) are inserted only if the old token was consumed. Returns how many
+/// tokens were consumed (0 or 1). [`PostgresStore::rotate_refresh`] says why this is race-free.
 const ROTATE_SQL: &str = "WITH family AS (\
      UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
      WHERE family_id = $3 AND revoked_at IS NULL RETURNING family_id), \

@@ -103,9 +103,9 @@ impl SqliteStore {
     async fn begin_client_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         if !self.clients.can_signal() {
             return Err(StoreError::Other(anyhow::anyhow!(
-                "cannot change clients: the file {}.clients-generation beside the database \
-                 cannot be opened for writing, so running servers would not see the change",
-                self.path.display()
+                "cannot change clients: the file {} beside the database cannot be opened for \
+                 writing, so running servers would not see the change",
+                self.clients.signal_path().display()
             )));
         }
         self.begin_write().await

@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,7 @@ struct Entry {
 
 /// Clients by id, each valid while the generation file holds the value it was read under.
 pub struct ClientCache {
+    path: PathBuf,
     signal: Option<File>,
     entries: Mutex<HashMap<String, Entry>>,
 }
@@ -84,23 +85,25 @@ impl ClientCache {
     pub fn open(db: &Path) -> Self {
         let mut name = db.as_os_str().to_owned();
         name.push(".clients-generation");
-        let signal = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&name);
-        if let (Ok(file), Ok(meta)) = (&signal, std::fs::metadata(db))
-            && file.metadata().is_ok_and(|m| m.len() == 0)
-        {
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(
-                meta.permissions().mode() & 0o666,
-            ));
-        }
+        let path = PathBuf::from(name);
+        let mut options = OpenOptions::new();
+        options.read(true).write(true);
+        let signal = match options.clone().create_new(true).open(&path) {
+            Ok(created) => {
+                if let Ok(meta) = std::fs::metadata(db) {
+                    let mode = meta.permissions().mode() & 0o666;
+                    let _ = created.set_permissions(std::fs::Permissions::from_mode(mode));
+                }
+                Ok(created)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => options.open(&path),
+            Err(e) => Err(e),
+        };
         if let Err(e) = &signal {
-            tracing::warn!(file = ?name, error = %e, "client cache disabled, and client changes refused: cannot open the change signal");
+            tracing::warn!(file = ?path, error = %e, "client cache disabled, and client changes refused: cannot open the change signal");
         }
         Self {
+            path,
             signal: signal.ok(),
             entries: Mutex::new(HashMap::new()),
         }
@@ -158,6 +161,12 @@ impl ClientCache {
     #[must_use]
     pub fn can_signal(&self) -> bool {
         self.signal.is_some()
+    }
+
+    /// The change signal's file, `<db>.clients-generation`.
+    #[must_use]
+    pub fn signal_path(&self) -> &Path {
+        &self.path
     }
 
     /// A guard that signals a client change when dropped: create it before a client write
