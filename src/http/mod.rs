@@ -257,29 +257,43 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
 /// disjoint rows.
 ///
-/// While there is a backlog, the loop pauses after each batch, so the cleanup never takes the
-/// whole of the database's write capacity. On SQLite its deletes share the one writer with
-/// token requests: run back to back after a burst of revocations (150,000 revoked families to
-/// delete, each with its tokens), they held the writer long enough to push the p99 of the
-/// requests queued behind them to ~750 ms (BENCHMARKS.md). The pause is as long as the batch
-/// took (the cleanup gets at most about half of the writer), and four times as long (about a
-/// fifth) while requests are in flight during the first `interval` of a run: a burst's backlog
-/// is drained gently while the load that follows it is served. A backlog that outlasts that
-/// (the load creates rows faster than a fifth of the writer deletes them) gets the half again,
-/// so that the database stays bounded under sustained load: the 10-minute soak at saturation
-/// grew the database without levelling off when the cleanup was held to a fifth throughout.
+/// **Batch size.** `batch` (the `cleanup_batch` setting) is the most rows per table a round
+/// deletes. The loop sizes each round so that it takes about [`CLEANUP_ROUND_TARGET`]: it halves
+/// the size after a slower round and doubles it (up to `batch`) after one that took less than
+/// half the target (see [`next_cleanup_size`]). On SQLite a round is a job of the one group
+/// writer, batched with the requests waiting at that moment, which are answered only after it:
+/// the default 500 revoked families, each with its tokens, took 10–25 ms there (mean 14 ms in
+/// BENCHMARKS.md's measurement), so about a fifth of the requests served during a backlog waited
+/// that long on top of their own work, and the revocation workload's p99 at 80 % of peak missed
+/// 10 ms. Rows per second of writer time do not depend on the size, so smaller rounds delete
+/// as fast.
+///
+/// **Pauses.** While there is a backlog, the loop pauses after each round, so the cleanup never
+/// takes the whole of the database's write capacity: run back to back after a burst of
+/// revocations (150,000 revoked families to delete, each with its tokens), rounds held the
+/// writer long enough to push the p99 of the requests queued behind them to ~750 ms
+/// (BENCHMARKS.md). The pause is as long as the round took (the cleanup gets at most about half
+/// of the writer), and four times as long (about a fifth) while requests are in flight during
+/// the first `interval` of a run: a burst's backlog is drained gently while the load that
+/// follows it is served. A backlog that outlasts that (the load creates rows faster than a fifth
+/// of the writer deletes them) gets the half again, so that the database stays bounded under
+/// sustained load: the 10-minute soak at saturation grew the database without levelling off
+/// when the cleanup was held to a fifth throughout.
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
+    let mut size = batch;
     loop {
         tokio::time::sleep(interval).await;
         state.limits.forget_idle();
         let run_started = std::time::Instant::now();
         loop {
             let started = std::time::Instant::now();
-            match state.tessera.purge_expired(batch, retention).await {
-                Ok(n) if n >= u64::from(batch) => {
+            match state.tessera.purge_expired(size, retention).await {
+                Ok(n) if n >= u64::from(size) => {
+                    let took = started.elapsed();
+                    size = next_cleanup_size(size, took, batch);
                     let yield_more = run_started.elapsed() < interval
                         && state.in_flight.load(Ordering::Relaxed) > 0;
-                    tokio::time::sleep(started.elapsed() * if yield_more { 4 } else { 1 }).await;
+                    tokio::time::sleep(took * if yield_more { 4 } else { 1 }).await;
                 }
                 Ok(n) => {
                     if n > 0 {
@@ -293,5 +307,53 @@ async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, rete
                 }
             }
         }
+    }
+}
+
+/// How long one cleanup round should hold the database. On SQLite every request batched with a
+/// round waits for it, so this bounds what the cleanup adds to a request's latency (with the
+/// wait for the writer's turn, which the measured time includes).
+const CLEANUP_ROUND_TARGET: Duration = Duration::from_millis(4);
+
+/// The fewest rows per table a round asks for, however slow rounds are: it keeps the cleanup
+/// moving when the database is slow for other reasons.
+const CLEANUP_MIN_SIZE: u32 = 32;
+
+/// The next round's size after one of `size` rows took `took`, at most `max` (the configured
+/// `cleanup_batch`) and at least [`CLEANUP_MIN_SIZE`] (or `max`, if that is smaller).
+fn next_cleanup_size(size: u32, took: Duration, max: u32) -> u32 {
+    let floor = CLEANUP_MIN_SIZE.min(max);
+    if took > CLEANUP_ROUND_TARGET {
+        (size / 2).max(floor)
+    } else if took < CLEANUP_ROUND_TARGET / 2 {
+        size.saturating_mul(2).min(max)
+    } else {
+        size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleanup_rounds_shrink_when_slow_and_grow_back_when_fast() {
+        let slow = CLEANUP_ROUND_TARGET * 3;
+        let fast = CLEANUP_ROUND_TARGET / 4;
+        let steady = CLEANUP_ROUND_TARGET * 3 / 4;
+        assert_eq!(next_cleanup_size(500, slow, 500), 250);
+        assert_eq!(next_cleanup_size(40, slow, 500), CLEANUP_MIN_SIZE);
+        assert_eq!(
+            next_cleanup_size(CLEANUP_MIN_SIZE, slow, 500),
+            CLEANUP_MIN_SIZE
+        );
+        assert_eq!(next_cleanup_size(100, fast, 500), 200);
+        assert_eq!(next_cleanup_size(400, fast, 500), 500);
+        assert_eq!(next_cleanup_size(500, fast, 500), 500);
+        assert_eq!(next_cleanup_size(120, steady, 500), 120);
+        // A configured batch below the floor is never exceeded.
+        assert_eq!(next_cleanup_size(10, slow, 10), 10);
+        assert_eq!(next_cleanup_size(5, fast, 10), 10);
+        assert_eq!(next_cleanup_size(u32::MAX, fast, u32::MAX), u32::MAX);
     }
 }
