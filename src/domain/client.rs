@@ -184,6 +184,10 @@ pub struct Client {
     pub created_at: UnixTime,
     /// Last change.
     pub updated_at: UnixTime,
+    /// Counts the changes since creation (0 when created). An update is written only over the
+    /// revision it was made from, so two concurrent changes cannot undo each other
+    /// ([`crate::store::Store::update_client`]).
+    pub revision: i64,
 }
 
 #[cfg(test)]
@@ -208,6 +212,7 @@ impl Client {
             disabled: false,
             created_at: 0,
             updated_at: 0,
+            revision: 0,
         }
     }
 }

@@ -252,7 +252,7 @@ pub struct UpdateClient {
     disabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -292,7 +292,7 @@ async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) 
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn disable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -301,7 +301,7 @@ pub async fn disable_client(
     set_disabled(&state, actor, &id, true).await
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn enable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -329,7 +329,7 @@ pub struct RotateSecret {
     keep_old: Option<u32>,
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,

@@ -11,10 +11,11 @@ use crate::domain::client::{
 };
 use crate::domain::clock::UnixTime;
 use crate::domain::error::OAuthError;
-use crate::domain::scope::parse_patterns;
+use crate::domain::scope::{Registry, ScopePattern, parse_patterns};
 use crate::domain::token;
 
 use super::{ServiceError, Tessera};
+use crate::store::{ClientUpdate, StoreError};
 
 /// A new client's settings.
 #[derive(Debug, Clone, Default)]
@@ -150,6 +151,92 @@ fn check_name(name: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// [`ClientChanges`] after their checks: what an update writes over the stored client,
+/// reapplied as it stands if the client changed meanwhile.
+struct CheckedChanges {
+    name: Option<String>,
+    scopes: Option<Vec<ScopePattern>>,
+    format: Option<TokenFormat>,
+    profile: Option<Option<Profile>>,
+    access_ttl: Option<Option<u32>>,
+    refresh_ttl: Option<Option<u32>>,
+    origins: Option<Vec<String>>,
+    audience: Option<Option<String>>,
+    resources: Option<Vec<String>>,
+    resource_server: Option<Option<String>>,
+    disabled: Option<bool>,
+}
+
+impl CheckedChanges {
+    fn check(changes: ClientChanges, registry: &Registry) -> Result<Self, ServiceError> {
+        if let Some(name) = &changes.name {
+            check_name(name)?;
+        }
+        let scopes = match changes.scopes {
+            Some(scopes) => {
+                let parsed = parse_patterns(&scopes, registry)?;
+                if parsed.is_empty() {
+                    return Err(invalid("a client needs at least one allowed scope"));
+                }
+                Some(parsed)
+            }
+            None => None,
+        };
+        if let Some(t) = changes.access_ttl {
+            check_ttl("access_ttl", t)?;
+        }
+        if let Some(t) = changes.refresh_ttl {
+            check_ttl("refresh_ttl", t)?;
+        }
+        Ok(Self {
+            name: changes.name.map(|n| n.trim().to_owned()),
+            scopes,
+            format: changes.format,
+            profile: changes.profile,
+            access_ttl: changes.access_ttl,
+            refresh_ttl: changes.refresh_ttl,
+            origins: changes.origins.as_deref().map(check_origins).transpose()?,
+            audience: changes.audience.map(|a| a.filter(|a| !a.is_empty())),
+            resources: changes
+                .resources
+                .as_deref()
+                .map(check_resources)
+                .transpose()?,
+            resource_server: changes
+                .resource_server
+                .map(check_resource_server)
+                .transpose()?,
+            disabled: changes.disabled,
+        })
+    }
+
+    /// Sets the changed fields of `c`; leaves the others as stored.
+    fn apply(&self, c: &mut Client) {
+        fn set<T: Clone>(field: &mut T, value: Option<&T>) {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        set(&mut c.name, self.name.as_ref());
+        set(&mut c.scopes, self.scopes.as_ref());
+        set(&mut c.format, self.format.as_ref());
+        set(&mut c.profile, self.profile.as_ref());
+        set(&mut c.access_ttl, self.access_ttl.as_ref());
+        set(&mut c.refresh_ttl, self.refresh_ttl.as_ref());
+        set(&mut c.origins, self.origins.as_ref());
+        set(&mut c.audience, self.audience.as_ref());
+        set(&mut c.resources, self.resources.as_ref());
+        set(&mut c.resource_server, self.resource_server.as_ref());
+        set(&mut c.disabled, self.disabled.as_ref());
+    }
+}
+
+/// How many times a client change is tried when the client keeps changing under it. Each lost
+/// try means another change of the client went through first, so with N changes racing each
+/// other none loses more than N - 1 times; 16 is far more than operators make at once (the
+/// API test races six, and five tries were not always enough for the last of them).
+const CLIENT_WRITE_ATTEMPTS: u32 = 16;
+
 impl Tessera {
     /// The operator's view of a client.
     #[must_use]
@@ -212,6 +299,7 @@ impl Tessera {
             disabled: false,
             created_at: now,
             updated_at: now,
+            revision: 0,
         };
         self.store.insert_client(&client).await?;
         tracing::info!(client_id = %client.id, "client created");
@@ -268,10 +356,11 @@ impl Tessera {
             .ok_or_else(|| ServiceError::NotFound(format!("no client {id:?}")))
     }
 
-    /// Applies `changes` to a client.
+    /// Applies `changes` to a client: the fields they name, over the client as it stands when
+    /// it is written (a change made meanwhile by another call is kept, see `write_client`).
     ///
     /// # Errors
-    /// Bad settings, an unknown client, store failures.
+    /// Bad settings, an unknown client, a client that kept changing (conflict), store failures.
     pub async fn update_client(
         &self,
         id: &str,
@@ -298,51 +387,19 @@ impl Tessera {
             (true, Some(false)) => AuditKind::ClientEnabled,
             _ => AuditKind::ClientUpdated,
         };
-        let mut c = self.get_client(id).await?;
-        if let Some(name) = changes.name {
-            check_name(&name)?;
-            c.name = name.trim().to_owned();
-        }
-        if let Some(scopes) = changes.scopes {
-            let parsed = parse_patterns(&scopes, &self.registry)?;
-            if parsed.is_empty() {
-                return Err(invalid("a client needs at least one allowed scope"));
+        // Checked once, before the first read: the checks do not depend on the stored client.
+        let changes = CheckedChanges::check(changes, &self.registry)?;
+        let mut attempts = 0;
+        let c = loop {
+            let mut c = self.get_client(id).await?;
+            changes.apply(&mut c);
+            c.updated_at = self.clock.now();
+            attempts += 1;
+            if self.write_client(&c, attempts).await? {
+                c.revision += 1;
+                break c;
             }
-            c.scopes = parsed;
-        }
-        if let Some(f) = changes.format {
-            c.format = f;
-        }
-        if let Some(p) = changes.profile {
-            c.profile = p;
-        }
-        if let Some(t) = changes.access_ttl {
-            check_ttl("access_ttl", t)?;
-            c.access_ttl = t;
-        }
-        if let Some(t) = changes.refresh_ttl {
-            check_ttl("refresh_ttl", t)?;
-            c.refresh_ttl = t;
-        }
-        if let Some(o) = changes.origins {
-            c.origins = check_origins(&o)?;
-        }
-        if let Some(a) = changes.audience {
-            c.audience = a.filter(|a| !a.is_empty());
-        }
-        if let Some(r) = changes.resources {
-            c.resources = check_resources(&r)?;
-        }
-        if let Some(rs) = changes.resource_server {
-            c.resource_server = check_resource_server(rs)?;
-        }
-        if let Some(d) = changes.disabled {
-            c.disabled = d;
-        }
-        c.updated_at = self.clock.now();
-        if !self.store.update_client(&c).await? {
-            return Err(ServiceError::NotFound(format!("no client {id:?}")));
-        }
+        };
         tracing::info!(client_id = %c.id, disabled = c.disabled, "client updated");
         self.audit(AuditEvent::new(
             kind,
@@ -359,22 +416,28 @@ impl Tessera {
     /// at once). Returns the new secret, which is never available again.
     ///
     /// # Errors
-    /// An unknown client, store failures.
+    /// An unknown client, a client that kept changing (conflict), store failures.
     pub async fn rotate_secret(
         &self,
         id: &str,
         keep_old: u32,
         actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
-        let mut c = self.get_client(id).await?;
         let secret = token::new_secret()?;
-        let now = self.clock.now();
-        let old = std::mem::replace(&mut c.secret, SecretHash(self.keys.hash_secret(&secret)));
-        c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
-        c.updated_at = now;
-        if !self.store.update_client(&c).await? {
-            return Err(ServiceError::NotFound(format!("no client {id:?}")));
-        }
+        let hash = SecretHash(self.keys.hash_secret(&secret));
+        let mut attempts = 0;
+        let (c, now) = loop {
+            let mut c = self.get_client(id).await?;
+            let now = self.clock.now();
+            let old = std::mem::replace(&mut c.secret, hash.clone());
+            c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
+            c.updated_at = now;
+            attempts += 1;
+            if self.write_client(&c, attempts).await? {
+                c.revision += 1;
+                break (c, now);
+            }
+        };
         tracing::info!(client_id = %c.id, keep_old, "client secret rotated");
         self.audit(AuditEvent::new(
             AuditKind::SecretRotated,
@@ -385,6 +448,26 @@ impl Tessera {
         ))
         .await;
         Ok((c, secret))
+    }
+
+    /// Writes a changed client over the revision it was read at. `Ok(false)`: it changed
+    /// meanwhile (another admin call, the CLI, another instance), and the caller reads it again
+    /// and reapplies its change, so that neither change undoes the other. After
+    /// [`CLIENT_WRITE_ATTEMPTS`] such losses in a row the call gives up with a conflict (409).
+    async fn write_client(&self, c: &Client, attempts: u32) -> Result<bool, ServiceError> {
+        match self.store.update_client(c).await? {
+            ClientUpdate::Updated => Ok(true),
+            ClientUpdate::NotFound => Err(ServiceError::NotFound(format!("no client {:?}", c.id))),
+            ClientUpdate::Stale if attempts < CLIENT_WRITE_ATTEMPTS => {
+                tracing::debug!(client_id = %c.id, attempts, "client changed meanwhile; reapplying");
+                Ok(false)
+            }
+            ClientUpdate::Stale => Err(StoreError::Conflict(format!(
+                "client {:?} kept changing while this change was applied; try again",
+                c.id
+            ))
+            .into()),
+        }
     }
 
     /// Deletes a client and all its tokens.

@@ -333,12 +333,16 @@ impl Tessera {
     }
 
     /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
-    /// ago, and of audit events older than `audit_retention`; returns the number of rows
-    /// removed.
+    /// ago, and of audit events older than `audit_retention`; returns the rows removed and how
+    /// long the deletes held the database.
     ///
     /// # Errors
     /// A store failure.
-    pub async fn purge_expired(&self, batch: u32, retention: u32) -> Result<u64, ServiceError> {
+    pub async fn purge_expired(
+        &self,
+        batch: u32,
+        retention: u32,
+    ) -> Result<crate::store::Purged, ServiceError> {
         let now = self.clock.now();
         let tokens = self
             .store

@@ -7,8 +7,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
-    Store, StoreResult, StoredKey,
+    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
+    Purged, RotateOutcome, Store, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -65,7 +65,7 @@ impl<S: Store> Store for Metered<S> {
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
         timed("list_clients", self.0.list_clients(after, limit)).await
     }
-    async fn update_client(&self, client: &Client) -> StoreResult<bool> {
+    async fn update_client(&self, client: &Client) -> StoreResult<ClientUpdate> {
         timed("update_client", self.0.update_client(client)).await
     }
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
@@ -179,10 +179,10 @@ impl<S: Store> Store for Metered<S> {
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         timed("list_audit", self.0.list_audit(query)).await
     }
-    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         timed("purge_audit", self.0.purge_audit(before, batch)).await
     }
-    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         timed("purge_expired", self.0.purge_expired(before, batch)).await
     }
 }

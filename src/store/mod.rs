@@ -194,6 +194,38 @@ pub enum RotateOutcome {
     Lost,
 }
 
+/// The outcome of a client update ([`Store::update_client`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientUpdate {
+    /// Written; the stored revision is one more than the one the update was made from.
+    Updated,
+    /// The client changed after the update's copy was read; nothing was written.
+    Stale,
+    /// There is no such client.
+    NotFound,
+}
+
+/// What one cleanup statement group removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Purged {
+    /// Rows deleted.
+    pub rows: u64,
+    /// How long the deletes held the database: on SQLite the job's time in the group writer,
+    /// without its wait for its turn or the shared commit (which every request batched with it
+    /// waits for); on PostgreSQL the transaction's. The cleanup sizes its rounds by it.
+    pub busy: std::time::Duration,
+}
+
+impl std::ops::Add for Purged {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self {
+            rows: self.rows + other.rows,
+            busy: self.busy + other.busy,
+        }
+    }
+}
+
 /// Connection pool figures, for metrics.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolStats {
@@ -228,8 +260,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
     /// Up to `limit` clients with ids after `after`, ordered by id (keyset pagination).
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>>;
-    /// Replaces a client's stored fields; false if it does not exist.
-    async fn update_client(&self, client: &Client) -> StoreResult<bool>;
+    /// Replaces a client's stored fields with `client`'s, if the stored row is still at
+    /// `client.revision` (the revision `client` was read at); the stored revision becomes
+    /// `client.revision + 1`. [`ClientUpdate::Stale`] if the row has changed since (nothing is
+    /// written), [`ClientUpdate::NotFound`] if there is no such client.
+    async fn update_client(&self, client: &Client) -> StoreResult<ClientUpdate>;
     /// Deletes a client and every token it holds; false if it did not exist.
     async fn delete_client(&self, id: &str) -> StoreResult<bool>;
 
@@ -311,11 +346,11 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// Reads events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
-    /// Deletes up to `batch` events older than `before`; returns how many.
-    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
+    /// Deletes up to `batch` events older than `before`.
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
     /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
     /// tokens that expired or were revoked before `before`, and retired keys no longer published
     /// at `before`; returns how many rows went. Deleting a family deletes its tokens. A deleted
     /// token is unknown afterwards, which every caller treats like a revoked one.
-    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64>;
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
 }

@@ -43,8 +43,8 @@ use super::rows::{
     bind_client_fields, bind_refresh_token,
 };
 use super::{
-    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
-    Store, StoreError, StoreResult, StoredKey,
+    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
+    Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -509,13 +509,15 @@ impl Store for PostgresStore {
                 "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
                  previous_secret_expires_at, scopes, token_format, profile, access_ttl, \
                  refresh_ttl, origins, audience, resource_server, resources, disabled, \
-                 created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                 created_at, updated_at, revision) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                 $18)",
             )
             .bind(&c.id);
             bind_client_fields(query, c)
                 .bind(c.created_at)
                 .bind(c.updated_at)
+                .bind(c.revision)
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
@@ -551,23 +553,35 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn update_client(&self, c: &Client) -> StoreResult<bool> {
+    /// One statement: the update, and whether the client exists (in the statement's snapshot,
+    /// so a client deleted meanwhile reads as not found, not as stale).
+    async fn update_client(&self, c: &Client) -> StoreResult<ClientUpdate> {
         self.bounded(async {
             let mut conn = self.conn().await?;
             let query = sqlx::query(
-                "UPDATE clients SET name = $1, secret_hash = $2, previous_secret_hash = $3, \
-                 previous_secret_expires_at = $4, scopes = $5, token_format = $6, profile = $7, \
-                 access_ttl = $8, refresh_ttl = $9, origins = $10, audience = $11, \
-                 resource_server = $12, resources = $13, disabled = $14, updated_at = $15 \
-                 WHERE client_id = $16",
+                "WITH updated AS (UPDATE clients SET name = $1, secret_hash = $2, \
+                 previous_secret_hash = $3, previous_secret_expires_at = $4, scopes = $5, \
+                 token_format = $6, profile = $7, access_ttl = $8, refresh_ttl = $9, \
+                 origins = $10, audience = $11, resource_server = $12, resources = $13, \
+                 disabled = $14, updated_at = $15, revision = revision + 1 \
+                 WHERE client_id = $16 AND revision = $17 RETURNING 1) \
+                 SELECT EXISTS (SELECT 1 FROM updated), \
+                 EXISTS (SELECT 1 FROM clients WHERE client_id = $16)",
             );
-            let done = bind_client_fields(query, c)
+            let row = bind_client_fields(query, c)
                 .bind(c.updated_at)
                 .bind(&c.id)
-                .execute(&mut *conn)
+                .bind(c.revision)
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(map_err)?;
-            Ok(done.rows_affected() == 1)
+            let updated: bool = sqlx::Row::try_get(&row, 0).map_err(map_err)?;
+            let exists: bool = sqlx::Row::try_get(&row, 1).map_err(map_err)?;
+            Ok(match (updated, exists) {
+                (true, _) => ClientUpdate::Updated,
+                (false, true) => ClientUpdate::Stale,
+                (false, false) => ClientUpdate::NotFound,
+            })
         })
         .await
     }
@@ -977,8 +991,9 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         self.bounded(async {
+            let started = std::time::Instant::now();
             let mut conn = self.conn().await?;
             let done = sqlx::query(
                 "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events \
@@ -989,7 +1004,10 @@ impl Store for PostgresStore {
             .execute(&mut *conn)
             .await
             .map_err(map_err)?;
-            Ok(done.rows_affected())
+            Ok(Purged {
+                rows: done.rows_affected(),
+                busy: started.elapsed(),
+            })
         })
         .await
     }
@@ -997,7 +1015,7 @@ impl Store for PostgresStore {
     /// Every instance runs the cleanup. `FOR UPDATE SKIP LOCKED` makes concurrent runs take
     /// disjoint batches instead of waiting on (or deadlocking with) each other, and never
     /// blocks on a family a request is refreshing at that moment.
-    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         const BATCHES: [&str; 3] = [
             "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
@@ -1007,6 +1025,7 @@ impl Store for PostgresStore {
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         ];
         self.detached(move |store| async move {
+            let started = std::time::Instant::now();
             let mut tx = store.begin().await?;
             let mut deleted = 0;
             for sql in BATCHES {
@@ -1031,7 +1050,10 @@ impl Store for PostgresStore {
             .map_err(map_err)?
             .rows_affected();
             tx.commit().await.map_err(map_err)?;
-            Ok(deleted)
+            Ok(Purged {
+                rows: deleted,
+                busy: started.elapsed(),
+            })
         })
         .await
     }

@@ -84,6 +84,7 @@ row! {
         disabled: bool,
         created_at: UnixTime,
         updated_at: UnixTime,
+        revision: i64,
     }
 }
 
@@ -115,6 +116,7 @@ impl TryFrom<ClientRow> for Client {
             disabled: row.disabled,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            revision: row.revision,
         })
     }
 }

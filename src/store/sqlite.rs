@@ -25,8 +25,8 @@ use super::sqlite_clients::ClientCache;
 use super::sqlite_read::ReadPool;
 use super::sqlite_writer::{GroupWriter, map_err as writer_err};
 use super::{
-    AccessKey, AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, RotateOutcome,
-    Store, StoreError, StoreResult, StoredKey,
+    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
+    Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -309,13 +309,14 @@ impl Store for SqliteStore {
         let query = sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
              previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
-             origins, audience, resource_server, resources, disabled, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             origins, audience, resource_server, resources, disabled, created_at, updated_at, \
+             revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id);
         bind_client_fields(query, c)
             .bind(c.created_at)
             .bind(c.updated_at)
+            .bind(c.revision)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
@@ -347,23 +348,40 @@ impl Store for SqliteStore {
         rows.into_iter().map(Client::try_from).collect()
     }
 
-    async fn update_client(&self, c: &Client) -> StoreResult<bool> {
+    /// The signal fires whatever the outcome: after a stale update, this process's cached copy
+    /// (which the caller may have read) is reloaded too.
+    async fn update_client(&self, c: &Client) -> StoreResult<ClientUpdate> {
         let mut tx = self.begin_client_write().await?;
         let _signal = self.clients.signal_after();
         let query = sqlx::query(
             "UPDATE clients SET name = ?, secret_hash = ?, previous_secret_hash = ?, \
              previous_secret_expires_at = ?, scopes = ?, token_format = ?, profile = ?, \
              access_ttl = ?, refresh_ttl = ?, origins = ?, audience = ?, resource_server = ?, \
-             resources = ?, disabled = ?, updated_at = ? WHERE client_id = ?",
+             resources = ?, disabled = ?, updated_at = ?, revision = revision + 1 \
+             WHERE client_id = ? AND revision = ?",
         );
         let done = bind_client_fields(query, c)
             .bind(c.updated_at)
             .bind(&c.id)
+            .bind(c.revision)
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
+        let outcome = if done.rows_affected() == 1 {
+            ClientUpdate::Updated
+        } else if sqlx::query("SELECT 1 FROM clients WHERE client_id = ?")
+            .bind(&c.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .is_some()
+        {
+            ClientUpdate::Stale
+        } else {
+            ClientUpdate::NotFound
+        };
         tx.commit().await.map_err(map_err)?;
-        Ok(done.rows_affected() == 1)
+        Ok(outcome)
     }
 
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
@@ -745,26 +763,35 @@ impl Store for SqliteStore {
         rows.into_iter().map(AuditEvent::try_from).collect()
     }
 
-    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         // Through the group writer like the hot path: a cleanup on its own connection would
         // contend with it for SQLite's write lock, and the loser sleeps in the busy handler.
         self.group
             .write(move |conn| {
+                let started = std::time::Instant::now();
                 let n = change(
                     conn,
                     "DELETE FROM audit_events WHERE id IN \
                      (SELECT id FROM audit_events WHERE at < ?1 LIMIT ?2)",
                     params![before, i64::from(batch)],
                 )?;
-                Ok((n as u64, true))
+                let busy = started.elapsed();
+                Ok((
+                    Purged {
+                        rows: n as u64,
+                        busy,
+                    },
+                    true,
+                ))
             })
             .await
     }
 
-    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<u64> {
+    async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         // Through the group writer (see `purge_audit`), in one job so that it commits at once.
         self.group
             .write(move |conn| {
+                let started = std::time::Instant::now();
                 let mut deleted = 0;
                 for sql in PURGE_TOKENS_SQL {
                     deleted += change(conn, sql, params![before, i64::from(batch)])?;
@@ -778,7 +805,14 @@ impl Store for SqliteStore {
                                      WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
                     params![before],
                 )?;
-                Ok((deleted as u64, true))
+                let busy = started.elapsed();
+                Ok((
+                    Purged {
+                        rows: deleted as u64,
+                        busy,
+                    },
+                    true,
+                ))
             })
             .await
     }

@@ -80,6 +80,7 @@ conformance!(
     revoking_a_family_revokes_its_successors,
     revoking_an_access_token_revokes_only_it,
     a_disabled_client_s_tokens_read_as_revoked,
+    a_client_update_from_a_stale_copy_writes_nothing,
     deleting_a_client_deletes_its_tokens,
     signing_keys_follow_their_lifecycle,
     revoking_a_key_revokes_the_jwts_it_signed,

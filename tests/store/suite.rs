@@ -12,8 +12,8 @@ use tessera::domain::clock::UnixTime;
 use tessera::domain::scope::ScopePattern;
 use tessera::domain::token::{TokenHash, TokenRef};
 use tessera::store::{
-    AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store, StoreError,
-    StoredKey,
+    AccessKey, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, Store,
+    StoreError, StoredKey,
 };
 
 pub(crate) const T0: UnixTime = 1_800_000_000;
@@ -45,6 +45,7 @@ fn client(id: &str, created_at: UnixTime) -> Client {
         disabled: false,
         created_at,
         updated_at: created_at,
+        revision: 0,
     }
 }
 
@@ -212,12 +213,19 @@ pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
     changed.resources = Vec::new();
     changed.disabled = true;
     changed.updated_at = T0 + 5;
-    assert!(store.update_client(&changed).await.unwrap());
+    assert_eq!(
+        store.update_client(&changed).await.unwrap(),
+        ClientUpdate::Updated
+    );
+    changed.revision += 1;
     assert_eq!(
         store.get_client("full-client").await.unwrap(),
         Some(changed)
     );
-    assert!(!store.update_client(&client("nobody", T0)).await.unwrap());
+    assert_eq!(
+        store.update_client(&client("nobody", T0)).await.unwrap(),
+        ClientUpdate::NotFound
+    );
 
     assert!(store.delete_client("plain-client").await.unwrap());
     assert!(!store.delete_client("plain-client").await.unwrap());
@@ -466,11 +474,65 @@ pub async fn a_disabled_client_s_tokens_read_as_revoked(store: Arc<dyn Store>) {
     let g = grant_at(&c.id, T0, HOUR, DAY);
     issue(store.as_ref(), &g).await;
     c.disabled = true;
-    assert!(store.update_client(&c).await.unwrap());
+    assert_eq!(
+        store.update_client(&c).await.unwrap(),
+        ClientUpdate::Updated
+    );
     assert!(access_revoked(store.as_ref(), &g.access.key()).await);
     c.disabled = false;
-    assert!(store.update_client(&c).await.unwrap());
+    c.revision += 1;
+    assert_eq!(
+        store.update_client(&c).await.unwrap(),
+        ClientUpdate::Updated
+    );
     assert!(!access_revoked(store.as_ref(), &g.access.key()).await);
+}
+
+/// An update made from a copy read before another change is refused and writes nothing, so it
+/// cannot write back the fields that change replaced (a lost update).
+pub async fn a_client_update_from_a_stale_copy_writes_nothing(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let read_by_a = store.get_client(&c.id).await.unwrap().unwrap();
+    let read_by_b = read_by_a.clone();
+    assert_eq!(read_by_a.revision, 0);
+
+    let mut a = read_by_a;
+    a.secret = SecretHash([9; 32]);
+    a.updated_at = T0 + 1;
+    assert_eq!(
+        store.update_client(&a).await.unwrap(),
+        ClientUpdate::Updated
+    );
+
+    let mut b = read_by_b;
+    b.name = "renamed".into();
+    b.updated_at = T0 + 2;
+    assert_eq!(store.update_client(&b).await.unwrap(), ClientUpdate::Stale);
+    let stored = store.get_client(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.secret,
+        SecretHash([9; 32]),
+        "the first change survives"
+    );
+    assert_eq!(stored.name, c.name, "the stale change wrote nothing");
+    assert_eq!((stored.revision, stored.updated_at), (1, T0 + 1));
+
+    // Made again from a fresh copy, it goes through.
+    let mut b = stored;
+    b.name = "renamed".into();
+    assert_eq!(
+        store.update_client(&b).await.unwrap(),
+        ClientUpdate::Updated
+    );
+    let stored = store.get_client(&c.id).await.unwrap().unwrap();
+    assert_eq!((stored.name.as_str(), stored.revision), ("renamed", 2));
+    assert_eq!(stored.secret, SecretHash([9; 32]));
+
+    assert!(store.delete_client(&c.id).await.unwrap());
+    assert_eq!(
+        store.update_client(&b).await.unwrap(),
+        ClientUpdate::NotFound
+    );
 }
 
 pub async fn deleting_a_client_deletes_its_tokens(store: Arc<dyn Store>) {
@@ -685,7 +747,7 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     // With a retention reaching back before the revocations, revoked rows stay.
     let mut total = 0;
     loop {
-        let n = store.purge_expired(now - 20, 1000).await.unwrap();
+        let n = store.purge_expired(now - 20, 1000).await.unwrap().rows;
         total += n;
         if n == 0 {
             break;
@@ -710,7 +772,7 @@ pub async fn the_cleanup_deletes_only_expired_and_revoked_rows(store: Arc<dyn St
     assert!(access_revoked(store.as_ref(), &live.access.key()).await);
 
     // Without retention, revoked rows and expired tokens of live families go too.
-    while store.purge_expired(now, 1000).await.unwrap() > 0 {}
+    while store.purge_expired(now, 1000).await.unwrap().rows > 0 {}
     assert!(
         store
             .find_refresh(&revoked.refresh.key())
@@ -772,7 +834,7 @@ pub async fn the_cleanup_works_in_batches(store: Arc<dyn Store>) {
     issue(store.as_ref(), &live).await;
     let mut rounds = 0;
     loop {
-        let n = store.purge_expired(T0 + 5 * DAY, 2).await.unwrap();
+        let n = store.purge_expired(T0 + 5 * DAY, 2).await.unwrap().rows;
         assert!(n <= 3 * 2, "at most one batch per table: {n}");
         rounds += 1;
         if n < 2 {
@@ -791,7 +853,7 @@ pub async fn the_cleanup_works_in_batches(store: Arc<dyn Store>) {
         );
     }
     assert!(!refresh_revoked(store.as_ref(), &live.refresh.key()).await);
-    assert_eq!(store.purge_expired(T0 + 5 * DAY, 2).await.unwrap(), 0);
+    assert_eq!(store.purge_expired(T0 + 5 * DAY, 2).await.unwrap().rows, 0);
 }
 
 pub async fn racing_rotations_of_one_token_rotate_it_once(store: Arc<dyn Store>) {
@@ -1048,7 +1110,7 @@ pub async fn audit_events_are_recorded_queried_and_purged(store: Arc<dyn Store>)
         .await
         .unwrap();
     assert_eq!(page.len(), 2, "events older than the given id");
-    assert_eq!(store.purge_audit(T0 + 2, 100).await.unwrap(), 2);
+    assert_eq!(store.purge_audit(T0 + 2, 100).await.unwrap().rows, 2);
     assert_eq!(
         store.list_audit(&q(None, None, 100)).await.unwrap().len(),
         2
