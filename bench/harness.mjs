@@ -205,7 +205,8 @@ function procMem(pid) {
 function machineTicks() {
   const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { total, idle: f[3] + f[4] };
+  // steal: time the hypervisor ran something else while this machine's CPUs wanted to run.
+  return { total, idle: f[3] + f[4], steal: f[7] || 0 };
 }
 
 // ---------------------------------------------------------------- wrk
@@ -252,6 +253,7 @@ async function wrk(target, { kind, seconds, rate = 0, pool = null, quota = 0, en
   r.serverCores = (t1 - t0) / CLK_TCK / wall;
   r.dbCores = target.dbPid ? (d1 - d0) / CLK_TCK / wall : null;
   r.machineBusy = 1 - (m1.idle - m0.idle) / Math.max(1, m1.total - m0.total);
+  r.machineSteal = (m1.steal - m0.steal) / Math.max(1, m1.total - m0.total);
   r.rssKiB = mem.rssKiB;
   r.hwmKiB = mem.hwmKiB;
   r.targetRate = rate;
@@ -493,7 +495,7 @@ function table(title, rows, extraNote) {
       : [`${int(q.rps)} (${int(q.targetRate)})`, ms(q.p50_us), ms(q.p99_us), ms(q.p999_us)];
     const errs = p.errors + (q && !q.failed ? q.errors : 0);
     const exhausted = p.pool_exhausted || (q && q.pool_exhausted) ? ' (token pool ran out early)' : '';
-    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${int(p.serverCores / p.rps * 1e6)} | ${(p.machineBusy * 100).toFixed(0)} % | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
+    lines.push(`| ${r.name} | ${int(p.rps)}${exhausted} | ${ms(p.p50_us)} | ${ms(p.p99_us)} | ${ms(p.p999_us)} | ${p.serverCores.toFixed(2)}${p.dbCores != null ? ` (+${p.dbCores.toFixed(2)} PostgreSQL)` : ''} | ${int(p.serverCores / p.rps * 1e6)} | ${(p.machineBusy * 100).toFixed(0)} %${p.machineSteal >= 0.005 ? ` (steal ${(p.machineSteal * 100).toFixed(0)} %)` : ''} | ${pacedCells.join(' | ')} | ${mib(Math.max(p.hwmKiB, q && !q.failed ? q.hwmKiB : 0))} | ${errs} |`);
   }
   return lines.join('\n');
 }
