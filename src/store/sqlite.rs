@@ -226,11 +226,34 @@ static SELECT_CLIENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+impl SqliteStore {
+    /// Whether a migration of this binary has not been applied yet. True when that cannot be
+    /// told (a new database has no `_sqlx_migrations` table), so that a doubt signals.
+    async fn migrations_pending(&self) -> bool {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.writer)
+                .await
+            {
+                Ok(applied) => applied,
+                Err(_) => return true,
+            };
+        MIGRATOR
+            .iter()
+            .any(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        // A migration may change the `clients` table: other processes must reload.
-        let _signal = self.clients.signal_after();
+        // A migration may change the `clients` table: other processes must reload. Only when
+        // one is pending: every CLI command migrates when it starts, and a signal for nothing
+        // made a running server reload every client it had cached, at each `client list`.
+        let _signal = self
+            .migrations_pending()
+            .await
+            .then(|| self.clients.signal_after());
         MIGRATOR
             .run(&self.writer)
             .await
@@ -841,6 +864,26 @@ mod tests {
                 "{sql}: {steps:?}"
             );
         }
+        store.close().await;
+        Ok(())
+    }
+
+    /// Every CLI command migrates when it starts; on an up-to-date database that must not tell
+    /// running servers that clients changed (they would reload every cached client).
+    #[tokio::test]
+    async fn migrating_an_up_to_date_database_signals_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("m.db").display());
+        let store = SqliteStore::open(&url).await?;
+        let before = std::fs::read(store.clients.signal_path())?;
+        assert!(store.migrations_pending().await);
+        store.migrate().await?;
+        let migrated = std::fs::read(store.clients.signal_path())?;
+        assert_ne!(migrated, before, "applying migrations signals");
+        assert!(!store.migrations_pending().await);
+        store.migrate().await?;
+        assert_eq!(std::fs::read(store.clients.signal_path())?, migrated);
         store.close().await;
         Ok(())
     }
