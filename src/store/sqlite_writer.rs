@@ -277,8 +277,15 @@ fn run_batch_with_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> St
     commit(conn)
 }
 
+/// Commits, recording how long it took: the log write and its `fsync`, and SQLite's automatic
+/// checkpoint when it runs after this commit (every 1,000 log pages). Every request of the batch
+/// waits for it, so a slow disk or a slow checkpoint shows here first.
 fn commit(conn: &Connection) -> StoreResult<()> {
-    if let Err(e) = exec(conn, "COMMIT") {
+    let started = std::time::Instant::now();
+    let done = exec(conn, "COMMIT");
+    metrics::histogram!("tessera_sqlite_commit_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    if let Err(e) = done {
         let _ = exec(conn, "ROLLBACK");
         return Err(e);
     }

@@ -448,6 +448,9 @@ async fn metrics_move_when_tokens_are_issued() {
         "tessera_store_operation_duration_seconds_bucket",
         "tessera_store_pool_connections",
         "tessera_signing_key_age_seconds",
+        "tessera_sqlite_commit_duration_seconds_bucket",
+        // Batch sizes have buckets of their own, not the latency ones.
+        "tessera_sqlite_batch_size_bucket{le=\"256\"}",
     ] {
         assert!(text.contains(name), "{name} missing");
     }
