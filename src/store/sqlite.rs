@@ -845,13 +845,19 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A store on a new database file in a directory of its own (kept while the store is used).
+    async fn fresh_store() -> Result<(tempfile::TempDir, SqliteStore), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::open(&url).await?;
+        Ok((dir, store))
+    }
+
     /// Every cleanup statement finds its rows through indexes: a `SCAN` of a token table in
     /// its query plan would run inside the group writer's transaction on every cleanup batch.
     #[tokio::test]
     async fn the_cleanup_never_scans_a_token_table() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
-        let store = SqliteStore::open(&url).await?;
+        let (_dir, store) = fresh_store().await?;
         store.migrate().await?;
         let conn = Connection::open(store.path())?;
         for sql in PURGE_TOKENS_SQL {
@@ -873,9 +879,7 @@ mod tests {
     #[tokio::test]
     async fn migrating_an_up_to_date_database_signals_nothing()
     -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("m.db").display());
-        let store = SqliteStore::open(&url).await?;
+        let (_dir, store) = fresh_store().await?;
         let before = std::fs::read(store.clients.signal_path())?;
         assert!(store.migrations_pending().await);
         store.migrate().await?;
