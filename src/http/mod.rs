@@ -258,32 +258,18 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// disjoint rows.
 ///
 /// **Batch size.** `batch` (the `cleanup_batch` setting) is the most rows per table a round
-/// deletes. The loop sizes each round so that it takes about [`CLEANUP_ROUND_TARGET`]: it halves
-/// the size after a slower round and doubles it (up to `batch`) after one that took less than
-/// half the target (see [`next_cleanup_size`]). On SQLite a round is a job of the one group
-/// writer, batched with the requests waiting at that moment, which are answered only after it:
-/// the default 500 revoked families, each with its tokens, took 10–25 ms there (mean 14 ms in
-/// BENCHMARKS.md's measurement), so about a fifth of the requests served during a backlog waited
-/// that long on top of their own work, and the revocation workload's p99 at 80 % of peak missed
-/// 10 ms. Rows per second of writer time do not depend on the size, so smaller rounds delete
-/// as fast.
+/// deletes. Each round is sized to take about [`CLEANUP_ROUND_TARGET`] of deletes
+/// ([`next_cleanup_size`]): on SQLite a round is a job of the group writer, and every request
+/// batched with it waits for it.
 ///
-/// **Pauses.** While there is a backlog, the loop pauses after each round, so the cleanup never
-/// takes the whole of the database's write capacity: run back to back after a burst of
-/// revocations (150,000 revoked families to delete, each with its tokens), rounds held the
-/// writer long enough to push the p99 of the requests queued behind them to ~750 ms
-/// (BENCHMARKS.md). Each round starts at the earliest twice as long after the previous one
-/// started as that round's deletes held the database (the cleanup gets at most about half of
-/// the writer), and five times as long (about a fifth) while requests are in flight during
-/// the first `interval` of a run: a burst's backlog is drained gently while the load that
-/// follows it is served. A backlog that outlasts that (the load creates rows faster than a fifth
-/// of the writer deletes them) gets the half again, so that the database stays bounded under
-/// sustained load: the 10-minute soak at saturation grew the database without levelling off
-/// when the cleanup was held to a fifth throughout. The period counts from the round's start,
-/// so the round's wait for its turn in the writer (time the writer spends on requests) is part
-/// of it: paused for its own time after that wait, rounds got well under half of the writer
-/// under saturation, and the soak's database kept growing (1.43 GB at t = 330 s, +35 MB every
-/// 30 s, against a level 1.24 GB with the fixed 500-row rounds).
+/// **Pacing.** While a backlog remains, a round starts at the earliest twice its deletes' time
+/// after the previous round started, so the cleanup gets at most half of the writer; five times
+/// (a fifth) while requests are in flight during the first `interval` of a run, so that a
+/// burst's backlog drains gently under the load that follows it. The period counts from the
+/// round's start, so its wait for the writer's turn counts towards it.
+///
+/// docs/design.md ("Cleanup of expired and revoked tokens") and BENCHMARKS.md ("Soak") record
+/// the measurements behind each rule, and the policies that failed.
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
     let mut size = batch;
     loop {

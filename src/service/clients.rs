@@ -357,7 +357,7 @@ impl Tessera {
     }
 
     /// Applies `changes` to a client: the fields they name, over the client as it stands when
-    /// it is written (a change made meanwhile by another call is kept, see `write_client`).
+    /// it is written (a change made meanwhile by another call is kept, see `change_client`).
     ///
     /// # Errors
     /// Bad settings, an unknown client, a client that kept changing (conflict), store failures.
@@ -389,17 +389,7 @@ impl Tessera {
         };
         // Checked once, before the first read: the checks do not depend on the stored client.
         let changes = CheckedChanges::check(changes, &self.registry)?;
-        let mut attempts = 0;
-        let c = loop {
-            let mut c = self.get_client(id).await?;
-            changes.apply(&mut c);
-            c.updated_at = self.clock.now();
-            attempts += 1;
-            if self.write_client(&c, attempts).await? {
-                c.revision += 1;
-                break c;
-            }
-        };
+        let c = self.change_client(id, |c, _| changes.apply(c)).await?;
         tracing::info!(client_id = %c.id, disabled = c.disabled, "client updated");
         self.audit(AuditEvent::new(
             kind,
@@ -425,23 +415,16 @@ impl Tessera {
     ) -> Result<(Client, String), ServiceError> {
         let secret = token::new_secret()?;
         let hash = SecretHash(self.keys.hash_secret(&secret));
-        let mut attempts = 0;
-        let (c, now) = loop {
-            let mut c = self.get_client(id).await?;
-            let now = self.clock.now();
-            let old = std::mem::replace(&mut c.secret, hash.clone());
-            c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
-            c.updated_at = now;
-            attempts += 1;
-            if self.write_client(&c, attempts).await? {
-                c.revision += 1;
-                break (c, now);
-            }
-        };
+        let c = self
+            .change_client(id, |c, now| {
+                let old = std::mem::replace(&mut c.secret, hash.clone());
+                c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
+            })
+            .await?;
         tracing::info!(client_id = %c.id, keep_old, "client secret rotated");
         self.audit(AuditEvent::new(
             AuditKind::SecretRotated,
-            now,
+            c.updated_at,
             actor,
             Some(&c.id),
             json!({ "previous_secret_valid_for": keep_old }),
@@ -450,24 +433,38 @@ impl Tessera {
         Ok((c, secret))
     }
 
-    /// Writes a changed client over the revision it was read at. `Ok(false)`: it changed
-    /// meanwhile (another admin call, the CLI, another instance), and the caller reads it again
-    /// and reapplies its change, so that neither change undoes the other. After
-    /// [`CLIENT_WRITE_ATTEMPTS`] such losses in a row the call gives up with a conflict (409).
-    async fn write_client(&self, c: &Client, attempts: u32) -> Result<bool, ServiceError> {
-        match self.store.update_client(c).await? {
-            ClientUpdate::Updated => Ok(true),
-            ClientUpdate::NotFound => Err(ServiceError::NotFound(format!("no client {:?}", c.id))),
-            ClientUpdate::Stale if attempts < CLIENT_WRITE_ATTEMPTS => {
-                tracing::debug!(client_id = %c.id, attempts, "client changed meanwhile; reapplying");
-                Ok(false)
+    /// Reads client `id`, applies `change` (given the time of the change, which becomes
+    /// `updated_at`) and writes it over the revision it was read at; returns the client as
+    /// written. If it changed meanwhile (another admin call, the CLI, another instance), reads
+    /// it again and reapplies `change`, so that neither change undoes the other. After
+    /// [`CLIENT_WRITE_ATTEMPTS`] such losses in a row, gives up with a conflict (409).
+    async fn change_client(
+        &self,
+        id: &str,
+        change: impl Fn(&mut Client, UnixTime),
+    ) -> Result<Client, ServiceError> {
+        for attempt in 1..=CLIENT_WRITE_ATTEMPTS {
+            let mut c = self.get_client(id).await?;
+            let now = self.clock.now();
+            change(&mut c, now);
+            c.updated_at = now;
+            match self.store.update_client(&c).await? {
+                ClientUpdate::Updated => {
+                    c.revision += 1;
+                    return Ok(c);
+                }
+                ClientUpdate::NotFound => {
+                    return Err(ServiceError::NotFound(format!("no client {id:?}")));
+                }
+                ClientUpdate::Stale => {
+                    tracing::debug!(client_id = %id, attempt, "client changed meanwhile; reapplying");
+                }
             }
-            ClientUpdate::Stale => Err(StoreError::Conflict(format!(
-                "client {:?} kept changing while this change was applied; try again",
-                c.id
-            ))
-            .into()),
         }
+        Err(StoreError::Conflict(format!(
+            "client {id:?} kept changing while this change was applied; try again"
+        ))
+        .into())
     }
 
     /// Deletes a client and all its tokens.

@@ -206,7 +206,7 @@ pub enum ClientUpdate {
 }
 
 /// What one cleanup statement group removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
     /// Rows deleted.
     pub rows: u64,
@@ -214,6 +214,17 @@ pub struct Purged {
     /// without its wait for its turn or the shared commit (which every request batched with it
     /// waits for); on PostgreSQL the transaction's. The cleanup sizes its rounds by it.
     pub busy: std::time::Duration,
+}
+
+impl Purged {
+    /// `rows` deleted by work that started at `started`.
+    #[must_use]
+    pub fn since(started: std::time::Instant, rows: u64) -> Self {
+        Self {
+            rows,
+            busy: started.elapsed(),
+        }
+    }
 }
 
 impl std::ops::Add for Purged {
@@ -350,7 +361,8 @@ pub trait Store: Send + Sync + 'static {
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
     /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
     /// tokens that expired or were revoked before `before`, and retired keys no longer published
-    /// at `before`; returns how many rows went. Deleting a family deletes its tokens. A deleted
-    /// token is unknown afterwards, which every caller treats like a revoked one.
+    /// at `before`; returns how many rows went, and how long the deletes took. Deleting a family
+    /// deletes its tokens. A deleted token is unknown afterwards, which every caller treats like
+    /// a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
 }

@@ -1004,10 +1004,7 @@ impl Store for PostgresStore {
             .execute(&mut *conn)
             .await
             .map_err(map_err)?;
-            Ok(Purged {
-                rows: done.rows_affected(),
-                busy: started.elapsed(),
-            })
+            Ok(Purged::since(started, done.rows_affected()))
         })
         .await
     }
@@ -1050,10 +1047,7 @@ impl Store for PostgresStore {
             .map_err(map_err)?
             .rows_affected();
             tx.commit().await.map_err(map_err)?;
-            Ok(Purged {
-                rows: deleted,
-                busy: started.elapsed(),
-            })
+            Ok(Purged::since(started, deleted))
         })
         .await
     }

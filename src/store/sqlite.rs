@@ -117,6 +117,22 @@ impl SqliteStore {
             .await
             .map_err(map_err)
     }
+
+    /// Whether a migration of this binary has not been applied yet. True when that cannot be
+    /// told (a new database has no `_sqlx_migrations` table), so that a doubt signals.
+    async fn migrations_pending(&self) -> bool {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.writer)
+                .await
+            {
+                Ok(applied) => applied,
+                Err(_) => return true,
+            };
+        MIGRATOR
+            .iter()
+            .any(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+    }
 }
 
 pub(super) fn map_err(e: sqlx::Error) -> StoreError {
@@ -225,24 +241,6 @@ static SELECT_CLIENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 });
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-impl SqliteStore {
-    /// Whether a migration of this binary has not been applied yet. True when that cannot be
-    /// told (a new database has no `_sqlx_migrations` table), so that a doubt signals.
-    async fn migrations_pending(&self) -> bool {
-        let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.writer)
-                .await
-            {
-                Ok(applied) => applied,
-                Err(_) => return true,
-            };
-        MIGRATOR
-            .iter()
-            .any(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
-    }
-}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -798,14 +796,7 @@ impl Store for SqliteStore {
                      (SELECT id FROM audit_events WHERE at < ?1 LIMIT ?2)",
                     params![before, i64::from(batch)],
                 )?;
-                let busy = started.elapsed();
-                Ok((
-                    Purged {
-                        rows: n as u64,
-                        busy,
-                    },
-                    true,
-                ))
+                Ok((Purged::since(started, n as u64), true))
             })
             .await
     }
@@ -828,14 +819,7 @@ impl Store for SqliteStore {
                                      WHERE a.signing_kid = signing_keys.kid AND a.expires_at >= ?1)",
                     params![before],
                 )?;
-                let busy = started.elapsed();
-                Ok((
-                    Purged {
-                        rows: deleted as u64,
-                        busy,
-                    },
-                    true,
-                ))
+                Ok((Purged::since(started, deleted as u64), true))
             })
             .await
     }
