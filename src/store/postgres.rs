@@ -37,7 +37,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::postgres_batch::{self, Batcher, Grant};
+use super::postgres_batch::{self, AccessLookup, Batcher, Grant, access_columns, access_joins};
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
@@ -84,6 +84,8 @@ pub struct PostgresStore {
     grants: Batcher<Grant, ()>,
     /// Client lookups are read in batches.
     clients: Batcher<String, Option<Client>>,
+    /// Access-token lookups by id (introspection) are read in batches.
+    access: Batcher<AccessLookup, Option<AccessRecord>>,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -163,10 +165,16 @@ impl PostgresStore {
             postgres_batch::READS_IN_FLIGHT,
             postgres_batch::read_clients,
         );
+        let access = Batcher::start(
+            pool.clone(),
+            postgres_batch::READS_IN_FLIGHT,
+            postgres_batch::read_access,
+        );
         let store = Self {
             pool,
             grants,
             clients,
+            access,
             options,
         };
         let sync: String = store
@@ -853,42 +861,42 @@ impl Store for PostgresStore {
     }
 
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
-        macro_rules! select_access {
-            ($where:literal) => {
-                concat!(
-                    "SELECT a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, \
-                     a.issued_at, a.expires_at, \
-                     (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled \
-                      OR COALESCE(k.state = 'revoked', FALSE)) AS revoked \
-                     FROM access_tokens a \
-                     JOIN token_families f ON f.family_id = a.family_id \
-                     JOIN clients c ON c.client_id = a.client_id \
-                     LEFT JOIN signing_keys k ON k.kid = a.signing_kid ",
-                    $where
-                )
-            };
-        }
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            let query = match key {
-                AccessKey::Opaque(TokenRef { id: Some(id), hash }) => sqlx::query_as(
-                    select_access!("WHERE a.token_id = $1 AND a.token_hash = $2"),
-                )
-                .bind(id.clone())
-                .bind(hash.0.to_vec()),
-                // Minted before ids were embedded: the partial index of such rows (0003).
-                AccessKey::Opaque(TokenRef { id: None, hash }) => {
-                    sqlx::query_as(select_access!("WHERE a.token_hash = $1 AND a.legacy_hash"))
+        let lookup = match key {
+            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => AccessLookup {
+                id: id.clone(),
+                hash: Some(hash.0.to_vec()),
+            },
+            AccessKey::Id(id) => AccessLookup {
+                id: id.to_owned(),
+                hash: None,
+            },
+            // Minted before ids were embedded: the partial index of such rows (0003). Rare,
+            // so not batched.
+            AccessKey::Opaque(TokenRef { id: None, hash }) => {
+                return self
+                    .bounded(async {
+                        let mut conn = self.conn().await?;
+                        let row: Option<AccessRow> = sqlx::query_as(concat!(
+                            "SELECT ",
+                            access_columns!(),
+                            "FROM access_tokens a ",
+                            access_joins!(),
+                            "WHERE a.token_hash = $1 AND a.legacy_hash"
+                        ))
                         .bind(hash.0.to_vec())
-                }
-                AccessKey::Id(id) => {
-                    sqlx::query_as(select_access!("WHERE a.token_id = $1")).bind(id.to_owned())
-                }
-            };
-            let row: Option<AccessRow> = query.fetch_optional(&mut *conn).await.map_err(map_err)?;
-            row.map(AccessRecord::try_from).transpose()
-        })
-        .await
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                        row.map(AccessRecord::try_from).transpose()
+                    })
+                    .await;
+            }
+        };
+        // A NUL cannot be stored, and in a batch it would fail every lookup with it.
+        if !storable(&lookup.id) {
+            return Ok(None);
+        }
+        self.bounded(self.access.submit(lookup)).await
     }
 
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {

@@ -19,10 +19,11 @@
 //! that only the grant at fault fails. Only inserts of fresh keys are batched; refresh and
 //! revocation take row locks and stay one statement per request.
 //!
-//! Every token request also reads its client. Those reads are batched the same way (one
-//! `WHERE client_id = ANY($1)` for the requests waiting at that moment): each request still
-//! reads the database after it arrived, so a client disabled by the CLI a moment ago is seen,
-//! but PostgreSQL builds one executor for many lookups instead of one each.
+//! Every token request also reads its client, and every introspection of an access token reads
+//! the token with its family, client and signing key. Those reads are batched the same way
+//! (one query for the lookups waiting at that moment): each request still reads the database
+//! after it arrived, so a client disabled or a token revoked a moment ago is seen, but
+//! PostgreSQL parses, plans and runs one statement for many lookups instead of one each.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,8 +31,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::rows::ClientRow;
-use super::{NewAccessToken, NewFamily, NewRefreshToken, StoreError, StoreResult};
+use super::rows::{AccessRow, ClientRow};
+use super::{AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, StoreError, StoreResult};
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::Client;
 
@@ -41,8 +42,35 @@ pub const MAX_BATCH: usize = 256;
 /// (a log flush) whatever its size, so fewer, larger batches are cheaper; two keep the
 /// database busy while the next batch gathers.
 pub const GRANTS_IN_FLIGHT: usize = 2;
-/// Client-lookup batches being read at once.
+/// Lookup batches (clients, access tokens) of one kind being read at once.
 pub const READS_IN_FLIGHT: usize = 2;
+
+/// The columns of an access-token lookup, its revocation facts folded into `revoked` (token,
+/// family, disabled client, revoked signing key), and the tables they come from after
+/// `access_tokens a`. Shared by the one-token statements and the batch.
+macro_rules! access_columns {
+    () => {
+        "a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, a.issued_at, \
+         a.expires_at, (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled \
+         OR COALESCE(k.state = 'revoked', FALSE)) AS revoked "
+    };
+}
+macro_rules! access_joins {
+    () => {
+        "JOIN token_families f ON f.family_id = a.family_id \
+         JOIN clients c ON c.client_id = a.client_id \
+         LEFT JOIN signing_keys k ON k.kid = a.signing_kid "
+    };
+}
+pub(super) use {access_columns, access_joins};
+
+/// One access-token lookup: by id, and (for an opaque token) only if the stored hash is this.
+pub struct AccessLookup {
+    /// The token id (an opaque token's embedded id, or a JWT's `jti`).
+    pub id: String,
+    /// The presented opaque token's hash; `None` for a JWT, whose signature was checked.
+    pub hash: Option<Vec<u8>>,
+}
 
 /// One grant to write.
 pub struct Grant {
@@ -176,6 +204,9 @@ pub async fn write_grants(pool: PgPool, batch: Vec<Pending<Grant, ()>>, one: Wri
 
 /// Reads the clients of a batch of lookups with one query.
 pub async fn read_clients(pool: PgPool, batch: Vec<Pending<String, Option<Client>>>) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("tessera_postgres_read_batch_size", "read" => "client")
+        .record(batch.len() as f64);
     let ids: Vec<String> = batch.iter().map(|p| p.item.clone()).collect();
     let found: StoreResult<Vec<Client>> = async {
         let rows: Vec<ClientRow> =
@@ -199,6 +230,59 @@ pub async fn read_clients(pool: PgPool, batch: Vec<Pending<String, Option<Client
                 let _ = p.reply.send(Err(e.duplicate()));
             }
         }
+    }
+}
+
+/// The lookups of a batch, numbered from 1 by `WITH ORDINALITY`, each joined to its token only
+/// if the id and (when given) the hash match. The number says whose row it is: two lookups of
+/// one id with different hashes must not share an answer.
+const READ_ACCESS_SQL: &str = concat!(
+    "SELECT p.ord, ",
+    access_columns!(),
+    "FROM UNNEST($1::TEXT[], $2::BYTEA[]) WITH ORDINALITY AS p(token_id, token_hash, ord) \
+     JOIN access_tokens a ON a.token_id = p.token_id \
+     AND (p.token_hash IS NULL OR a.token_hash = p.token_hash) ",
+    access_joins!()
+);
+
+/// A row of [`READ_ACCESS_SQL`]: the lookup's number and the token.
+#[derive(sqlx::FromRow)]
+struct FoundAccess {
+    ord: i64,
+    #[sqlx(flatten)]
+    row: AccessRow,
+}
+
+/// Reads the access tokens of a batch of lookups with one query.
+pub async fn read_access(pool: PgPool, batch: Vec<Pending<AccessLookup, Option<AccessRecord>>>) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("tessera_postgres_read_batch_size", "read" => "access_token")
+        .record(batch.len() as f64);
+    let ids: Vec<&str> = batch.iter().map(|p| p.item.id.as_str()).collect();
+    let hashes: Vec<Option<&[u8]>> = batch.iter().map(|p| p.item.hash.as_deref()).collect();
+    let found: StoreResult<Vec<FoundAccess>> = sqlx::query_as(READ_ACCESS_SQL)
+        .bind(&ids)
+        .bind(&hashes)
+        .fetch_all(&pool)
+        .await
+        .map_err(super::postgres::map_err);
+    let mut answers: Vec<StoreResult<Option<AccessRecord>>> =
+        (0..batch.len()).map(|_| Ok(None)).collect();
+    match found {
+        Ok(rows) => {
+            for f in rows {
+                let slot = usize::try_from(f.ord - 1)
+                    .ok()
+                    .and_then(|i| answers.get_mut(i));
+                if let Some(slot) = slot {
+                    *slot = AccessRecord::try_from(f.row).map(Some);
+                }
+            }
+        }
+        Err(e) => answers.iter_mut().for_each(|a| *a = Err(e.duplicate())),
+    }
+    for (p, answer) in batch.into_iter().zip(answers) {
+        let _ = p.reply.send(answer);
     }
 }
 

@@ -131,6 +131,16 @@ async fn an_access_token_revoked_on_one_instance_is_refused_by_every_instance_at
         assert_eq!(minter.ping(&at).await, 401, "round {i}");
         assert_eq!(revoker.ping(&at).await, 401, "round {i}");
     }
+    // Every one of those checks went through the batched access-token read (20 per instance).
+    for app in [&a, &b] {
+        let looked_up = app
+            .metric(
+                "tessera_postgres_read_batch_size_sum",
+                &[("read", "access_token")],
+            )
+            .await;
+        assert!(looked_up >= 20.0, "{looked_up} access-token lookups");
+    }
 }
 
 #[tokio::test]

@@ -1176,3 +1176,58 @@ pub async fn concurrent_grants_commit_together_and_fail_alone(store: Arc<dyn Sto
         .unwrap();
     assert_eq!(families, 115);
 }
+
+/// Many lookups at once (PostgreSQL reads them in batches): each gets the answer for its own
+/// id and hash, including lookups of one id with the right and with a wrong hash side by side.
+pub async fn access_lookups_made_together_each_get_their_own_answer(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let mut grants = Vec::new();
+    for _ in 0..20 {
+        let g = grant_at(&c.id, T0, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        grants.push(g);
+    }
+    let revoked = &grants[7].access.id;
+    store.revoke_access(revoked, T0 + 1, &ev()).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for round in 0..5 {
+        for g in &grants {
+            let good = g.access.key();
+            let forged = TokenRef {
+                id: good.id.clone(),
+                hash: TokenHash::of(&format!("forged {round}")),
+            };
+            // Expected answer: the token's id and whether it reads as revoked, or nothing.
+            let live = Some((g.access.id.clone(), g.access.id == *revoked));
+            let lookups = [
+                (Some(good), None, live.clone()),
+                (Some(forged), None, None),
+                (None, Some(g.access.id.clone()), live),
+                (None, Some(unique("at")), None),
+            ];
+            for (opaque, id, expected) in lookups {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let found = match (&opaque, &id) {
+                        (Some(key), _) => store.find_access(AccessKey::Opaque(key)).await,
+                        (None, Some(id)) => store.find_access(AccessKey::Id(id)).await,
+                        (None, None) => unreachable!(),
+                    };
+                    let found = found.expect("find_access").map(|a| (a.id, a.revoked));
+                    (found, expected, opaque.is_some())
+                }));
+            }
+        }
+    }
+    assert_eq!(tasks.len(), 400);
+    for task in tasks {
+        let (found, expected, by_hash) = task.await.unwrap();
+        assert_eq!(
+            found,
+            expected,
+            "lookup by {}",
+            if by_hash { "hash" } else { "id" }
+        );
+    }
+}
