@@ -37,9 +37,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::postgres_batch::{self, AccessLookup, Batcher, Grant, access_columns, access_joins};
+use super::postgres_batch::{self, Batcher, Grant, TokenLookup, access_columns, access_joins};
 use super::rows::{
-    AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_access_token, bind_audit_event,
+    AccessRow, AuditRow, ClientRow, KeyRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
 };
 use super::{
@@ -84,8 +84,10 @@ pub struct PostgresStore {
     grants: Batcher<Grant, ()>,
     /// Client lookups are read in batches.
     clients: Batcher<String, Option<Client>>,
-    /// Access-token lookups by id (introspection) are read in batches.
-    access: Batcher<AccessLookup, Option<AccessRecord>>,
+    /// Access-token lookups (introspection, `/ping`) are read in batches.
+    access: Batcher<TokenLookup, Option<AccessRecord>>,
+    /// Refresh-token lookups are read in batches.
+    refresh: Batcher<TokenLookup, Option<RefreshRecord>>,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -170,11 +172,17 @@ impl PostgresStore {
             postgres_batch::READS_IN_FLIGHT,
             postgres_batch::read_access,
         );
+        let refresh = Batcher::start(
+            pool.clone(),
+            postgres_batch::READS_IN_FLIGHT,
+            postgres_batch::read_refresh,
+        );
         let store = Self {
             pool,
             grants,
             clients,
             access,
+            refresh,
             options,
         };
         let sync: String = store
@@ -759,24 +767,15 @@ impl Store for PostgresStore {
     /// Found by the id inside the token, checking the stored hash (migration 0003 says why);
     /// a token minted before ids were embedded by the id that migration gave its row.
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
-        let (id, hash) = (token.refresh_row_id(), &token.hash);
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            let row: Option<RefreshRow> = sqlx::query_as(
-                "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, \
-                 r.consumed_at, (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, \
-                 f.client_type \
-                 FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
-                 WHERE r.token_id = $1 AND r.token_hash = $2",
-            )
-            .bind(id)
-            .bind(&hash.0[..])
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            row.map(RefreshRecord::try_from).transpose()
-        })
-        .await
+        let lookup = TokenLookup {
+            id: token.refresh_row_id(),
+            hash: Some(token.hash.0.to_vec()),
+        };
+        // A NUL cannot be stored, and in a batch it would fail every lookup with it.
+        if !storable(&lookup.id) {
+            return Ok(None);
+        }
+        self.bounded(self.refresh.submit(lookup)).await
     }
 
     /// Why this is race-free across instances, at `READ COMMITTED` ([`ROTATE_SQL`] is one
@@ -862,11 +861,11 @@ impl Store for PostgresStore {
 
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
         let lookup = match key {
-            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => AccessLookup {
+            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => TokenLookup {
                 id: id.clone(),
                 hash: Some(hash.0.to_vec()),
             },
-            AccessKey::Id(id) => AccessLookup {
+            AccessKey::Id(id) => TokenLookup {
                 id: id.to_owned(),
                 hash: None,
             },

@@ -19,22 +19,27 @@
 //! that only the grant at fault fails. Only inserts of fresh keys are batched; refresh and
 //! revocation take row locks and stay one statement per request.
 //!
-//! Every token request also reads its client, and every introspection of an access token reads
-//! the token with its family, client and signing key. Those reads are batched the same way
-//! (one query for the lookups waiting at that moment): each request still reads the database
-//! after it arrived, so a client disabled or a token revoked a moment ago is seen, but
-//! PostgreSQL parses, plans and runs one statement for many lookups instead of one each.
+//! Every token request also reads its client; introspection and `/ping` read the access token
+//! with its family, client and signing key; a refresh (and the introspection of a refresh
+//! token) reads the refresh token with its family. Those reads are batched the same way (one
+//! query for the lookups of a kind waiting at that moment): each request still reads the
+//! database after it arrived, so a client disabled or a token revoked a moment ago is seen, but
+//! PostgreSQL parses, plans and runs one statement for many lookups instead of one each. The
+//! refresh read only finds the token; the rotation itself stays one conditional statement per
+//! request, which decides races.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::Row as _;
+use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::rows::{AccessRow, ClientRow};
+use super::rows::{AccessRow, ClientRow, RefreshRow};
 use super::{AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, StoreError, StoreResult};
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::Client;
+use crate::domain::grant::RefreshRecord;
 
 /// Most grants in one statement.
 pub const MAX_BATCH: usize = 256;
@@ -64,9 +69,9 @@ macro_rules! access_joins {
 }
 pub(super) use {access_columns, access_joins};
 
-/// One access-token lookup: by id, and (for an opaque token) only if the stored hash is this.
-pub struct AccessLookup {
-    /// The token id (an opaque token's embedded id, or a JWT's `jti`).
+/// One token lookup: by id, and (for an opaque token) only if the stored hash is this.
+pub struct TokenLookup {
+    /// The token id (an opaque token's embedded id or its row's key, or a JWT's `jti`).
     pub id: String,
     /// The presented opaque token's hash; `None` for a JWT, whose signature was checked.
     pub hash: Option<Vec<u8>>,
@@ -233,49 +238,92 @@ pub async fn read_clients(pool: PgPool, batch: Vec<Pending<String, Option<Client
     }
 }
 
-/// The lookups of a batch, numbered from 1 by `WITH ORDINALITY`, each joined to its token only
-/// if the id and (when given) the hash match. The number says whose row it is: two lookups of
-/// one id with different hashes must not share an answer.
+/// The lookups of a batch as rows numbered from 1 (`WITH ORDINALITY`), for a join that keeps a
+/// token only if its id and (when given) its hash match. The number says whose row it is: two
+/// lookups of one id with different hashes must not share an answer.
+macro_rules! numbered_lookups {
+    () => {
+        "FROM UNNEST($1::TEXT[], $2::BYTEA[]) WITH ORDINALITY AS p(token_id, token_hash, ord) "
+    };
+}
+
+/// Access tokens (introspection, `/ping`).
 const READ_ACCESS_SQL: &str = concat!(
     "SELECT p.ord, ",
     access_columns!(),
-    "FROM UNNEST($1::TEXT[], $2::BYTEA[]) WITH ORDINALITY AS p(token_id, token_hash, ord) \
-     JOIN access_tokens a ON a.token_id = p.token_id \
+    numbered_lookups!(),
+    "JOIN access_tokens a ON a.token_id = p.token_id \
      AND (p.token_hash IS NULL OR a.token_hash = p.token_hash) ",
     access_joins!()
 );
 
-/// A row of [`READ_ACCESS_SQL`]: the lookup's number and the token.
-#[derive(sqlx::FromRow)]
-struct FoundAccess {
+/// Refresh tokens with their families (refresh, introspection); the columns of
+/// [`RefreshRow`].
+const READ_REFRESH_SQL: &str = concat!(
+    "SELECT p.ord, r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, \
+     r.consumed_at, (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, \
+     f.client_type ",
+    numbered_lookups!(),
+    "JOIN refresh_tokens r ON r.token_id = p.token_id AND r.token_hash = p.token_hash \
+     JOIN token_families f ON f.family_id = r.family_id"
+);
+
+/// A row of a numbered lookup: the lookup's number (`ord`) and the row.
+struct Numbered<R> {
     ord: i64,
-    #[sqlx(flatten)]
-    row: AccessRow,
+    row: R,
+}
+
+impl<'r, R: sqlx::FromRow<'r, PgRow>> sqlx::FromRow<'r, PgRow> for Numbered<R> {
+    fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            ord: row.try_get("ord")?,
+            row: R::from_row(row)?,
+        })
+    }
 }
 
 /// Reads the access tokens of a batch of lookups with one query.
-pub async fn read_access(pool: PgPool, batch: Vec<Pending<AccessLookup, Option<AccessRecord>>>) {
+pub async fn read_access(pool: PgPool, batch: Vec<Pending<TokenLookup, Option<AccessRecord>>>) {
+    read_numbered::<AccessRow, _>(pool, READ_ACCESS_SQL, "access_token", batch).await;
+}
+
+/// Reads the refresh tokens of a batch of lookups with one query.
+pub async fn read_refresh(pool: PgPool, batch: Vec<Pending<TokenLookup, Option<RefreshRecord>>>) {
+    read_numbered::<RefreshRow, _>(pool, READ_REFRESH_SQL, "refresh_token", batch).await;
+}
+
+/// Runs a numbered lookup `sql` for `batch` and answers each lookup with its own row, or
+/// nothing; a failed query is every lookup's error.
+async fn read_numbered<Row, Rec>(
+    pool: PgPool,
+    sql: &'static str,
+    kind: &'static str,
+    batch: Vec<Pending<TokenLookup, Option<Rec>>>,
+) where
+    Row: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    Rec: TryFrom<Row, Error = StoreError>,
+{
     #[allow(clippy::cast_precision_loss)]
-    metrics::histogram!("tessera_postgres_read_batch_size", "read" => "access_token")
+    metrics::histogram!("tessera_postgres_read_batch_size", "read" => kind)
         .record(batch.len() as f64);
     let ids: Vec<&str> = batch.iter().map(|p| p.item.id.as_str()).collect();
     let hashes: Vec<Option<&[u8]>> = batch.iter().map(|p| p.item.hash.as_deref()).collect();
-    let found: StoreResult<Vec<FoundAccess>> = sqlx::query_as(READ_ACCESS_SQL)
+    let found: StoreResult<Vec<Numbered<Row>>> = sqlx::query_as(sql)
         .bind(&ids)
         .bind(&hashes)
         .fetch_all(&pool)
         .await
         .map_err(super::postgres::map_err);
-    let mut answers: Vec<StoreResult<Option<AccessRecord>>> =
-        (0..batch.len()).map(|_| Ok(None)).collect();
+    let mut answers: Vec<StoreResult<Option<Rec>>> = (0..batch.len()).map(|_| Ok(None)).collect();
     match found {
         Ok(rows) => {
-            for f in rows {
-                let slot = usize::try_from(f.ord - 1)
+            for n in rows {
+                let slot = usize::try_from(n.ord - 1)
                     .ok()
                     .and_then(|i| answers.get_mut(i));
                 if let Some(slot) = slot {
-                    *slot = AccessRecord::try_from(f.row).map(Some);
+                    *slot = Rec::try_from(n.row).map(Some);
                 }
             }
         }

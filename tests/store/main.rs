@@ -96,7 +96,7 @@ conformance!(
     audit_events_are_recorded_queried_and_purged,
     pool_figures_are_reported,
     concurrent_grants_commit_together_and_fail_alone,
-    access_lookups_made_together_each_get_their_own_answer,
+    token_lookups_made_together_each_get_their_own_answer,
 );
 
 /// PostgreSQL only: several instances starting at once on one empty database.

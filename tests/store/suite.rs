@@ -1178,8 +1178,9 @@ pub async fn concurrent_grants_commit_together_and_fail_alone(store: Arc<dyn Sto
 }
 
 /// Many lookups at once (PostgreSQL reads them in batches): each gets the answer for its own
-/// id and hash, including lookups of one id with the right and with a wrong hash side by side.
-pub async fn access_lookups_made_together_each_get_their_own_answer(store: Arc<dyn Store>) {
+/// id and hash, including lookups of one id with the right and with a wrong hash side by side,
+/// for access tokens (by hash and by id) and refresh tokens.
+pub async fn token_lookups_made_together_each_get_their_own_answer(store: Arc<dyn Store>) {
     let c = new_client(store.as_ref()).await;
     let mut grants = Vec::new();
     for _ in 0..20 {
@@ -1187,47 +1188,70 @@ pub async fn access_lookups_made_together_each_get_their_own_answer(store: Arc<d
         issue(store.as_ref(), &g).await;
         grants.push(g);
     }
-    let revoked = &grants[7].access.id;
-    store.revoke_access(revoked, T0 + 1, &ev()).await.unwrap();
+    let revoked = grants[7].access.id.clone();
+    store.revoke_access(&revoked, T0 + 1, &ev()).await.unwrap();
+    let revoked_family = grants[11].family.id.clone();
+    store
+        .revoke_family(&revoked_family, T0 + 1, &ev())
+        .await
+        .unwrap();
 
-    let mut tasks = Vec::new();
+    /// A lookup, and what it must find: the access token's id, or the refresh token's family,
+    /// with whether it reads as revoked.
+    enum Lookup {
+        Access(TokenRef),
+        AccessId(String),
+        Refresh(TokenRef),
+    }
+    let mut lookups = Vec::new();
     for round in 0..5 {
         for g in &grants {
-            let good = g.access.key();
-            let forged = TokenRef {
-                id: good.id.clone(),
+            let forged = |key: TokenRef| TokenRef {
+                id: key.id,
                 hash: TokenHash::of(&format!("forged {round}")),
             };
-            // Expected answer: the token's id and whether it reads as revoked, or nothing.
-            let live = Some((g.access.id.clone(), g.access.id == *revoked));
-            let lookups = [
-                (Some(good), None, live.clone()),
-                (Some(forged), None, None),
-                (None, Some(g.access.id.clone()), live),
-                (None, Some(unique("at")), None),
-            ];
-            for (opaque, id, expected) in lookups {
-                let store = store.clone();
-                tasks.push(tokio::spawn(async move {
-                    let found = match (&opaque, &id) {
-                        (Some(key), _) => store.find_access(AccessKey::Opaque(key)).await,
-                        (None, Some(id)) => store.find_access(AccessKey::Id(id)).await,
-                        (None, None) => unreachable!(),
-                    };
-                    let found = found.expect("find_access").map(|a| (a.id, a.revoked));
-                    (found, expected, opaque.is_some())
-                }));
-            }
+            let family_revoked = g.family.id == revoked_family;
+            let access = Some((
+                g.access.id.clone(),
+                g.access.id == revoked || family_revoked,
+            ));
+            let refresh = Some((g.family.id.clone(), family_revoked));
+            lookups.extend([
+                (Lookup::Access(g.access.key()), access.clone()),
+                (Lookup::Access(forged(g.access.key())), None),
+                (Lookup::AccessId(g.access.id.clone()), access),
+                (Lookup::AccessId(unique("at")), None),
+                (Lookup::Refresh(g.refresh.key()), refresh),
+                (Lookup::Refresh(forged(g.refresh.key())), None),
+            ]);
         }
     }
-    assert_eq!(tasks.len(), 400);
+    let tasks: Vec<_> = lookups
+        .into_iter()
+        .map(|(lookup, expected)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let found = match &lookup {
+                    Lookup::Access(key) => store
+                        .find_access(AccessKey::Opaque(key))
+                        .await
+                        .map(|a| a.map(|a| (a.id, a.revoked))),
+                    Lookup::AccessId(id) => store
+                        .find_access(AccessKey::Id(id))
+                        .await
+                        .map(|a| a.map(|a| (a.id, a.revoked))),
+                    Lookup::Refresh(key) => store
+                        .find_refresh(key)
+                        .await
+                        .map(|r| r.map(|r| (r.family_id, r.revoked))),
+                };
+                (found.expect("lookup"), expected)
+            })
+        })
+        .collect();
+    assert_eq!(tasks.len(), 600);
     for task in tasks {
-        let (found, expected, by_hash) = task.await.unwrap();
-        assert_eq!(
-            found,
-            expected,
-            "lookup by {}",
-            if by_hash { "hash" } else { "id" }
-        );
+        let (found, expected) = task.await.unwrap();
+        assert_eq!(found, expected);
     }
 }
