@@ -184,6 +184,50 @@ mod postgres_only {
         }
     }
 
+    /// A rotation that loses (the token was already used) writes nothing, not even the family
+    /// update its statement begins with: the family keeps the refresh time and expiry of the
+    /// rotation that won. (The store suite can only see the tokens; this reads the row.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_rotation_leaves_its_family_untouched() {
+        use suite::{DAY, HOUR, T0};
+        use tessera::domain::clock::UnixTime;
+        use tessera::store::RotateOutcome;
+        let Some((store, guard)) = postgres_store().await else {
+            return;
+        };
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        let mut witness = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        let c = suite::new_client(store.as_ref()).await;
+        let g = suite::grant_at(&c.id, T0, HOUR, DAY);
+        suite::issue(store.as_ref(), &g).await;
+        let family_sql = "SELECT refreshed_at, expires_at FROM token_families WHERE family_id = $1";
+        let family =
+            || sqlx::query_as::<_, (Option<i64>, i64)>(family_sql).bind(g.family.id.clone());
+        let rotate = |at: i64, refresh_ttl: i64| {
+            let a = suite::access_token(&g.family.id, &c.id, at, HOUR);
+            let r = suite::refresh_token(&g.family.id, &c.id, at, refresh_ttl);
+            let (store, old) = (store.clone(), g.refresh.key());
+            async move {
+                store
+                    .rotate_refresh(&old, UnixTime::MAX, &a, &r, &suite::ev())
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(rotate(T0 + 60, 2 * DAY).await, RotateOutcome::Rotated);
+        let won = (Some(T0 + 60), T0 + 60 + 2 * DAY);
+        assert_eq!(family().fetch_one(&mut witness).await.unwrap(), won);
+        assert_eq!(rotate(T0 + 120, 3 * DAY).await, RotateOutcome::Lost);
+        assert_eq!(family().fetch_one(&mut witness).await.unwrap(), won);
+        // The connection that carried the failed statement is fine for the next request.
+        let next = suite::grant_at(&c.id, T0 + 130, HOUR, DAY);
+        suite::issue(store.as_ref(), &next).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_connections_are_unavailable_then_replaced() {
         let Some((store, guard)) = postgres_store().await else {
