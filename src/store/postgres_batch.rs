@@ -47,7 +47,7 @@ pub const MAX_BATCH: usize = 256;
 /// (a log flush) whatever its size, so fewer, larger batches are cheaper; two keep the
 /// database busy while the next batch gathers.
 pub const GRANTS_IN_FLIGHT: usize = 2;
-/// Lookup batches (clients, access tokens) of one kind being read at once.
+/// Lookup batches of one kind (clients, access tokens, refresh tokens) being read at once.
 pub const READS_IN_FLIGHT: usize = 2;
 
 /// The columns of an access-token lookup, its revocation facts folded into `revoked` (token,
