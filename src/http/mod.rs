@@ -258,9 +258,12 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// disjoint rows.
 ///
 /// **Batch size.** `batch` (the `cleanup_batch` setting) is the most rows per table a round
-/// deletes. Each round is sized to take about [`CLEANUP_ROUND_TARGET`] of deletes
-/// ([`next_cleanup_size`]): on SQLite a round is a job of the group writer, and every request
-/// batched with it waits for it.
+/// deletes. On SQLite each round is sized to take about [`CLEANUP_ROUND_TARGET`] of deletes
+/// ([`next_cleanup_size`]): a round is a job of the group writer, and every request batched
+/// with it waits for it. On PostgreSQL nothing waits for a round (it has a connection of its
+/// own and skips locked rows), so every round is `batch` rows: sized like SQLite's, rounds
+/// under a saturating load shrank to the floor and the 10-minute soak's database grew without
+/// levelling off (BENCHMARKS.md, round 5).
 ///
 /// **Pacing.** While a backlog remains, a round starts at the earliest twice its deletes' time
 /// after the previous round started, so the cleanup gets at most half of the writer; five times
@@ -271,6 +274,7 @@ async fn key_reload_loop(state: Arc<AppState>) {
 /// docs/design.md ("Cleanup of expired and revoked tokens") and BENCHMARKS.md ("Soak") record
 /// the measurements behind each rule, and the policies that failed.
 async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
+    let sized = state.tessera.cleanup_holds_up_writes();
     let mut size = batch;
     loop {
         tokio::time::sleep(interval).await;
@@ -280,7 +284,7 @@ async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, rete
             let started = std::time::Instant::now();
             match state.tessera.purge_expired(size, retention).await {
                 Ok(purged) if purged.rows >= u64::from(size) => {
-                    size = next_cleanup_size(size, purged.busy, batch);
+                    size = next_cleanup_size(sized, size, purged.busy, batch);
                     let yield_more = run_started.elapsed() < interval
                         && state.in_flight.load(Ordering::Relaxed) > 0;
                     let period = purged.busy * if yield_more { 5 } else { 2 };
@@ -313,10 +317,13 @@ const CLEANUP_ROUND_TARGET: Duration = Duration::from_millis(4);
 const CLEANUP_MIN_SIZE: u32 = 32;
 
 /// The next round's size after one of `size` rows took `took`, at most `max` (the configured
-/// `cleanup_batch`) and at least [`CLEANUP_MIN_SIZE`] (or `max`, if that is smaller).
-fn next_cleanup_size(size: u32, took: Duration, max: u32) -> u32 {
+/// `cleanup_batch`) and at least [`CLEANUP_MIN_SIZE`] (or `max`, if that is smaller). Unless
+/// the round was `sized` (the store's writes wait for it), always `max`.
+fn next_cleanup_size(sized: bool, size: u32, took: Duration, max: u32) -> u32 {
     let floor = CLEANUP_MIN_SIZE.min(max);
-    if took > CLEANUP_ROUND_TARGET {
+    if !sized {
+        max
+    } else if took > CLEANUP_ROUND_TARGET {
         (size / 2).max(floor)
     } else if took < CLEANUP_ROUND_TARGET / 2 {
         size.saturating_mul(2).min(max)
@@ -334,19 +341,22 @@ mod tests {
         let slow = CLEANUP_ROUND_TARGET * 3;
         let fast = CLEANUP_ROUND_TARGET / 4;
         let steady = CLEANUP_ROUND_TARGET * 3 / 4;
-        assert_eq!(next_cleanup_size(500, slow, 500), 250);
-        assert_eq!(next_cleanup_size(40, slow, 500), CLEANUP_MIN_SIZE);
+        assert_eq!(next_cleanup_size(true, 500, slow, 500), 250);
+        assert_eq!(next_cleanup_size(true, 40, slow, 500), CLEANUP_MIN_SIZE);
         assert_eq!(
-            next_cleanup_size(CLEANUP_MIN_SIZE, slow, 500),
+            next_cleanup_size(true, CLEANUP_MIN_SIZE, slow, 500),
             CLEANUP_MIN_SIZE
         );
-        assert_eq!(next_cleanup_size(100, fast, 500), 200);
-        assert_eq!(next_cleanup_size(400, fast, 500), 500);
-        assert_eq!(next_cleanup_size(500, fast, 500), 500);
-        assert_eq!(next_cleanup_size(120, steady, 500), 120);
+        assert_eq!(next_cleanup_size(true, 100, fast, 500), 200);
+        assert_eq!(next_cleanup_size(true, 400, fast, 500), 500);
+        assert_eq!(next_cleanup_size(true, 500, fast, 500), 500);
+        assert_eq!(next_cleanup_size(true, 120, steady, 500), 120);
         // A configured batch below the floor is never exceeded.
-        assert_eq!(next_cleanup_size(10, slow, 10), 10);
-        assert_eq!(next_cleanup_size(5, fast, 10), 10);
-        assert_eq!(next_cleanup_size(u32::MAX, fast, u32::MAX), u32::MAX);
+        assert_eq!(next_cleanup_size(true, 10, slow, 10), 10);
+        assert_eq!(next_cleanup_size(true, 5, fast, 10), 10);
+        assert_eq!(next_cleanup_size(true, u32::MAX, fast, u32::MAX), u32::MAX);
+        // Where nothing waits for a round (PostgreSQL), slow rounds keep their full size.
+        assert_eq!(next_cleanup_size(false, 500, slow, 500), 500);
+        assert_eq!(next_cleanup_size(false, 32, fast, 500), 500);
     }
 }

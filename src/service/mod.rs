@@ -332,6 +332,12 @@ impl Tessera {
         Ok(n)
     }
 
+    /// Whether the store's requests wait for a cleanup round ([`Store::cleanup_holds_up_writes`]).
+    #[must_use]
+    pub fn cleanup_holds_up_writes(&self) -> bool {
+        self.store.cleanup_holds_up_writes()
+    }
+
     /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
     /// ago, and of audit events older than `audit_retention`; returns the rows removed and how
     /// long the deletes held the database.

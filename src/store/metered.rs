@@ -44,6 +44,9 @@ impl<S: Store> Store for Metered<S> {
     fn pool_stats(&self) -> PoolStats {
         self.0.pool_stats()
     }
+    fn cleanup_holds_up_writes(&self) -> bool {
+        self.0.cleanup_holds_up_writes()
+    }
     async fn close(&self) {
         self.0.close().await;
     }

@@ -255,6 +255,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Connection pool figures.
     fn pool_stats(&self) -> PoolStats;
+    /// Whether the requests' writes wait while a cleanup round runs, so that rounds must stay
+    /// short: true on SQLite, where a round is a job in the one group writer's batch; false on
+    /// PostgreSQL, where it runs on a connection of its own and skips locked rows.
+    fn cleanup_holds_up_writes(&self) -> bool;
     /// Closes the connections (on shutdown), after in-flight work finished.
     async fn close(&self);
 

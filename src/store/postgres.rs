@@ -443,6 +443,10 @@ impl Store for PostgresStore {
         outcome
     }
 
+    fn cleanup_holds_up_writes(&self) -> bool {
+        false
+    }
+
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.pool.size(),

@@ -258,6 +258,10 @@ impl Store for SqliteStore {
             .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")))
     }
 
+    fn cleanup_holds_up_writes(&self) -> bool {
+        true
+    }
+
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.reader.size() + self.writer.size(),
