@@ -103,6 +103,18 @@ conformance!(
 mod postgres_only {
     use super::*;
 
+    /// A fresh PostgreSQL store, and a connection of the test's own to read its rows directly.
+    async fn postgres_store_with_witness() -> Option<(Arc<dyn Store>, Guard, sqlx::PgConnection)> {
+        let (store, guard) = postgres_store().await?;
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        let witness = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+            .await
+            .unwrap();
+        Some((store, guard, witness))
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn instances_migrating_at_once_apply_each_migration_once() {
         let Some(db) = pg::TestDb::create().await else {
@@ -146,15 +158,9 @@ mod postgres_only {
     async fn abandoned_calls_leave_no_transaction_open() {
         use suite::{DAY, HOUR, T0};
         use tessera::domain::clock::UnixTime;
-        let Some((store, guard)) = postgres_store().await else {
+        let Some((store, _guard, mut witness)) = postgres_store_with_witness().await else {
             return;
         };
-        let Guard::Postgres(db) = &guard else {
-            unreachable!()
-        };
-        let mut witness = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-            .await
-            .unwrap();
         let c = suite::new_client(store.as_ref()).await;
         for round in 0..600_i64 {
             let g = suite::grant_at(&c.id, T0 + round, HOUR, DAY);
@@ -192,15 +198,9 @@ mod postgres_only {
         use suite::{DAY, HOUR, T0};
         use tessera::domain::clock::UnixTime;
         use tessera::store::RotateOutcome;
-        let Some((store, guard)) = postgres_store().await else {
+        let Some((store, _guard, mut witness)) = postgres_store_with_witness().await else {
             return;
         };
-        let Guard::Postgres(db) = &guard else {
-            unreachable!()
-        };
-        let mut witness = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-            .await
-            .unwrap();
         let c = suite::new_client(store.as_ref()).await;
         let g = suite::grant_at(&c.id, T0, HOUR, DAY);
         suite::issue(store.as_ref(), &g).await;
