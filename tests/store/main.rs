@@ -99,7 +99,8 @@ conformance!(
     token_lookups_made_together_each_get_their_own_answer,
 );
 
-/// PostgreSQL only: several instances starting at once on one empty database.
+/// PostgreSQL only: what the conformance suite cannot see (several instances on one database,
+/// connections killed or abandoned, rows read directly).
 mod postgres_only {
     use super::*;
 
