@@ -37,7 +37,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::postgres_batch::{self, Batcher, Grant, TokenLookup, access_columns, access_joins};
+use super::postgres_batch::{
+    self, Batcher, Grant, Rotation, TokenLookup, access_columns, access_joins,
+};
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, bind_access_token, bind_audit_event,
     bind_client_fields, bind_refresh_token,
@@ -88,6 +90,8 @@ pub struct PostgresStore {
     access: Batcher<TokenLookup, Option<AccessRecord>>,
     /// Refresh-token lookups are read in batches.
     refresh: Batcher<TokenLookup, Option<RefreshRecord>>,
+    /// Rotations are written in batches.
+    rotations: Batcher<Rotation, RotateOutcome>,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -177,12 +181,18 @@ impl PostgresStore {
             postgres_batch::READS_IN_FLIGHT,
             postgres_batch::read_refresh,
         );
+        let rotations = Batcher::start(
+            pool.clone(),
+            postgres_batch::ROTATIONS_IN_FLIGHT,
+            |pool, batch| postgres_batch::write_rotations(pool, batch, rotate_one),
+        );
         let store = Self {
             pool,
             grants,
             clients,
             access,
             refresh,
+            rotations,
             options,
         };
         let sync: String = store
@@ -257,7 +267,7 @@ fn storable(text: &str) -> bool {
     !text.contains('\0')
 }
 
-fn unavailable(e: sqlx::Error) -> StoreError {
+pub(super) fn unavailable(e: sqlx::Error) -> StoreError {
     match map_err(e) {
         StoreError::Other(e) => StoreError::Unavailable(format!("{e:#}")),
         other => other,
@@ -367,9 +377,14 @@ const REVOKE_ACCESS_SQL: &str = "WITH done AS (\
 
 /// Revokes every family of a client ($1 now, $2 client) and records the audit event
 /// ($3–$9); returns how many families.
-const REVOKE_CLIENT_SQL: &str = "WITH done AS (\
-     UPDATE token_families SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL \
-     RETURNING 1), \
+/// The families are locked in family-id order first (the lock order of
+/// [`postgres_batch::write_rotations`]).
+const REVOKE_CLIENT_SQL: &str = "WITH locked AS (\
+     SELECT family_id FROM token_families WHERE client_id = $2 AND revoked_at IS NULL \
+     ORDER BY family_id FOR NO KEY UPDATE), \
+     done AS (\
+     UPDATE token_families SET revoked_at = $1 \
+     WHERE family_id IN (SELECT family_id FROM locked) AND revoked_at IS NULL RETURNING 1), \
      audit AS (\
      INSERT INTO audit_events (id, at, event, client_id, request_id, source, detail) \
      VALUES ($3, $4, $5, $6, $7, $8, $9)) \
@@ -406,6 +421,38 @@ fn issue_one(
             .await
             .map_err(map_err)?;
         Ok(())
+    })
+}
+
+/// Writes one rotation with [`ROTATE_SQL`] in a transaction of its own: a batch of one, and
+/// the fallback when a batch fails. [`PostgresStore::rotate_refresh`] says why it is race-free.
+fn rotate_one(
+    pool: PgPool,
+    rotation: Arc<Rotation>,
+) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<RotateOutcome>> + Send>> {
+    Box::pin(async move {
+        let r = &*rotation;
+        let mut tx = pool.begin().await.map_err(unavailable)?;
+        let query = sqlx::query(ROTATE_SQL)
+            .bind(r.refresh.issued_at)
+            .bind(r.family_expires_at)
+            .bind(&r.refresh.family_id)
+            .bind(&r.old_id)
+            .bind(&r.old_hash)
+            .bind(r.reuse_cutoff);
+        let query = bind_refresh_token(bind_access_token(query, &r.access), &r.refresh);
+        let consumed: i64 = bind_audit_event(query, &r.audit)
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| sqlx::Row::try_get(&row, 0))
+            .map_err(map_err)?;
+        if consumed != 1 {
+            // Lost: undo the family update too; nothing of this rotation is written.
+            tx.rollback().await.map_err(map_err)?;
+            return Ok(RotateOutcome::Lost);
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(RotateOutcome::Rotated)
     })
 }
 
@@ -610,13 +657,25 @@ impl Store for PostgresStore {
         if !storable(id) {
             return Ok(false);
         }
-        self.bounded(async {
-            let mut conn = self.conn().await?;
+        let id = id.to_owned();
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
+            // The deletion cascades to the client's families and their tokens; locking the
+            // families first, in family-id order, keeps the lock order of
+            // `postgres_batch::write_rotations`.
+            sqlx::query(
+                "SELECT 1 FROM token_families WHERE client_id = $1 ORDER BY family_id FOR UPDATE",
+            )
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
             let done = sqlx::query("DELETE FROM clients WHERE client_id = $1")
-                .bind(id)
-                .execute(&mut *conn)
+                .bind(&id)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
             Ok(done.rows_affected() == 1)
         })
         .await
@@ -805,6 +864,13 @@ impl Store for PostgresStore {
     ///
     /// The lock order is always family, then token, as in every other writer (the cleanup
     /// skips locked rows), so racing calls queue rather than deadlock.
+    ///
+    /// Rotations waiting at the same moment are written together
+    /// ([`postgres_batch::write_rotations`]): one transaction first locks every family of the
+    /// batch and its old token, in family-id order, then consumes and writes in one statement.
+    /// The same three guarantees hold, because the statement that checks them runs after the
+    /// locks are held and sees every change committed before; a rotation that cannot consume
+    /// its token writes nothing. Two rotations of one family are never in the same statement.
     async fn rotate_refresh(
         &self,
         old: &TokenRef,
@@ -813,37 +879,19 @@ impl Store for PostgresStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let (old_id, old_hash, access, refresh, audit) = (
-            old.refresh_row_id(),
-            old.hash,
-            access.clone(),
-            refresh.clone(),
-            audit.clone(),
-        );
-        self.detached(move |store| async move {
-            let mut tx = store.begin().await?;
-            let query = sqlx::query(ROTATE_SQL)
-                .bind(refresh.issued_at)
-                .bind(access.expires_at.max(refresh.expires_at))
-                .bind(&refresh.family_id)
-                .bind(old_id)
-                .bind(&old_hash.0[..])
-                .bind(reuse_cutoff);
-            let query = bind_refresh_token(bind_access_token(query, &access), &refresh);
-            let consumed: i64 = bind_audit_event(query, &audit)
-                .fetch_one(&mut *tx)
-                .await
-                .and_then(|row| sqlx::Row::try_get(&row, 0))
-                .map_err(map_err)?;
-            if consumed != 1 {
-                // Lost: undo the family update too; nothing of this rotation is written.
-                tx.rollback().await.map_err(map_err)?;
-                return Ok(RotateOutcome::Lost);
-            }
-            tx.commit().await.map_err(map_err)?;
-            Ok(RotateOutcome::Rotated)
-        })
-        .await
+        let rotation = Rotation {
+            old_id: old.refresh_row_id(),
+            old_hash: old.hash.0.to_vec(),
+            reuse_cutoff,
+            family_expires_at: access.expires_at.max(refresh.expires_at),
+            access: access.clone(),
+            refresh: refresh.clone(),
+            audit: audit.clone(),
+        };
+        if !storable(&rotation.old_id) {
+            return Ok(RotateOutcome::Lost);
+        }
+        self.bounded(self.rotations.submit(rotation)).await
     }
 
     async fn revoke_family(
@@ -944,7 +992,11 @@ impl Store for PostgresStore {
             let mut n = 0;
             for sql in [
                 "UPDATE access_tokens SET revoked_at = $1 WHERE issued_at < $2 AND revoked_at IS NULL",
-                "UPDATE refresh_tokens SET revoked_at = $1 WHERE issued_at < $2 AND revoked_at IS NULL",
+                // Locked in family-id order first (the lock order of
+                // `postgres_batch::write_rotations`).
+                "UPDATE refresh_tokens SET revoked_at = $1 WHERE token_id IN (\
+                 SELECT token_id FROM refresh_tokens WHERE issued_at < $2 AND revoked_at IS NULL \
+                 ORDER BY family_id, token_id FOR NO KEY UPDATE) AND revoked_at IS NULL",
             ] {
                 n += sqlx::query(sql)
                     .bind(now)

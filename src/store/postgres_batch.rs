@@ -16,17 +16,21 @@
 //! A batch is one statement, so it commits entirely or not at all. If it fails because the
 //! database is unavailable, every caller gets that error. If it fails for any other reason (one
 //! grant's client was deleted a moment ago, say), the grants are written again one by one, so
-//! that only the grant at fault fails. Only inserts of fresh keys are batched; refresh and
-//! revocation take row locks and stay one statement per request.
+//! that only the grant at fault fails.
+//!
+//! Refresh-token rotations are batched too ([`write_rotations`]), though each takes row locks
+//! that decide races with other instances: a batch's transaction first locks all its families
+//! and old tokens in family-id order (the lock order every writer keeps, so batches and
+//! revocations wait for each other instead of deadlocking), then one statement consumes every
+//! old token it can and writes only those rotations' successors. Each caller learns whether its
+//! own rotation was written.
 //!
 //! Every token request also reads its client; introspection and `/ping` read the access token
 //! with its family, client and signing key; a refresh (and the introspection of a refresh
 //! token) reads the refresh token with its family. Those reads are batched the same way (one
 //! query for the lookups of a kind waiting at that moment): each request still reads the
 //! database after it arrived, so a client disabled or a token revoked a moment ago is seen, but
-//! PostgreSQL parses, plans and runs one statement for many lookups instead of one each. The
-//! refresh read only finds the token; the rotation itself stays one conditional statement per
-//! request, which decides races.
+//! PostgreSQL parses, plans and runs one statement for many lookups instead of one each.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,7 +40,10 @@ use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::rows::{AccessRow, ClientRow, RefreshRow};
-use super::{AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, StoreError, StoreResult};
+use super::{
+    AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, StoreError,
+    StoreResult,
+};
 use crate::domain::audit::AuditEvent;
 use crate::domain::client::Client;
 use crate::domain::grant::RefreshRecord;
@@ -49,6 +56,8 @@ pub const MAX_BATCH: usize = 256;
 pub const GRANTS_IN_FLIGHT: usize = 2;
 /// Lookup batches of one kind (clients, access tokens, refresh tokens) being read at once.
 pub const READS_IN_FLIGHT: usize = 2;
+/// Rotation batches being written at once (as for grants).
+pub const ROTATIONS_IN_FLIGHT: usize = 2;
 
 /// The columns of an access-token lookup, its revocation facts folded into `revoked` (token,
 /// family, disabled client, revoked signing key), and the tables they come from after
@@ -89,6 +98,26 @@ pub struct Grant {
     pub audit: AuditEvent,
 }
 
+/// One refresh-token rotation to write: consume `old_id` (if its hash is `old_hash` and it is
+/// unconsumed, or was consumed at or after `reuse_cutoff`), then write the successors and the
+/// audit event, and move the family's refresh time and expiry on.
+pub struct Rotation {
+    /// The old refresh token's row id.
+    pub old_id: String,
+    /// The presented token's hash.
+    pub old_hash: Vec<u8>,
+    /// A token consumed at or after this time may be consumed again (the grace window).
+    pub reuse_cutoff: i64,
+    /// The family's expiry after the rotation, if later than its current one.
+    pub family_expires_at: i64,
+    /// The new access token (its `issued_at` is the rotation's time).
+    pub access: NewAccessToken,
+    /// The new refresh token (its `family_id` is the family rotated).
+    pub refresh: NewRefreshToken,
+    /// The audit event.
+    pub audit: AuditEvent,
+}
+
 /// A request waiting in a batcher, with where its answer goes.
 pub struct Pending<T, R> {
     item: T,
@@ -98,6 +127,13 @@ pub struct Pending<T, R> {
 /// Writes one grant (the statement for a batch of one, and the fallback).
 pub type WriteOne =
     fn(PgPool, Arc<Grant>) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>;
+
+/// Writes one rotation (the statement for a batch of one, and the fallback).
+pub type RotateOne =
+    fn(
+        PgPool,
+        Arc<Rotation>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<RotateOutcome>> + Send>>;
 
 /// Collects requests of one kind and runs them in batches (see the module docs).
 pub struct Batcher<T, R> {
@@ -181,7 +217,8 @@ async fn collect<T, R, F, Fut>(
 /// other than unavailability. `one` writes a single grant.
 pub async fn write_grants(pool: PgPool, batch: Vec<Pending<Grant, ()>>, one: WriteOne) {
     #[allow(clippy::cast_precision_loss)]
-    metrics::histogram!("tessera_postgres_batch_size").record(batch.len() as f64);
+    metrics::histogram!("tessera_postgres_batch_size", "write" => "grant")
+        .record(batch.len() as f64);
     if batch.len() > 1 {
         match insert_many(&pool, &batch).await {
             Ok(()) => {
@@ -358,49 +395,255 @@ async fn insert_many(pool: &PgPool, batch: &[Pending<Grant, ()>]) -> StoreResult
     let grants = || batch.iter().map(|p| &p.item);
     let text = |f: fn(&Grant) -> &str| grants().map(|g| f(g).to_owned()).collect::<Vec<_>>();
     let int = |f: fn(&Grant) -> i64| grants().map(f).collect::<Vec<_>>();
-    let opt = |f: fn(&Grant) -> Option<&str>| {
-        grants()
-            .map(|g| f(g).map(str::to_owned))
-            .collect::<Vec<_>>()
-    };
-    let bytes = |f: fn(&Grant) -> &[u8]| grants().map(|g| f(g).to_vec()).collect::<Vec<_>>();
-    sqlx::query(INSERT_MANY_SQL)
+    let query = sqlx::query(INSERT_MANY_SQL)
         .bind(text(|g| &g.family.id))
         .bind(text(|g| &g.family.client_id))
         .bind(text(|g| &g.family.scope))
         .bind(text(|g| g.family.client_type.as_str()))
         .bind(int(|g| g.family.created_at))
-        .bind(int(|g| g.access.expires_at.max(g.refresh.expires_at)))
-        .bind(text(|g| &g.access.id))
-        .bind(bytes(|g| &g.access.hash.0))
-        .bind(text(|g| &g.access.family_id))
-        .bind(text(|g| &g.access.client_id))
-        .bind(text(|g| g.access.format.as_str()))
-        .bind(text(|g| &g.access.scope))
-        .bind(text(|g| &g.access.audience))
-        .bind(int(|g| g.access.issued_at))
-        .bind(int(|g| g.access.expires_at))
-        .bind(opt(|g| g.access.signing_kid.as_deref()))
-        .bind(text(|g| &g.refresh.id))
-        .bind(bytes(|g| &g.refresh.hash.0))
-        .bind(text(|g| &g.refresh.family_id))
-        .bind(text(|g| &g.refresh.client_id))
-        .bind(text(|g| &g.refresh.scope))
-        .bind(int(|g| g.refresh.issued_at))
-        .bind(int(|g| g.refresh.expires_at))
-        .bind(text(|g| &g.audit.id))
-        .bind(int(|g| g.audit.at))
-        .bind(text(|g| &g.audit.event))
-        .bind(opt(|g| g.audit.client_id.as_deref()))
-        .bind(opt(|g| g.audit.request_id.as_deref()))
-        .bind(opt(|g| g.audit.source.as_deref()))
-        .bind(
-            grants()
-                .map(|g| g.audit.detail.to_string())
-                .collect::<Vec<_>>(),
-        )
+        .bind(int(|g| g.access.expires_at.max(g.refresh.expires_at)));
+    let successors: Vec<_> = grants()
+        .map(|g| (&g.access, &g.refresh, &g.audit))
+        .collect();
+    bind_successors(query, &successors)
         .execute(pool)
         .await
         .map_err(super::postgres::map_err)?;
     Ok(())
+}
+
+/// Binds the access tokens, refresh tokens and audit events of a batch as ten, seven and seven
+/// arrays, in the column orders of the one-grant statement (`$7`–`$30` of both batch
+/// statements).
+fn bind_successors<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    rows: &[(&NewAccessToken, &NewRefreshToken, &AuditEvent)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let access = || rows.iter().map(|r| r.0);
+    let refresh = || rows.iter().map(|r| r.1);
+    let audit = || rows.iter().map(|r| r.2);
+    let owned = |s: &str| s.to_owned();
+    query
+        .bind(access().map(|a| a.id.clone()).collect::<Vec<_>>())
+        .bind(access().map(|a| a.hash.0.to_vec()).collect::<Vec<_>>())
+        .bind(access().map(|a| a.family_id.clone()).collect::<Vec<_>>())
+        .bind(access().map(|a| a.client_id.clone()).collect::<Vec<_>>())
+        .bind(
+            access()
+                .map(|a| owned(a.format.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(access().map(|a| a.scope.clone()).collect::<Vec<_>>())
+        .bind(access().map(|a| a.audience.clone()).collect::<Vec<_>>())
+        .bind(access().map(|a| a.issued_at).collect::<Vec<_>>())
+        .bind(access().map(|a| a.expires_at).collect::<Vec<_>>())
+        .bind(access().map(|a| a.signing_kid.clone()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.id.clone()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.hash.0.to_vec()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.family_id.clone()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.client_id.clone()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.scope.clone()).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.issued_at).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.at).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.event.clone()).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.client_id.clone()).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.request_id.clone()).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.source.clone()).collect::<Vec<_>>())
+        .bind(audit().map(|e| e.detail.to_string()).collect::<Vec<_>>())
+}
+
+/// Locks the families of a batch of rotations and their old refresh tokens, in the order of
+/// the family ids: the lock order every PostgreSQL writer keeps (a family before its tokens;
+/// several families, or tokens of several families, in family-id order; see
+/// [`write_rotations`]), so that two batches, or a batch and a revocation, wait for each other
+/// instead of deadlocking. `$1` the families, `$2` the old tokens' ids.
+const LOCK_ROTATIONS_SQL: &str = "SELECT f.family_id \
+     FROM UNNEST($1::TEXT[], $2::TEXT[]) AS i(family_id, token_id) \
+     JOIN token_families f ON f.family_id = i.family_id \
+     JOIN refresh_tokens r ON r.token_id = i.token_id AND r.family_id = f.family_id \
+     ORDER BY f.family_id FOR NO KEY UPDATE OF f, r";
+
+/// The columns of an `access_tokens` and of a `refresh_tokens` insert, in the order of the
+/// one-grant statement and of [`bind_successors`].
+macro_rules! access_insert_columns {
+    () => {
+        "token_id, token_hash, family_id, client_id, format, scope, audience, issued_at, \
+         expires_at, signing_kid"
+    };
+}
+macro_rules! refresh_insert_columns {
+    () => {
+        "token_id, token_hash, family_id, client_id, scope, issued_at, expires_at"
+    };
+}
+macro_rules! audit_insert_columns {
+    () => {
+        "id, at, event, client_id, request_id, source, detail"
+    };
+}
+
+/// Every rotation of a batch in one statement, run after [`LOCK_ROTATIONS_SQL`] in the same
+/// transaction (so its snapshot sees every change committed before the locks were granted).
+/// `$1`–`$6`: each rotation's time, family expiry, family, old token id, old token hash and
+/// reuse cutoff; `$7`–`$30` the successors and audit events ([`bind_successors`]). A rotation
+/// is written only if its old token is consumed, which needs the token live (unconsumed, or
+/// consumed within the grace window) in a family not revoked; the statement returns the
+/// numbers (from 1) of the rotations written. The same conditions as the one-rotation
+/// statement, in the opposite order: there the family's update comes first because it is what
+/// takes the family's lock.
+const ROTATE_MANY_SQL: &str = concat!(
+    "WITH i AS (SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], \
+     $5::BYTEA[], $6::BIGINT[]) WITH ORDINALITY \
+     AS i(now, family_expires_at, family_id, old_id, old_hash, reuse_cutoff, ord)), \
+     consumed AS (\
+     UPDATE refresh_tokens r SET consumed_at = COALESCE(r.consumed_at, i.now) \
+     FROM i JOIN token_families f ON f.family_id = i.family_id AND f.revoked_at IS NULL \
+     WHERE r.token_id = i.old_id AND r.token_hash = i.old_hash AND r.family_id = i.family_id \
+     AND r.revoked_at IS NULL AND (r.consumed_at IS NULL OR r.consumed_at >= i.reuse_cutoff) \
+     RETURNING i.ord), \
+     family AS (\
+     UPDATE token_families f SET refreshed_at = i.now, \
+     expires_at = GREATEST(f.expires_at, i.family_expires_at) \
+     FROM i JOIN consumed c ON c.ord = i.ord WHERE f.family_id = i.family_id), \
+     access AS (INSERT INTO access_tokens (",
+    access_insert_columns!(),
+    ") SELECT ",
+    access_insert_columns!(),
+    " FROM UNNEST($7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
+     $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[]) WITH ORDINALITY AS a(",
+    access_insert_columns!(),
+    ", ord) JOIN consumed USING (ord)), \
+     refresh AS (INSERT INTO refresh_tokens (",
+    refresh_insert_columns!(),
+    ") SELECT ",
+    refresh_insert_columns!(),
+    " FROM UNNEST($17::TEXT[], $18::BYTEA[], $19::TEXT[], $20::TEXT[], $21::TEXT[], \
+     $22::BIGINT[], $23::BIGINT[]) WITH ORDINALITY AS r(",
+    refresh_insert_columns!(),
+    ", ord) JOIN consumed USING (ord)), \
+     audit AS (INSERT INTO audit_events (",
+    audit_insert_columns!(),
+    ") SELECT ",
+    audit_insert_columns!(),
+    " FROM UNNEST($24::TEXT[], $25::BIGINT[], $26::TEXT[], $27::TEXT[], $28::TEXT[], \
+     $29::TEXT[], $30::TEXT[]) WITH ORDINALITY AS e(",
+    audit_insert_columns!(),
+    ", ord) JOIN consumed USING (ord)) \
+     SELECT ord FROM consumed"
+);
+
+/// Writes a batch of rotations.
+///
+/// A statement rotates at most one token per family: a row can be updated only once in a
+/// statement, and a second rotation of a family waiting at the same moment (a client retrying
+/// within the grace window, or a replayed token) must see the first one's outcome, as it would
+/// one request after the other. So the batch is written in rounds, each taking the first
+/// waiting rotation of every family, in arrival order.
+///
+/// A round of one is the one-rotation statement (`one`). A larger round is a transaction of two
+/// statements: [`LOCK_ROTATIONS_SQL`] takes the row locks in family-id order, then
+/// [`ROTATE_MANY_SQL`] writes every rotation whose old token it can consume; a rotation that
+/// cannot (revoked, consumed by another instance, wrong hash) is `Lost` and writes nothing,
+/// the family's row included. If the round fails for a reason other than unavailability, its
+/// rotations are written again one by one, so only the one at fault fails.
+///
+/// The lock order, kept by every PostgreSQL writer that locks more than one row of these
+/// tables: a family before its refresh tokens, and families (or the tokens of several
+/// families) in family-id order. The one-rotation statement locks its family, then its token;
+/// a family revocation locks one family; a client's revocation and deletion lock its families
+/// in order; the revocation of everything issued before a time locks refresh tokens in
+/// family-id order; the cleanup skips locked rows.
+pub async fn write_rotations(
+    pool: PgPool,
+    mut batch: Vec<Pending<Rotation, RotateOutcome>>,
+    one: RotateOne,
+) {
+    while !batch.is_empty() {
+        let mut families = std::collections::HashSet::new();
+        let (round, later): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|p| families.insert(p.item.refresh.family_id.clone()));
+        rotate_round(&pool, round, one).await;
+        batch = later;
+    }
+}
+
+/// One round of [`write_rotations`]: rotations of distinct families.
+async fn rotate_round(pool: &PgPool, round: Vec<Pending<Rotation, RotateOutcome>>, one: RotateOne) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("tessera_postgres_batch_size", "write" => "rotation")
+        .record(round.len() as f64);
+    if round.len() > 1 {
+        match rotate_many(pool, &round).await {
+            Ok(written) => {
+                for (ord, p) in (1_i64..).zip(round) {
+                    let outcome = if written.contains(&ord) {
+                        RotateOutcome::Rotated
+                    } else {
+                        RotateOutcome::Lost
+                    };
+                    let _ = p.reply.send(Ok(outcome));
+                }
+                return;
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                for p in round {
+                    let _ = p.reply.send(Err(e.duplicate()));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = round.len(), "a batch of rotations failed; writing them one by one");
+            }
+        }
+    }
+    for p in round {
+        let rotation = Arc::new(p.item);
+        let _ = p.reply.send(one(pool.clone(), rotation).await);
+    }
+}
+
+/// The transaction of a round of more than one rotation; returns the numbers (from 1) of the
+/// rotations written.
+async fn rotate_many(
+    pool: &PgPool,
+    round: &[Pending<Rotation, RotateOutcome>],
+) -> StoreResult<std::collections::HashSet<i64>> {
+    use super::postgres::map_err;
+    let rotations = || round.iter().map(|p| &p.item);
+    let families: Vec<&str> = rotations().map(|r| r.refresh.family_id.as_str()).collect();
+    let old_ids: Vec<&str> = rotations().map(|r| r.old_id.as_str()).collect();
+    let mut tx = pool.begin().await.map_err(super::postgres::unavailable)?;
+    sqlx::query(LOCK_ROTATIONS_SQL)
+        .bind(&families)
+        .bind(&old_ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+    let query = sqlx::query(ROTATE_MANY_SQL)
+        .bind(rotations().map(|r| r.refresh.issued_at).collect::<Vec<_>>())
+        .bind(rotations().map(|r| r.family_expires_at).collect::<Vec<_>>())
+        .bind(&families)
+        .bind(&old_ids)
+        .bind(
+            rotations()
+                .map(|r| r.old_hash.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rotations().map(|r| r.reuse_cutoff).collect::<Vec<_>>());
+    let successors: Vec<_> = rotations()
+        .map(|r| (&r.access, &r.refresh, &r.audit))
+        .collect();
+    let written = bind_successors(query, &successors)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|row| row.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()
+        .map_err(map_err)?;
+    tx.commit().await.map_err(map_err)?;
+    Ok(written)
 }

@@ -97,6 +97,7 @@ conformance!(
     pool_figures_are_reported,
     concurrent_grants_commit_together_and_fail_alone,
     token_lookups_made_together_each_get_their_own_answer,
+    rotations_made_together_each_get_their_own_outcome,
 );
 
 /// PostgreSQL only: what the conformance suite cannot see (several instances on one database,
@@ -227,6 +228,142 @@ mod postgres_only {
         // The connection that carried the failed statement is fine for the next request.
         let next = suite::grant_at(&c.id, T0 + 130, HOUR, DAY);
         suite::issue(store.as_ref(), &next).await;
+    }
+
+    /// Two instances rotate the same tokens in batches while a client's tokens are revoked,
+    /// everything issued before a time is revoked, and a client is deleted, all at once. The
+    /// family ids are in another order than the rows were written, so a writer that locked
+    /// rows in the order it finds them would deadlock with one that locks in id order (and
+    /// PostgreSQL would abort one of them: an error here). Every call must answer, every token
+    /// rotate at most once, and a lost rotation leave its family's row as the winner wrote it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn instances_rotating_in_batches_while_revoking_neither_deadlock_nor_rotate_twice() {
+        use suite::{DAY, HOUR, T0};
+        use tessera::domain::clock::UnixTime;
+        use tessera::domain::token::{TokenHash, TokenRef};
+        use tessera::store::RotateOutcome;
+        let Some((one, guard, mut witness)) = postgres_store_with_witness().await else {
+            return;
+        };
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        let other: Arc<dyn Store> = Arc::new(PostgresStore::open(&db.url, 16).await.unwrap());
+        // Rounds of fresh clients: a deadlock needs an unlucky interleaving.
+        for _ in 0..4 {
+            let clients = [
+                suite::new_client(one.as_ref()).await,
+                suite::new_client(one.as_ref()).await,
+                suite::new_client(one.as_ref()).await,
+            ];
+            let mut grants = Vec::new();
+            for (n, c) in clients.iter().enumerate() {
+                // Client 1's tokens are older: the revocation of what was issued before `T0 - 5`
+                // takes them (and only them).
+                let issued = if n == 1 { T0 - 10 } else { T0 };
+                for i in 0..120 {
+                    let mut g = suite::grant_at(&c.id, issued, HOUR, DAY);
+                    // Ids in another order than the rows' (a time-ordered id reversed).
+                    let id: String = g.family.id.chars().rev().collect();
+                    (g.family.id, g.access.family_id, g.refresh.family_id) =
+                        (id.clone(), id.clone(), id);
+                    suite::issue(one.as_ref(), &g).await;
+                    grants.push((n, i, g, issued));
+                }
+            }
+            let (won_at, lost_at) = (T0 + 60, T0 + 120);
+            let mut rotations = Vec::new();
+            for (n, i, g, _) in &grants {
+                let forged = TokenRef {
+                    id: g.refresh.key().id,
+                    hash: TokenHash::of(&format!("forged {n} {i}")),
+                };
+                // Both instances rotate the token; one of them may also see a forged copy, which
+                // would move the family's times further if it wrote anything.
+                for (store, old, at) in [
+                    (&one, g.refresh.key(), won_at),
+                    (&other, g.refresh.key(), won_at),
+                    (&one, forged, lost_at),
+                ] {
+                    let (store, c) = (store.clone(), clients[*n].id.clone());
+                    let a = suite::access_token(&g.family.id, &c, at, HOUR);
+                    let r = suite::refresh_token(&g.family.id, &c, at, (at - T0) * DAY);
+                    let key = (*n, *i);
+                    rotations.push(tokio::spawn(async move {
+                        let outcome = store
+                            .rotate_refresh(&old, UnixTime::MAX, &a, &r, &suite::ev())
+                            .await;
+                        (key, outcome, r.key())
+                    }));
+                }
+            }
+            let revocations = {
+                let (one, other) = (one.clone(), other.clone());
+                let (revoked, deleted) = (clients[1].id.clone(), clients[2].id.clone());
+                let (ev1, ev2) = (suite::ev(), suite::ev());
+                tokio::spawn(async move {
+                    tokio::join!(
+                        one.revoke_client_tokens(&revoked, T0 + 61, &ev1),
+                        other.revoke_issued_before(T0 - 5, T0 + 61, &ev2),
+                        other.delete_client(&deleted),
+                    )
+                })
+            };
+            let mut winners = std::collections::BTreeMap::new();
+            for task in rotations {
+                let (key, outcome, successor) = task.await.unwrap();
+                match outcome.expect("no rotation fails (a deadlock would be an error)") {
+                    RotateOutcome::Rotated => {
+                        assert!(
+                            winners.insert(key, successor).is_none(),
+                            "{key:?} rotated twice"
+                        );
+                    }
+                    RotateOutcome::Lost => {}
+                }
+            }
+            let (revoked, before, deleted) = revocations.await.unwrap();
+            revoked.expect("the client's revocation answers");
+            before.expect("the revocation of old tokens answers");
+            assert!(deleted.expect("the deletion answers"));
+            for (n, i, g, issued) in &grants {
+                let family: Option<(Option<i64>, i64)> = sqlx::query_as(
+                    "SELECT refreshed_at, expires_at FROM token_families WHERE family_id = $1",
+                )
+                .bind(&g.family.id)
+                .fetch_optional(&mut witness)
+                .await
+                .unwrap();
+                let successor = winners.get(&(*n, *i));
+                match (*n, family) {
+                    (2, family) => {
+                        assert!(family.is_none(), "the deleted client's families are gone")
+                    }
+                    (_, None) => panic!("family {n}/{i} is gone"),
+                    (_, Some(times)) => {
+                        // Rotated: the winner's times; otherwise untouched.
+                        let expected = match successor {
+                            Some(_) => (Some(won_at), won_at + 60 * DAY),
+                            None => (None, *issued + DAY),
+                        };
+                        assert_eq!(times, expected, "family {n}/{i}");
+                    }
+                }
+                if *n == 0 {
+                    assert!(
+                        successor.is_some(),
+                        "nothing else stops family 0/{i} from rotating"
+                    );
+                }
+                if let (1, Some(key)) = (*n, successor) {
+                    let found = one.find_refresh(key).await.unwrap().unwrap();
+                    assert!(
+                        found.revoked,
+                        "a successor in a revoked client's family is revoked"
+                    );
+                }
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1255,3 +1255,121 @@ pub async fn token_lookups_made_together_each_get_their_own_answer(store: Arc<dy
         assert_eq!(found, expected);
     }
 }
+
+/// Rotations waiting at the same moment (PostgreSQL writes them in batches): each gets the
+/// outcome it would get alone, and only the rotations that won write anything.
+pub async fn rotations_made_together_each_get_their_own_outcome(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let mut grants = Vec::new();
+    for _ in 0..40 {
+        let g = grant_at(&c.id, T0, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        grants.push(g);
+    }
+    let revoked = [grants[5].family.id.clone(), grants[17].family.id.clone()];
+    for family in &revoked {
+        store.revoke_family(family, T0 + 1, &ev()).await.unwrap();
+    }
+
+    let now = T0 + 60;
+    let mut tasks = Vec::new();
+    for (i, g) in grants.iter().enumerate() {
+        // Every family: its token, and a forged token with the same id. Some: the same token
+        // twice (no grace window: one of the two wins; within one: both), and an id that does
+        // not exist.
+        let (copies, cutoff) = match i % 4 {
+            0 => (2, UnixTime::MAX),
+            1 => (2, now),
+            _ => (1, UnixTime::MAX),
+        };
+        let forged = TokenRef {
+            id: g.refresh.key().id,
+            hash: TokenHash::of(&unique("forged")),
+        };
+        let unknown = TokenRef {
+            id: Some(uuid::Uuid::now_v7().to_string()),
+            hash: g.refresh.key().hash,
+        };
+        let mut presented = vec![(g.refresh.key(), cutoff, true); copies];
+        presented.push((forged, cutoff, false));
+        if i % 3 == 0 {
+            presented.push((unknown, cutoff, false));
+        }
+        for (old, cutoff, real) in presented {
+            let store = store.clone();
+            let a = access_token(&g.family.id, &c.id, now, HOUR);
+            let r = refresh_token(&g.family.id, &c.id, now, DAY);
+            let audit = AuditEvent::new(
+                AuditKind::TokenRefreshed,
+                now,
+                &Actor::cli(),
+                Some(&c.id),
+                serde_json::json!({}),
+            );
+            tasks.push(tokio::spawn(async move {
+                let outcome = store
+                    .rotate_refresh(&old, cutoff, &a, &r, &audit)
+                    .await
+                    .expect("a rotation that cannot win is an outcome, not an error");
+                (i, real, outcome, a, r, audit.id)
+            }));
+        }
+    }
+    assert!(tasks.len() > 100);
+    let mut won = vec![0; grants.len()];
+    let mut written_events = BTreeSet::new();
+    for task in tasks {
+        let (i, real, outcome, a, r, event) = task.await.unwrap();
+        let successor = store.find_refresh(&r.key()).await.unwrap();
+        let access = store
+            .find_access(AccessKey::Opaque(&a.key()))
+            .await
+            .unwrap();
+        match outcome {
+            RotateOutcome::Rotated => {
+                assert!(real, "family {i}: a forged or unknown token rotated");
+                won[i] += 1;
+                written_events.insert(event);
+                let successor = successor.expect("a rotation's refresh token is written");
+                assert!(!successor.revoked && successor.consumed_at.is_none());
+                assert!(!access.expect("its access token is written").revoked);
+            }
+            RotateOutcome::Lost => {
+                assert!(
+                    successor.is_none() && access.is_none(),
+                    "family {i}: a lost rotation wrote its successors"
+                );
+            }
+        }
+    }
+    for (i, g) in grants.iter().enumerate() {
+        let family_revoked = revoked.contains(&g.family.id);
+        let expected = match (family_revoked, i % 4) {
+            (true, _) => 0,
+            (false, 1) => 2,
+            (false, _) => 1,
+        };
+        assert_eq!(won[i], expected, "family {i}");
+        let old = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
+        let consumed = if family_revoked { None } else { Some(now) };
+        assert_eq!(old.consumed_at, consumed, "family {i}");
+    }
+    let q = AuditQuery {
+        client_id: Some(c.id.clone()),
+        event: None,
+        since: None,
+        before_id: None,
+        limit: 1000,
+    };
+    let events: BTreeSet<String> = store
+        .list_audit(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        events, written_events,
+        "an audit event for each rotation written, no other"
+    );
+}
