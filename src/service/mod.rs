@@ -339,8 +339,8 @@ impl Tessera {
     }
 
     /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
-    /// ago, and of audit events older than `audit_retention`; returns the rows removed and how
-    /// long the deletes held the database.
+    /// ago, and as many audit events older than `audit_retention` (one batch at least); returns
+    /// the rows removed and how long the deletes held the database.
     ///
     /// # Errors
     /// A store failure.
@@ -354,11 +354,26 @@ impl Tessera {
             .store
             .purge_expired(now - i64::from(retention), batch)
             .await?;
-        let audit = self
-            .store
-            .purge_audit(now - i64::from(self.policy.audit_retention), batch)
-            .await?;
-        Ok(tokens + audit)
+        // Audit events are the table written most (one per grant, refresh and revocation) and
+        // the cheapest to delete (one table, no cascade). At one batch a round they fell behind
+        // a saturating load on PostgreSQL while the token tables kept up: 428,000 events past
+        // their retention after 16 minutes, the database growing without levelling off
+        // (BENCHMARKS.md, round 6). So a round deletes as many events as token rows (at least
+        // one batch), in batches of `batch`, so that no one delete holds the database longer
+        // than a batch does.
+        let allowance = tokens.rows.max(u64::from(batch));
+        let before = now - i64::from(self.policy.audit_retention);
+        let mut purged = tokens;
+        let mut events = 0;
+        while events < allowance {
+            let audit = self.store.purge_audit(before, batch).await?;
+            events += audit.rows;
+            purged = purged + audit;
+            if audit.rows < u64::from(batch) {
+                break;
+            }
+        }
+        Ok(purged)
     }
 
     /// Closes the store's connections.
@@ -370,5 +385,121 @@ impl Tessera {
     #[must_use]
     pub fn pool_stats(&self) -> crate::store::PoolStats {
         self.store.pool_stats()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::clock::FixedClock;
+    use crate::store::{NewAccessToken, NewFamily, NewRefreshToken};
+
+    const T0: UnixTime = 1_800_000_000;
+
+    /// A cleanup round keeps up with the audit trail: it deletes as many old events as it
+    /// deleted token rows, not one batch, so the most-written table cannot fall behind.
+    #[tokio::test]
+    async fn a_cleanup_round_deletes_as_many_audit_events_as_token_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            database_url: format!("sqlite://{}", dir.path().join("t.db").display()),
+            audit_retention: 60,
+            ..Settings::default()
+        };
+        let store = open_store(&settings).await.unwrap();
+        store.migrate().await.unwrap();
+        let client = Client {
+            id: "c".into(),
+            name: "c".into(),
+            secret: crate::domain::client::SecretHash([7; 32]),
+            previous_secret: None,
+            scopes: Vec::new(),
+            format: TokenFormat::Opaque,
+            profile: None,
+            access_ttl: None,
+            refresh_ttl: None,
+            origins: Vec::new(),
+            audience: None,
+            resource_server: None,
+            resources: Vec::new(),
+            disabled: false,
+            created_at: T0,
+            updated_at: T0,
+            revision: 0,
+        };
+        store.insert_client(&client).await.unwrap();
+        let event =
+            |at| AuditEvent::new(AuditKind::TokenIssued, at, &Actor::cli(), None, json!({}));
+        for _ in 0..200 {
+            store.record_audit(&event(T0)).await.unwrap();
+        }
+        // 20 grants expired long ago (their own events are recent, so they stay).
+        for i in 0..20 {
+            let family = format!("f{i}");
+            let token = |id: String| (crate::domain::token::TokenHash::of(&id), id);
+            let (access_hash, access_id) = token(format!("a{i}"));
+            let (refresh_hash, refresh_id) = token(format!("r{i}"));
+            store
+                .issue(
+                    &NewFamily {
+                        id: family.clone(),
+                        client_id: "c".into(),
+                        scope: "/ping.read".into(),
+                        client_type: crate::domain::client::ClientType::Service,
+                        created_at: T0,
+                    },
+                    &NewAccessToken {
+                        id: access_id,
+                        hash: access_hash,
+                        family_id: family.clone(),
+                        client_id: "c".into(),
+                        format: TokenFormat::Opaque,
+                        scope: "/ping.read".into(),
+                        audience: "aud".into(),
+                        issued_at: T0,
+                        expires_at: T0 + 1,
+                        signing_kid: None,
+                    },
+                    &NewRefreshToken {
+                        id: refresh_id,
+                        hash: refresh_hash,
+                        family_id: family,
+                        client_id: "c".into(),
+                        scope: "/ping.read".into(),
+                        issued_at: T0,
+                        expires_at: T0 + 1,
+                    },
+                    &event(T0 + 3600),
+                )
+                .await
+                .unwrap();
+        }
+        let app = Tessera::with_store(&settings, store.clone(), Arc::new(FixedClock(T0 + 3600)))
+            .await
+            .unwrap();
+        let old_events = || async {
+            let q = AuditQuery {
+                client_id: None,
+                event: None,
+                since: None,
+                before_id: None,
+                limit: 1000,
+            };
+            let all = store.list_audit(&q).await.unwrap();
+            all.iter().filter(|e| e.at == T0).count()
+        };
+        assert_eq!(old_events().await, 200);
+        let purged = app.purge_expired(10, 0).await.unwrap();
+        let events = 200 - old_events().await;
+        let tokens = purged.rows - u64::try_from(events).unwrap();
+        // The round deleted up to 10 rows of each token table, and as many events, in whole
+        // batches (one batch, as before, would be 10 events).
+        assert!(tokens > 10, "the round deleted {tokens} token rows");
+        assert_eq!(u64::try_from(events).unwrap(), tokens.div_ceil(10) * 10);
+        // With no token left to delete, a round still deletes a batch of events.
+        while app.purge_expired(10, 0).await.unwrap().rows > 10 {}
+        let left = old_events().await;
+        let purged = app.purge_expired(10, 0).await.unwrap();
+        assert_eq!((purged.rows, old_events().await), (10, left - 10));
     }
 }
