@@ -38,7 +38,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::postgres_batch::{
-    self, Batcher, Grant, Rotation, TokenLookup, access_columns, access_joins,
+    self, Batcher, FamilyRevocation, Grant, Rotation, TokenLookup, access_columns, access_joins,
 };
 use super::rows::{
     AccessRow, AuditRow, ClientRow, KeyRow, bind_access_token, bind_audit_event,
@@ -92,6 +92,8 @@ pub struct PostgresStore {
     refresh: Batcher<TokenLookup, Option<RefreshRecord>>,
     /// Rotations are written in batches.
     rotations: Batcher<Rotation, RotateOutcome>,
+    /// Family revocations are written in batches.
+    revocations: Batcher<FamilyRevocation, ()>,
     /// The URL's options alone, for the migration connection.
     options: PgConnectOptions,
 }
@@ -186,6 +188,11 @@ impl PostgresStore {
             postgres_batch::ROTATIONS_IN_FLIGHT,
             |pool, batch| postgres_batch::write_rotations(pool, batch, rotate_one),
         );
+        let revocations = Batcher::start(
+            pool.clone(),
+            postgres_batch::REVOCATIONS_IN_FLIGHT,
+            |pool, batch| postgres_batch::write_revocations(pool, batch, revoke_one),
+        );
         let store = Self {
             pool,
             grants,
@@ -193,6 +200,7 @@ impl PostgresStore {
             access,
             refresh,
             rotations,
+            revocations,
             options,
         };
         let sync: String = store
@@ -453,6 +461,25 @@ fn rotate_one(
         }
         tx.commit().await.map_err(map_err)?;
         Ok(RotateOutcome::Rotated)
+    })
+}
+
+/// Revokes one family with [`REVOKE_FAMILY_SQL`]: a batch of one, and the fallback when a
+/// batch fails.
+fn revoke_one(
+    pool: PgPool,
+    revocation: Arc<FamilyRevocation>,
+) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>> {
+    Box::pin(async move {
+        let r = &*revocation;
+        let query = sqlx::query(REVOKE_FAMILY_SQL)
+            .bind(r.now)
+            .bind(&r.family_id);
+        bind_audit_event(query, &r.audit)
+            .execute(&pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     })
 }
 
@@ -900,15 +927,17 @@ impl Store for PostgresStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<()> {
-        self.bounded(async {
-            let query = sqlx::query(REVOKE_FAMILY_SQL).bind(now).bind(family_id);
-            bind_audit_event(query, audit)
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        let revocation = FamilyRevocation {
+            family_id: family_id.to_owned(),
+            now,
+            audit: audit.clone(),
+        };
+        // A NUL cannot be stored (so no family has it), and in a batch it would fail every
+        // revocation with it; the audit event is still recorded, as for any unknown family.
+        if !storable(family_id) {
+            return self.record_audit(audit).await;
+        }
+        self.bounded(self.revocations.submit(revocation)).await
     }
 
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {

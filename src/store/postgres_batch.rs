@@ -1,5 +1,5 @@
-//! Batching on PostgreSQL: group commit for grants, and one query for the client lookups that
-//! arrive together.
+//! Batching on PostgreSQL: group commit for grants, rotations and family revocations, and one
+//! query for the lookups that arrive together.
 //!
 //! A `client_credentials` grant is four inserts. As one statement per grant, PostgreSQL spends
 //! most of its time not on the rows but around them: opening four tables and their indexes,
@@ -23,7 +23,11 @@
 //! and old tokens in family-id order (the lock order every writer keeps, so batches and
 //! revocations wait for each other instead of deadlocking), then one statement consumes every
 //! old token it can and writes only those rotations' successors. Each caller learns whether its
-//! own rotation was written.
+//! own rotation was written. Family revocations (a refresh token revoked, reuse detected, an
+//! operator's revocation of a family) are batched the same way, in the same lock order, as one
+//! statement ([`write_revocations`]). The revocation of single access tokens stays one
+//! statement each: the revocation of every token issued before a time locks access tokens in
+//! no particular order, and it is the rarer request.
 //!
 //! Every token request also reads its client; introspection and `/ping` read the access token
 //! with its family, client and signing key; a refresh (and the introspection of a refresh
@@ -58,6 +62,8 @@ pub const GRANTS_IN_FLIGHT: usize = 2;
 pub const READS_IN_FLIGHT: usize = 2;
 /// Rotation batches being written at once (as for grants).
 pub const ROTATIONS_IN_FLIGHT: usize = 2;
+/// Family-revocation batches being written at once.
+pub const REVOCATIONS_IN_FLIGHT: usize = 2;
 
 /// The columns of an access-token lookup, its revocation facts folded into `revoked` (token,
 /// family, disabled client, revoked signing key), and the tables they come from after
@@ -118,6 +124,16 @@ pub struct Rotation {
     pub audit: AuditEvent,
 }
 
+/// One family revocation to write, with its audit event.
+pub struct FamilyRevocation {
+    /// The family.
+    pub family_id: String,
+    /// When.
+    pub now: i64,
+    /// The audit event.
+    pub audit: AuditEvent,
+}
+
 /// A request waiting in a batcher, with where its answer goes.
 pub struct Pending<T, R> {
     item: T,
@@ -134,6 +150,12 @@ pub type RotateOne =
         PgPool,
         Arc<Rotation>,
     ) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<RotateOutcome>> + Send>>;
+
+/// Writes one family revocation (the statement for a batch of one, and the fallback).
+pub type RevokeOne = fn(
+    PgPool,
+    Arc<FamilyRevocation>,
+) -> std::pin::Pin<Box<dyn Future<Output = StoreResult<()>> + Send>>;
 
 /// Collects requests of one kind and runs them in batches (see the module docs).
 pub struct Batcher<T, R> {
@@ -421,9 +443,8 @@ fn bind_successors<'q>(
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let access = || rows.iter().map(|r| r.0);
     let refresh = || rows.iter().map(|r| r.1);
-    let audit = || rows.iter().map(|r| r.2);
     let owned = |s: &str| s.to_owned();
-    query
+    let query = query
         .bind(access().map(|a| a.id.clone()).collect::<Vec<_>>())
         .bind(access().map(|a| a.hash.0.to_vec()).collect::<Vec<_>>())
         .bind(access().map(|a| a.family_id.clone()).collect::<Vec<_>>())
@@ -444,7 +465,18 @@ fn bind_successors<'q>(
         .bind(refresh().map(|r| r.client_id.clone()).collect::<Vec<_>>())
         .bind(refresh().map(|r| r.scope.clone()).collect::<Vec<_>>())
         .bind(refresh().map(|r| r.issued_at).collect::<Vec<_>>())
-        .bind(refresh().map(|r| r.expires_at).collect::<Vec<_>>())
+        .bind(refresh().map(|r| r.expires_at).collect::<Vec<_>>());
+    let events: Vec<&AuditEvent> = rows.iter().map(|r| r.2).collect();
+    bind_audit_events(query, &events)
+}
+
+/// Binds audit events as seven arrays, in the column order of `audit_events`.
+fn bind_audit_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    events: &[&AuditEvent],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let audit = || events.iter();
+    query
         .bind(audit().map(|e| e.id.clone()).collect::<Vec<_>>())
         .bind(audit().map(|e| e.at).collect::<Vec<_>>())
         .bind(audit().map(|e| e.event.clone()).collect::<Vec<_>>())
@@ -646,4 +678,72 @@ async fn rotate_many(
         .map_err(map_err)?;
     tx.commit().await.map_err(map_err)?;
     Ok(written)
+}
+
+/// Revokes the families of a batch and records every request's audit event, in one statement.
+/// The families are locked in family-id order first (the lock order of [`write_rotations`]),
+/// and only then updated. A family named twice is revoked once (either time will do: both are
+/// this moment), and each request's event is recorded, as one by one. `$1` the families, `$2`
+/// each one's time, `$3`–`$9` the events.
+const REVOKE_FAMILIES_SQL: &str = concat!(
+    "WITH locked AS (\
+     SELECT family_id FROM token_families WHERE family_id = ANY($1::TEXT[]) \
+     ORDER BY family_id FOR NO KEY UPDATE), \
+     done AS (\
+     UPDATE token_families f SET revoked_at = i.now \
+     FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS i(family_id, now) \
+     WHERE f.family_id = i.family_id AND f.family_id IN (SELECT family_id FROM locked) \
+     AND f.revoked_at IS NULL) \
+     INSERT INTO audit_events (",
+    audit_insert_columns!(),
+    ") SELECT * FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], \
+     $8::TEXT[], $9::TEXT[])"
+);
+
+/// Writes a batch of family revocations: in one statement and one commit, or one by one if
+/// that fails for a reason other than unavailability (as [`write_grants`]).
+pub async fn write_revocations(
+    pool: PgPool,
+    batch: Vec<Pending<FamilyRevocation, ()>>,
+    one: RevokeOne,
+) {
+    #[allow(clippy::cast_precision_loss)]
+    metrics::histogram!("tessera_postgres_batch_size", "write" => "revocation")
+        .record(batch.len() as f64);
+    if batch.len() > 1 {
+        let revocations = || batch.iter().map(|p| &p.item);
+        let events: Vec<&AuditEvent> = revocations().map(|r| &r.audit).collect();
+        let query = sqlx::query(REVOKE_FAMILIES_SQL)
+            .bind(
+                revocations()
+                    .map(|r| r.family_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(revocations().map(|r| r.now).collect::<Vec<_>>());
+        let done = bind_audit_events(query, &events)
+            .execute(&pool)
+            .await
+            .map_err(super::postgres::map_err);
+        match done {
+            Ok(_) => {
+                for p in batch {
+                    let _ = p.reply.send(Ok(()));
+                }
+                return;
+            }
+            Err(e @ StoreError::Unavailable(_)) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(e.duplicate()));
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, size = batch.len(), "a batch of revocations failed; writing them one by one");
+            }
+        }
+    }
+    for p in batch {
+        let revocation = Arc::new(p.item);
+        let _ = p.reply.send(one(pool.clone(), revocation).await);
+    }
 }

@@ -98,6 +98,7 @@ conformance!(
     concurrent_grants_commit_together_and_fail_alone,
     token_lookups_made_together_each_get_their_own_answer,
     rotations_made_together_each_get_their_own_outcome,
+    family_revocations_made_together_are_each_written,
 );
 
 /// PostgreSQL only: what the conformance suite cannot see (several instances on one database,
@@ -231,7 +232,8 @@ mod postgres_only {
     }
 
     /// Two instances rotate the same tokens in batches while a client's tokens are revoked,
-    /// everything issued before a time is revoked, and a client is deleted, all at once. The
+    /// everything issued before a time is revoked, a client is deleted, and both instances
+    /// revoke another client's families one by one, all at once. The
     /// family ids are in another order than the rows were written, so a writer that locked
     /// rows in the order it finds them would deadlock with one that locks in id order (and
     /// PostgreSQL would abort one of them: an error here). Every call must answer, every token
@@ -252,6 +254,7 @@ mod postgres_only {
         // Rounds of fresh clients: a deadlock needs an unlucky interleaving.
         for _ in 0..4 {
             let clients = [
+                suite::new_client(one.as_ref()).await,
                 suite::new_client(one.as_ref()).await,
                 suite::new_client(one.as_ref()).await,
                 suite::new_client(one.as_ref()).await,
@@ -309,6 +312,25 @@ mod postgres_only {
                     )
                 })
             };
+            // Client 3's families are revoked one by one (in batches) by both instances.
+            let family_revocations: Vec<_> = grants
+                .iter()
+                .filter(|(n, ..)| *n == 3)
+                .flat_map(|(_, _, g, _)| {
+                    [
+                        (one.clone(), g.family.id.clone()),
+                        (other.clone(), g.family.id.clone()),
+                    ]
+                })
+                .map(|(store, family)| {
+                    tokio::spawn(async move {
+                        store.revoke_family(&family, T0 + 61, &suite::ev()).await
+                    })
+                })
+                .collect();
+            for task in family_revocations {
+                task.await.unwrap().expect("no family revocation fails");
+            }
             let mut winners = std::collections::BTreeMap::new();
             for task in rotations {
                 let (key, outcome, successor) = task.await.unwrap();
@@ -355,7 +377,7 @@ mod postgres_only {
                         "nothing else stops family 0/{i} from rotating"
                     );
                 }
-                if let (1, Some(key)) = (*n, successor) {
+                if let (1 | 3, Some(key)) = (*n, successor) {
                     let found = one.find_refresh(key).await.unwrap().unwrap();
                     assert!(
                         found.revoked,

@@ -1373,3 +1373,65 @@ pub async fn rotations_made_together_each_get_their_own_outcome(store: Arc<dyn S
         "an audit event for each rotation written, no other"
     );
 }
+
+/// Family revocations made at the same moment (PostgreSQL writes them in batches): every
+/// family named is revoked, whether named once or twice, an unknown family changes nothing, and
+/// every call's audit event is recorded.
+pub async fn family_revocations_made_together_are_each_written(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let mut grants = Vec::new();
+    for _ in 0..30 {
+        let g = grant_at(&c.id, T0, HOUR, DAY);
+        issue(store.as_ref(), &g).await;
+        grants.push(g);
+    }
+    let bystander = grant_at(&c.id, T0, HOUR, DAY);
+    issue(store.as_ref(), &bystander).await;
+    let mut families: Vec<String> = grants.iter().map(|g| g.family.id.clone()).collect();
+    families.extend(grants.iter().step_by(3).map(|g| g.family.id.clone()));
+    families.extend((0..10).map(|_| unique("fam")));
+    let tasks: Vec<_> = families
+        .iter()
+        .map(|family| {
+            let (store, family) = (store.clone(), family.clone());
+            let audit = AuditEvent::new(
+                AuditKind::FamilyRevoked,
+                T0 + 1,
+                &Actor::cli(),
+                Some(&c.id),
+                serde_json::json!({}),
+            );
+            let id = audit.id.clone();
+            tokio::spawn(async move {
+                store.revoke_family(&family, T0 + 1, &audit).await?;
+                Ok::<_, StoreError>(id)
+            })
+        })
+        .collect();
+    let mut recorded = BTreeSet::new();
+    for task in tasks {
+        recorded.insert(task.await.unwrap().expect("a revocation commits"));
+    }
+    for g in &grants {
+        assert!(refresh_revoked(store.as_ref(), &g.refresh.key()).await);
+        assert!(access_revoked(store.as_ref(), &g.access.key()).await);
+    }
+    assert!(!refresh_revoked(store.as_ref(), &bystander.refresh.key()).await);
+    assert!(!access_revoked(store.as_ref(), &bystander.access.key()).await);
+    let q = AuditQuery {
+        client_id: Some(c.id.clone()),
+        event: None,
+        since: None,
+        before_id: None,
+        limit: 1000,
+    };
+    let events: BTreeSet<String> = store
+        .list_audit(&q)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(events.len(), families.len());
+    assert_eq!(events, recorded, "each call's audit event, once");
+}
