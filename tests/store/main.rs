@@ -388,6 +388,85 @@ mod postgres_only {
         }
     }
 
+    /// On PostgreSQL a cleanup round keeps up with the audit trail, the table written most: it
+    /// deletes as many old events as token rows, not one batch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cleanup_round_deletes_as_many_audit_events_as_token_rows() {
+        use suite::{DAY, HOUR, T0};
+        use tessera::domain::audit::{Actor, AuditEvent, AuditKind};
+        let Some((store, guard)) = postgres_store().await else {
+            return;
+        };
+        let Guard::Postgres(db) = &guard else {
+            unreachable!()
+        };
+        let c = suite::new_client(store.as_ref()).await;
+        let old = || {
+            AuditEvent::new(
+                AuditKind::TokenIssued,
+                T0,
+                &Actor::cli(),
+                Some(&c.id),
+                serde_json::json!({}),
+            )
+        };
+        for _ in 0..200 {
+            store.record_audit(&old()).await.unwrap();
+        }
+        // 20 grants that expired long ago (their own events are recent).
+        for _ in 0..20 {
+            let g = suite::grant_at(&c.id, T0, HOUR, DAY);
+            let recent = AuditEvent::new(
+                AuditKind::TokenIssued,
+                T0 + 2 * DAY,
+                &Actor::cli(),
+                None,
+                serde_json::json!({}),
+            );
+            store
+                .issue(&g.family, &g.access, &g.refresh, &recent)
+                .await
+                .unwrap();
+        }
+        let key = tessera::domain::crypto::MasterKey::generate()
+            .unwrap()
+            .encode();
+        let settings = tessera::config::Settings::load_from(
+            None,
+            |_| None,
+            &[
+                ("database_url", db.url.clone()),
+                ("master_key", key),
+                ("audit_retention", "60".to_owned()),
+            ],
+        )
+        .unwrap();
+        let clock = Arc::new(tessera::domain::clock::FixedClock(T0 + 2 * DAY));
+        let app = tessera::service::Tessera::with_store(&settings, store.clone(), clock)
+            .await
+            .unwrap();
+        let old_events = || async {
+            let q = tessera::domain::audit::AuditQuery {
+                client_id: Some(c.id.clone()),
+                limit: 1000,
+                ..Default::default()
+            };
+            store
+                .list_audit(&q)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|e| e.at == T0)
+                .count() as u64
+        };
+        assert_eq!(old_events().await, 200);
+        let purged = app.purge_expired(10, 0).await.unwrap();
+        let events = 200 - old_events().await;
+        let tokens = purged.rows - events;
+        assert!(tokens > 10, "the round deleted {tokens} token rows");
+        assert_eq!(events, tokens.div_ceil(10) * 10, "{tokens} token rows");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn killed_connections_are_unavailable_then_replaced() {
         let Some((store, guard)) = postgres_store().await else {
