@@ -391,9 +391,10 @@ impl Tessera {
 /// levelling off (BENCHMARKS.md, round 6). There a round deletes as many events as token rows,
 /// and at least one batch. On SQLite, where requests wait for the cleanup's rounds and a round
 /// is sized to a few milliseconds of deletes in all (see `http::cleanup_loop`), more events a
-/// round would mean fewer token rows: the SQLite soak's token tables then fell behind (855,000
-/// expired access tokens at 300 s), while at one batch of events a round both kept up. So
-/// SQLite keeps one batch.
+/// round would mean fewer token rows: the SQLite soak's token tables then fell behind (2.4 M
+/// expired access tokens after 10 minutes, the database at 3.2 GB and climbing), while at one
+/// batch of events a round both kept up (6,100, level at 1.2 GB; BENCHMARKS.md, "Soak of round
+/// 6 (600 s, SQLite)"). So SQLite keeps one batch.
 fn audit_allowance(cleanup_holds_up_writes: bool, token_rows: u64, batch: u32) -> u64 {
     if cleanup_holds_up_writes {
         u64::from(batch)
