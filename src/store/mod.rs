@@ -9,6 +9,7 @@
 pub mod metered;
 pub mod postgres;
 mod postgres_batch;
+pub mod queue;
 mod rows;
 pub mod sqlite;
 mod sqlite_clients;

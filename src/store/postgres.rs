@@ -23,9 +23,12 @@
 //!   for more than a second is pinged before use and one that fails is dropped, so connections
 //!   lost to a restart, a failover or `pg_terminate_backend` are replaced without intervention.
 //!   Failing to get a connection, a dropped connection and PostgreSQL's "try again" error
-//!   classes all become [`StoreError::Unavailable`] (`503` with `Retry-After`); every store call
-//!   is bounded by [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not
-//!   a hang.
+//!   classes all become [`StoreError::Unavailable`] (`503` with `Retry-After`). A read is
+//!   bounded by [`OPERATION_TIMEOUT`], so a server that stops answering yields `503` too, not
+//!   a hang. A write is never abandoned by a timer here: its caller waits for its real outcome,
+//!   which PostgreSQL bounds by cancelling any statement after [`STATEMENT_TIMEOUT_MS`] (a
+//!   cancelled statement has not committed), so `503` always means nothing was written
+//!   ([`super::queue`]).
 
 use std::future::Future;
 use std::str::FromStr;
@@ -58,16 +61,16 @@ use crate::domain::token::TokenRef;
 /// store reports itself unavailable.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The longest any one store call may take, connection included. Past it the call is
-/// abandoned (an open transaction is rolled back) and reported as unavailable.
+/// The longest a read may take, connection included. Past it the read is abandoned and
+/// reported as unavailable. Writes are not abandoned; see [`PostgresStore::written`].
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A pooled connection idle for longer than this is pinged before a request gets it.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Server-side bound on one statement of a request (lock waits included): PostgreSQL cancels
-/// it, cleanly, a little before [`OPERATION_TIMEOUT`] would abandon the call. Migrations are not
-/// bound by it.
+/// it, cleanly, so a write stalled on a lock or a slow disk is answered `503` with nothing
+/// committed. Migrations are not bound by it.
 const STATEMENT_TIMEOUT_MS: u32 = 8_000;
 
 /// Server-side guard: a transaction left idle this long (an instance cut off mid-transaction)
@@ -221,7 +224,7 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Runs `work` under [`OPERATION_TIMEOUT`].
+    /// Runs a read under [`OPERATION_TIMEOUT`]: abandoning a read changes nothing.
     async fn bounded<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
         tokio::time::timeout(OPERATION_TIMEOUT, work)
             .await
@@ -232,28 +235,32 @@ impl PostgresStore {
             })
     }
 
-    /// Runs a **transaction** on a task of its own, under [`OPERATION_TIMEOUT`], so that it
-    /// always runs to its end (commit or rollback) even if the caller goes away: the HTTP
-    /// client disconnects, or the timeout fires. A transaction future dropped half-way can leave
-    /// its pooled connection inside the transaction (observed: a `BEGIN` that had reached the
-    /// server while sqlx had not yet recorded it), and the next statement on that connection —
-    /// another request's grant — then runs inside it, is answered as committed, and is rolled
-    /// back later. `abandoned_calls_leave_no_transaction_open` in `tests/store` reproduced
-    /// exactly that. The task keeps going after a timeout; PostgreSQL's `statement_timeout` and
-    /// `idle_in_transaction_session_timeout` bound it.
+    /// Runs a write to its real outcome ([`super::queue`] says why no timer on this side may
+    /// cut it short). PostgreSQL bounds it: each statement is cancelled, and so not committed,
+    /// after [`STATEMENT_TIMEOUT_MS`], and getting a connection gives up after
+    /// [`ACQUIRE_TIMEOUT`], before anything is sent.
+    async fn written<T>(&self, work: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        work.await
+    }
+
+    /// Runs a **transaction** on a task of its own, to its real outcome, so that it always
+    /// runs to its end (commit or rollback) even if the caller goes away (the HTTP client
+    /// disconnects). A transaction future dropped half-way can leave its pooled connection
+    /// inside the transaction (observed: a `BEGIN` that had reached the server while sqlx had
+    /// not yet recorded it), and the next statement on that connection — another request's
+    /// grant — then runs inside it, is answered as committed, and is rolled back later.
+    /// `abandoned_calls_leave_no_transaction_open` in `tests/store` reproduced exactly that.
+    /// As for [`Self::written`], the caller waits for the outcome; `statement_timeout` bounds
+    /// each statement and `idle_in_transaction_session_timeout` the transaction.
     async fn detached<T, F, Fut>(&self, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(Self) -> Fut,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
-        let task = tokio::spawn(work(self.clone()));
-        match tokio::time::timeout(OPERATION_TIMEOUT, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(StoreError::Other(anyhow::anyhow!("store task failed: {e}"))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "no answer from PostgreSQL within {OPERATION_TIMEOUT:?}"
-            ))),
+        match tokio::spawn(work(self.clone())).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Other(anyhow::anyhow!("store task failed: {e}"))),
         }
     }
 
@@ -582,7 +589,7 @@ impl Store for PostgresStore {
     }
 
     async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             let done = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
                 .bind(value)
@@ -597,7 +604,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             let query = sqlx::query(
                 "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
@@ -650,7 +657,7 @@ impl Store for PostgresStore {
     /// One statement: the update, and whether the client exists (in the statement's snapshot,
     /// so a client deleted meanwhile reads as not found, not as stale).
     async fn update_client(&self, c: &Client) -> StoreResult<ClientUpdate> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             let query = sqlx::query(
                 "WITH updated AS (UPDATE clients SET name = $1, secret_hash = $2, \
@@ -724,7 +731,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             // NOT EXISTS alone would let two instances starting together both insert (neither
             // sees the other's uncommitted row); the unique index on the active state makes the
@@ -748,7 +755,7 @@ impl Store for PostgresStore {
     }
 
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             sqlx::query(
                 "INSERT INTO signing_keys (kid, alg, state, private_key, created_at) \
@@ -820,7 +827,7 @@ impl Store for PostgresStore {
         state: &str,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool> {
-        self.bounded(async {
+        self.written(async {
             let mut conn = self.conn().await?;
             let done = sqlx::query(
                 "UPDATE signing_keys SET state = $1, published_until = $2, \
@@ -851,7 +858,7 @@ impl Store for PostgresStore {
             refresh: refresh.clone(),
             audit: audit.clone(),
         };
-        self.bounded(self.grants.submit(grant)).await
+        self.written(self.grants.submit(grant)).await
     }
 
     /// Found by the id inside the token, checking the stored hash (migration 0003 says why);
@@ -918,7 +925,7 @@ impl Store for PostgresStore {
         if !storable(&rotation.old_id) {
             return Ok(RotateOutcome::Lost);
         }
-        self.bounded(self.rotations.submit(rotation)).await
+        self.written(self.rotations.submit(rotation)).await
     }
 
     async fn revoke_family(
@@ -937,7 +944,7 @@ impl Store for PostgresStore {
         if !storable(family_id) {
             return self.record_audit(audit).await;
         }
-        self.bounded(self.revocations.submit(revocation)).await
+        self.written(self.revocations.submit(revocation)).await
     }
 
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
@@ -980,7 +987,7 @@ impl Store for PostgresStore {
     }
 
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
-        self.bounded(async {
+        self.written(async {
             let query = sqlx::query(REVOKE_ACCESS_SQL).bind(now).bind(id);
             bind_audit_event(query, audit)
                 .execute(&self.pool)
@@ -997,7 +1004,7 @@ impl Store for PostgresStore {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64> {
-        self.bounded(async {
+        self.written(async {
             let query = sqlx::query(REVOKE_CLIENT_SQL).bind(now).bind(client_id);
             let n: i64 = bind_audit_event(query, audit)
                 .fetch_one(&self.pool)
@@ -1043,7 +1050,7 @@ impl Store for PostgresStore {
     }
 
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
-        self.bounded(async {
+        self.written(async {
             bind_audit_event(sqlx::query(INSERT_AUDIT_SQL), event)
                 .execute(&self.pool)
                 .await
@@ -1084,7 +1091,7 @@ impl Store for PostgresStore {
     }
 
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
-        self.bounded(async {
+        self.written(async {
             let started = std::time::Instant::now();
             let mut conn = self.conn().await?;
             let done = sqlx::query(

@@ -43,6 +43,7 @@ use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgRow};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::queue::{self, QUEUE_TIMEOUT, Ticket};
 use super::rows::{AccessRow, ClientRow, RefreshRow};
 use super::{
     AccessRecord, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, StoreError,
@@ -134,10 +135,20 @@ pub struct FamilyRevocation {
     pub audit: AuditEvent,
 }
 
-/// A request waiting in a batcher, with where its answer goes.
+/// A request waiting in a batcher, with where its answer goes and the ticket that decides
+/// whether a batch runs it or its caller withdrew it ([`super::queue`]).
 pub struct Pending<T, R> {
     item: T,
     reply: oneshot::Sender<StoreResult<R>>,
+    ticket: Ticket,
+}
+
+impl<T, R> Pending<T, R> {
+    /// Makes the request the batch's to run; false if its caller withdrew it or went away
+    /// (the HTTP client disconnected), and nobody would see its answer.
+    fn take(&self) -> bool {
+        !self.reply.is_closed() && self.ticket.take()
+    }
 }
 
 /// Writes one grant (the statement for a batch of one, and the fallback).
@@ -189,18 +200,32 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         Self { queue }
     }
 
-    /// Queues `item`; returns its answer once its batch is done.
+    /// Queues `item`; returns its answer once its batch is done, or "unavailable" (nothing
+    /// run) if no batch took it within [`super::queue::QUEUE_TIMEOUT`].
     ///
     /// # Errors
     /// The batch's error for this request.
     pub async fn submit(&self, item: T) -> StoreResult<R> {
-        let stopped = || StoreError::Unavailable("the PostgreSQL batch writer has stopped".into());
+        const WHAT: &str = "the PostgreSQL batcher";
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { item, reply })
-            .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+        let ticket = Ticket::new();
+        let pending = Pending {
+            item,
+            reply,
+            ticket: ticket.clone(),
+        };
+        // The queue holds 4 × MAX_BATCH requests; a full one waits here, within the same
+        // bound as the wait for a batch.
+        match tokio::time::timeout(QUEUE_TIMEOUT, self.queue.send(pending)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(StoreError::Unavailable(format!("{WHAT} has stopped"))),
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "{WHAT}'s queue stayed full for {QUEUE_TIMEOUT:?}; nothing was written"
+                )));
+            }
+        }
+        queue::outcome(&ticket, answer, WHAT).await
     }
 }
 
@@ -216,14 +241,24 @@ async fn collect<T, R, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(in_flight));
-    while let Some(first) = rx.recv().await {
+    loop {
+        // The slot first, then the requests: a request is taken only when its batch can start
+        // at once, so one that waited for a slot past its queue timeout is skipped, not run.
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
+        };
+        let first = loop {
+            match rx.recv().await {
+                Some(p) if p.take() => break p,
+                Some(_) => {}
+                None => return,
+            }
         };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if p.take() => batch.push(p),
+                Ok(_) => {}
                 Err(_) => break,
             }
         }

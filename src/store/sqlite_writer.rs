@@ -7,7 +7,10 @@
 //! are handed to one dedicated writer thread with its own connection, which takes every job
 //! waiting at that moment (up to [`MAX_BATCH`]), runs them in **one** transaction, and commits
 //! once. Only after that commit does any job learn its result, so a `2xx` is still sent only
-//! after the work it reports is durable. Under light load a batch is one job and nothing waits;
+//! after the work it reports is durable. A job the writer has not taken within
+//! [`QUEUE_TIMEOUT`] (the disk stalled, another process holds the write lock) is withdrawn by
+//! its caller and never runs; one it has taken is answered with its batch's real outcome
+//! ([`super::queue`]). Under light load a batch is one job and nothing waits;
 //! under heavy load batches grow and the cost of a flush is shared.
 //!
 //! Each job must behave as if it ran alone: a job that fails or loses a race (a refresh whose
@@ -41,6 +44,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
+use super::queue::{self, QUEUE_TIMEOUT, Ticket};
 use super::{StoreError, StoreResult};
 
 /// Most jobs in one transaction.
@@ -48,6 +52,9 @@ pub const MAX_BATCH: usize = 512;
 
 /// One queued write: run (possibly twice, see the module docs), then told the outcome.
 trait Job: Send {
+    /// Makes the job the writer's to run; false if its caller withdrew it or went away, and
+    /// it must be skipped ([`super::queue`]).
+    fn take(&self) -> bool;
     /// Runs the job on the writer's connection. Returns whether its writes stand.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Sends the job's result, or the batch's commit error, to the caller.
@@ -58,6 +65,7 @@ struct Pending<T, F> {
     op: F,
     result: Option<StoreResult<(T, bool)>>,
     reply: oneshot::Sender<StoreResult<T>>,
+    ticket: Ticket,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -65,6 +73,10 @@ where
     T: Send,
     F: Fn(&Connection) -> StoreResult<(T, bool)> + Send,
 {
+    fn take(&self) -> bool {
+        !self.reply.is_closed() && self.ticket.take()
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let result = (self.op)(conn);
         let keep = matches!(result, Ok((_, true)));
@@ -175,45 +187,54 @@ impl GroupWriter {
         T: Send + 'static,
         F: Fn(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
     {
+        const WHAT: &str = "the SQLite writer";
         let (reply, answer) = oneshot::channel::<StoreResult<T>>();
+        let ticket = Ticket::new();
         let job = Message::Job(Box::new(Pending {
             op,
             result: None,
             reply,
+            ticket: ticket.clone(),
         }));
-        // The queue is bounded; when it is full, wait for room without blocking the runtime.
+        // The queue is bounded; when it is full, wait for room without blocking the runtime,
+        // within the same bound as the wait for a batch.
+        let queued_at = std::time::Instant::now();
         let mut job = Some(job);
         loop {
             let Some(j) = job.take() else { break };
             match self.jobs.try_send(j) {
                 Ok(()) => break,
+                Err(mpsc::TrySendError::Full(_)) if queued_at.elapsed() >= QUEUE_TIMEOUT => {
+                    return Err(StoreError::Unavailable(format!(
+                        "{WHAT}'s queue stayed full for {QUEUE_TIMEOUT:?}; nothing was written"
+                    )));
+                }
                 Err(mpsc::TrySendError::Full(j)) => {
                     job = Some(j);
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 }
                 Err(mpsc::TrySendError::Disconnected(_)) => {
-                    return Err(StoreError::Unavailable(
-                        "the SQLite writer has stopped".into(),
-                    ));
+                    return Err(StoreError::Unavailable(format!("{WHAT} has stopped")));
                 }
             }
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer has stopped".into()))?
+        queue::outcome(&ticket, answer, WHAT).await
     }
 }
 
 fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
     let mut stopping = false;
     while !stopping {
-        let Ok(Message::Job(first)) = rx.recv() else {
-            return;
+        let first = match rx.recv() {
+            Ok(Message::Job(job)) if job.take() => job,
+            Ok(Message::Job(_)) => continue,
+            Ok(Message::Stop) | Err(_) => return,
         };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Message::Job(job)) => jobs.push(job),
+                Ok(Message::Job(job)) if job.take() => jobs.push(job),
+                Ok(Message::Job(_)) => {}
                 Ok(Message::Stop) => {
                     stopping = true;
                     break;

@@ -31,5 +31,6 @@ mod postgres;
 mod refresh;
 mod revoke;
 mod robustness;
+mod stalls;
 mod storage;
 mod token;
