@@ -138,7 +138,37 @@ impl Drop for ServeProcess {
 /// on a free loopback port (it binds port 0 and logs the address it got).
 pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    spawn_serve_on(
+        dir,
+        db.url.clone(),
+        Some(master_key),
+        Some(db.clone()),
+        args,
+    )
+    .await
+}
+
+/// Starts the real binary on the SQLite file `tessera.db` in `dir` (which may already hold
+/// data), with the master key file beside it.
+pub async fn spawn_serve_sqlite(dir: tempfile::TempDir, args: &[&str]) -> TestApp {
+    let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    spawn_serve_on(dir, url, None, None, args).await
+}
+
+/// Starts the real binary in `dir` on `database_url`.
+async fn spawn_serve_on(
+    dir: tempfile::TempDir,
+    database_url: String,
+    master_key: Option<&str>,
+    pg: Option<Arc<TestDb>>,
+    args: &[&str],
+) -> TestApp {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command.env_remove("TESSERA_MASTER_KEY");
+    if let Some(key) = master_key {
+        command.env("TESSERA_MASTER_KEY", key);
+    }
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -150,8 +180,7 @@ pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> T
         ])
         .args(args)
         .arg("--database-url")
-        .arg(&db.url)
-        .env("TESSERA_MASTER_KEY", master_key)
+        .arg(&database_url)
         .env("TESSERA_ADMIN_TOKEN", ADMIN_TOKEN)
         // Many concurrent requests from one address: only the rate-limit tests meet limits.
         .env("TESSERA_RATE_LIMIT_PER_IP", "0")
@@ -202,9 +231,9 @@ pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> T
         admin_addr,
         dir,
         http: reqwest::Client::builder().build().expect("http client"),
-        pg: Some(db.clone()),
-        database_url: db.url.clone(),
-        master_key: Some(master_key.to_owned()),
+        pg,
+        database_url,
+        master_key: master_key.map(str::to_owned),
         stop: None,
         task: None,
         process: Some(process),
@@ -268,6 +297,19 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// The process id of a `tessera serve` process.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.child.id())
+    }
+
+    /// Kills a `tessera serve` process with SIGKILL (if it still runs) and gives back its
+    /// directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        drop(self.process.take());
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
     }
 
     /// Stops the server (graceful) and gives back its directory.
