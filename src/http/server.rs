@@ -128,7 +128,7 @@ pub fn open_files_limit() -> Option<u64> {
 
 /// A request body that did not arrive within the body timeout.
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} seconds", .0.as_secs())]
+#[error("the request body was not received within {} s", .0.as_secs())]
 pub struct BodyTimeout(Duration);
 
 /// The [`BodyTimeout`] in `err`'s chain of causes, if any.
@@ -579,7 +579,7 @@ mod tests {
             body_timeout_in(&wrapped)
                 .map(ToString::to_string)
                 .as_deref(),
-            Some("the request body did not arrive within 3 seconds")
+            Some("the request body was not received within 3 s")
         );
         assert!(body_timeout_in(&axum::Error::new("other")).is_none());
     }
