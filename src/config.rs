@@ -394,6 +394,17 @@ mod tests {
         let env = |k: &str| (k == "TESSERA_DEFAULT_PROFILE").then(|| "fancy".to_owned());
         assert!(Settings::load_from(None, env, &[]).is_err());
         assert!(Settings::load_from(None, |_| None, &[("access_ttl", "0".into())]).is_err());
+        for (name, bad) in [
+            ("header_timeout", "0"),
+            ("body_timeout", "3601"),
+            ("idle_timeout", "0"),
+            ("admin_max_connections", "0"),
+        ] {
+            assert!(
+                Settings::load_from(None, |_| None, &[(name, bad.into())]).is_err(),
+                "{name} = {bad} was accepted"
+            );
+        }
         Ok(())
     }
 

@@ -403,10 +403,10 @@ impl LimitedServe {
                 .map_while(Result::ok)
             {
                 let event: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-                if event["fields"]["message"] == "serving" {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(event["fields"].clone());
-                    }
+                if event["fields"]["message"] == "serving"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(event["fields"].clone());
                 }
                 lines.lock().unwrap().push(line);
             }
