@@ -3,7 +3,8 @@
 //!
 //! [`Application`] follows the build → port → run shape: it binds its listener first (port 0
 //! works, which is how the tests run), then serves until the shutdown future completes, letting
-//! in-flight requests finish.
+//! in-flight requests finish. [`server`] is the accept loop both listeners run, with the
+//! connection timeouts and caps.
 
 pub mod admin;
 pub mod error;

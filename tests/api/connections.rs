@@ -527,6 +527,15 @@ async fn three_hundred_idle_sockets_under_a_256_descriptor_limit_do_not_take_the
     serve.token_eventually().await;
     assert_eq!(serve.readyz(serve.addr).await, 200);
     serve.assert_alive();
+    let log = serve.log.lock().unwrap().join("\n");
+    assert!(
+        !log.contains("the connection caps exceed"),
+        "the automatic cap fits the limit"
+    );
+    assert!(
+        !log.contains("accepting connections failed"),
+        "descriptors never ran out"
+    );
 }
 
 #[tokio::test]
@@ -562,6 +571,10 @@ async fn running_out_of_descriptors_pauses_accepting_without_spinning_or_ending_
         .lines()
         .filter(|l| l.contains("accepting connections failed"))
         .collect::<Vec<_>>();
+    assert!(
+        log.contains("the connection caps exceed what the descriptor limit"),
+        "a cap the limit cannot honour is warned about at start-up"
+    );
     assert!(!warnings.is_empty());
     assert!(
         warnings[0].contains("Too many open files"),
