@@ -17,6 +17,9 @@ use crate::domain::jwt::Algorithm;
 /// Longest token lifetime accepted (one year), so `exp` always fits an int32 until 2037.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
 
+/// Longest header, body or idle timeout accepted (one hour).
+pub const MAX_CONNECTION_TIMEOUT: u32 = 3600;
+
 /// How a setting's text (from the environment or a flag) becomes a TOML value.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
@@ -61,6 +64,11 @@ pub const SETTINGS: &[(&str, Kind)] = &[
     ("auth_failures_per_minute", Kind::Integer),
     ("shutdown_timeout", Kind::Integer),
     ("shutdown_drain", Kind::Integer),
+    ("header_timeout", Kind::Integer),
+    ("body_timeout", Kind::Integer),
+    ("idle_timeout", Kind::Integer),
+    ("max_connections", Kind::Integer),
+    ("admin_max_connections", Kind::Integer),
 ];
 
 /// A secret setting: `Debug` never shows it.
@@ -184,6 +192,18 @@ pub struct Settings {
     /// Seconds to keep serving with `/readyz` answering 503 after SIGTERM/SIGINT, so a load
     /// balancer stops sending traffic before the listener closes.
     pub shutdown_drain: u32,
+    /// Seconds a connection has to deliver a request's headers, from its first byte (from the
+    /// accept, for its first request); past it, the connection is closed.
+    pub header_timeout: u32,
+    /// Seconds a request's body has to arrive whole after its headers; past it, `408`.
+    pub body_timeout: u32,
+    /// Seconds a kept-alive connection may stay without a new request before it is closed.
+    pub idle_timeout: u32,
+    /// Open connections at most on the public listener; `0`: derived from the descriptor limit
+    /// (see `docs/operating.md`).
+    pub max_connections: u32,
+    /// Open connections at most on the admin listener.
+    pub admin_max_connections: u32,
 }
 
 impl Default for Settings {
@@ -218,6 +238,11 @@ impl Default for Settings {
             auth_failures_per_minute: 10,
             shutdown_timeout: 20,
             shutdown_drain: 0,
+            header_timeout: 10,
+            body_timeout: 10,
+            idle_timeout: 60,
+            max_connections: 0,
+            admin_max_connections: 64,
         }
     }
 }
@@ -290,6 +315,18 @@ impl Settings {
         if self.database_max_connections == 0 || self.database_max_connections > 1000 {
             bail!("database_max_connections must be between 1 and 1000");
         }
+        for (name, secs) in [
+            ("header_timeout", self.header_timeout),
+            ("body_timeout", self.body_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ] {
+            if secs == 0 || secs > MAX_CONNECTION_TIMEOUT {
+                bail!("{name} must be between 1 and {MAX_CONNECTION_TIMEOUT} seconds");
+            }
+        }
+        if self.admin_max_connections == 0 {
+            bail!("admin_max_connections must be positive");
+        }
         if self.token_retention > MAX_TTL {
             bail!("token_retention must be at most {MAX_TTL} seconds");
         }
@@ -357,6 +394,17 @@ mod tests {
         let env = |k: &str| (k == "TESSERA_DEFAULT_PROFILE").then(|| "fancy".to_owned());
         assert!(Settings::load_from(None, env, &[]).is_err());
         assert!(Settings::load_from(None, |_| None, &[("access_ttl", "0".into())]).is_err());
+        for (name, bad) in [
+            ("header_timeout", "0"),
+            ("body_timeout", "3601"),
+            ("idle_timeout", "0"),
+            ("admin_max_connections", "0"),
+        ] {
+            assert!(
+                Settings::load_from(None, |_| None, &[(name, bad.into())]).is_err(),
+                "{name} = {bad} was accepted"
+            );
+        }
         Ok(())
     }
 

@@ -117,6 +117,22 @@ struct ServeArgs {
     /// Seconds to keep serving with /readyz at 503 after SIGTERM [default: 0].
     #[arg(long)]
     shutdown_drain: Option<u32>,
+    /// Seconds a connection has to send a request's headers [default: 10].
+    #[arg(long)]
+    header_timeout: Option<u32>,
+    /// Seconds a request's body has to arrive after its headers [default: 10].
+    #[arg(long)]
+    body_timeout: Option<u32>,
+    /// Seconds a kept-alive connection may wait for its next request [default: 60].
+    #[arg(long)]
+    idle_timeout: Option<u32>,
+    /// Open connections at most on the public listener; 0 derives it from the descriptor
+    /// limit [default: 0].
+    #[arg(long)]
+    max_connections: Option<u32>,
+    /// Open connections at most on the admin listener [default: 64].
+    #[arg(long)]
+    admin_max_connections: Option<u32>,
 }
 
 impl ServeArgs {
@@ -138,6 +154,17 @@ impl ServeArgs {
         put("audience", self.audience.clone());
         put("log_format", self.log_format.clone());
         put("shutdown_drain", self.shutdown_drain.map(|v| v.to_string()));
+        put("header_timeout", self.header_timeout.map(|v| v.to_string()));
+        put("body_timeout", self.body_timeout.map(|v| v.to_string()));
+        put("idle_timeout", self.idle_timeout.map(|v| v.to_string()));
+        put(
+            "max_connections",
+            self.max_connections.map(|v| v.to_string()),
+        );
+        put(
+            "admin_max_connections",
+            self.admin_max_connections.map(|v| v.to_string()),
+        );
         out
     }
 }

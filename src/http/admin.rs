@@ -3,14 +3,15 @@
 //! `Authorization: Bearer <admin token>` (see [`crate::service::admin`]).
 //!
 //! JSON in, JSON out. Errors are `{"error": "<code>", "error_description": "…"}` with 400
-//! (bad input), 401 (no or wrong credential), 404 (no such client or key), 409 (conflict) or
-//! 503 (store unavailable). It calls the same service methods as the CLI.
+//! (bad input), 401 (no or wrong credential), 404 (no such client or key), 408 (body not
+//! received within `body_timeout`), 409 (conflict), 413 (body over 2 MiB) or 503 (store
+//! unavailable). It calls the same service methods as the CLI.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -86,6 +87,34 @@ pub struct AuditPage {
     pub events: Vec<AuditEvent>,
     /// Pass as `before` for the next page; `null` on the last page.
     pub next: Option<String>,
+}
+
+/// A request body, read whole; its failures in the admin error shape: `408` when it did not
+/// arrive within `body_timeout`, `413` past axum's default limit (2 MiB), `400` otherwise.
+pub struct AdminBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for AdminBody {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Self)
+            .map_err(
+                |rejection| match super::server::body_timeout_in(&rejection) {
+                    Some(timeout) => AdminError {
+                        status: StatusCode::REQUEST_TIMEOUT,
+                        code: "invalid_request",
+                        description: timeout.to_string(),
+                    },
+                    None => AdminError {
+                        status: rejection.status(),
+                        code: "invalid_request",
+                        description: rejection.body_text(),
+                    },
+                },
+            )
+    }
 }
 
 /// Parses a JSON body strictly (unknown fields refused).
@@ -186,7 +215,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    bytes: Bytes,
+    AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: CreateClient = body(&bytes)?;
     let spec = ClientSpec {
@@ -257,7 +286,7 @@ pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    bytes: Bytes,
+    AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: UpdateClient = body(&bytes)?;
     let changes = ClientChanges {
@@ -334,7 +363,7 @@ pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
-    bytes: Bytes,
+    AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: RotateSecret = body(&bytes)?;
     let (c, secret) = state
@@ -389,7 +418,7 @@ pub struct IssuedBefore {
 pub async fn revoke_issued_before(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    bytes: Bytes,
+    AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: IssuedBefore = body(&bytes)?;
     let n = state

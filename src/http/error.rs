@@ -8,6 +8,7 @@
 //! | about one request field | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
 //! | about the request as a whole | `400 {"error": "<code>", "error_description": …}` | same |
 //! | body too large | `413 {"error": "invalid_request", …}` | same |
+//! | body not received within `body_timeout` | `408 {"error": "invalid_request", …}`, `Connection: close` | same |
 //! | store unavailable | `503` + `Retry-After`, `{"error": "temporarily_unavailable"}` | same |
 //!
 //! `WWW-Authenticate: Basic` accompanies a 401 when the client used Basic authentication or
@@ -34,6 +35,7 @@ pub const BASIC_CHALLENGE: &str = "Basic realm=\"tessera\"";
 enum Kind {
     OAuth(OAuthError),
     TooLarge(usize),
+    BodyTimeout(String),
     Unavailable,
     Internal,
     NotFound(String),
@@ -96,6 +98,17 @@ impl ApiError {
         }
     }
 
+    /// The body did not arrive in time ([`super::server::BodyTimeout`], whose text is the
+    /// reason).
+    #[must_use]
+    pub fn body_timeout(profile: Profile, reason: String) -> Self {
+        Self {
+            profile,
+            kind: Kind::BodyTimeout(reason),
+            basic_challenge: false,
+        }
+    }
+
     /// No such route.
     #[must_use]
     pub fn not_found(profile: Profile) -> Self {
@@ -148,6 +161,14 @@ fn generic(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response()
 }
 
+/// Adds `Connection: close` to a `408`: the rest of the body may still be on its way, so the
+/// connection cannot carry another request.
+fn request_timeout(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self.kind {
@@ -174,6 +195,11 @@ impl IntoResponse for ApiError {
                 "invalid_request",
                 &format!("the request body exceeds {limit} bytes"),
             ),
+            Kind::BodyTimeout(reason) => request_timeout(generic(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                &reason,
+            )),
             Kind::Unavailable => {
                 let mut resp = generic(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -280,6 +306,7 @@ impl IntoResponse for AdminError {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }
+            StatusCode::REQUEST_TIMEOUT => resp = request_timeout(resp),
             _ => {}
         }
         resp

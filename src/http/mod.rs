@@ -3,7 +3,8 @@
 //!
 //! [`Application`] follows the build → port → run shape: it binds its listener first (port 0
 //! works, which is how the tests run), then serves until the shutdown future completes, letting
-//! in-flight requests finish.
+//! in-flight requests finish. [`server`] is the accept loop both listeners run, with the
+//! connection timeouts and caps.
 
 pub mod admin;
 pub mod error;
@@ -15,11 +16,11 @@ pub mod openapi;
 pub mod ping;
 pub mod request;
 pub mod revoke;
+pub mod server;
 pub mod token;
 pub mod wellknown;
 
 use std::future::Future;
-use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -99,6 +100,8 @@ pub struct Application {
     shutdown_timeout: Duration,
     shutdown_drain: Duration,
     token_retention: u32,
+    public_rules: server::Rules,
+    admin_rules: server::Rules,
 }
 
 impl Application {
@@ -119,6 +122,7 @@ impl Application {
             settings.issuer = Some(format!("http://{addr}"));
         }
         metrics::install();
+        let (public_rules, admin_rules) = connection_rules(&settings);
         let tessera = Tessera::open(&settings).await?;
         tessera.ensure_admin_token(&settings).await?;
         Ok(Self {
@@ -141,6 +145,8 @@ impl Application {
             shutdown_timeout: Duration::from_secs(u64::from(settings.shutdown_timeout)),
             shutdown_drain: Duration::from_secs(u64::from(settings.shutdown_drain)),
             token_retention: settings.token_retention,
+            public_rules,
+            admin_rules,
         })
     }
 
@@ -166,7 +172,7 @@ impl Application {
     /// The expired-token cleanup and the key reload run in the background meanwhile.
     ///
     /// # Errors
-    /// If serving fails.
+    /// If a listener has no local address.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -189,6 +195,8 @@ impl Application {
             addr = %self.listener.local_addr()?,
             admin = %self.admin_listener.local_addr()?,
             issuer = %state.tessera.policy().issuer,
+            max_connections = self.public_rules.max_connections,
+            admin_max_connections = self.admin_rules.max_connections,
             "serving"
         );
         // One shutdown signal, observed by both servers and by the deadline below.
@@ -210,35 +218,75 @@ impl Application {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|v| *v).await;
         };
-        let public = axum::serve(
+        let public = server::serve(
             self.listener,
-            router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin = axum::serve(
+            "public",
+            router(state.clone()),
+            self.public_rules,
+            stop_rx.clone(),
+        );
+        let admin = server::serve(
             self.admin_listener,
-            admin::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let both = async { tokio::try_join!(public.into_future(), admin.into_future()) };
+            "admin",
+            admin::router(state.clone()),
+            self.admin_rules,
+            stop_rx.clone(),
+        );
+        let both = async { tokio::join!(public, admin) };
         let deadline = async {
             stopped(stop_rx).await;
             tracing::info!(timeout = ?self.shutdown_timeout, "shutting down: finishing in-flight requests");
             tokio::time::sleep(self.shutdown_timeout).await;
         };
-        let served = tokio::select! {
-            r = both => r.map(|_| ()),
+        tokio::select! {
+            _ = both => {}
             () = deadline => {
                 tracing::warn!("shutdown deadline passed with requests still in flight");
-                Ok(())
             }
-        };
+        }
         cleanup.abort();
         reload.abort();
         upkeep.abort();
         state.tessera.close().await;
-        served.context("serving HTTP")
+        Ok(())
     }
+}
+
+/// Each listener's connection rules. The public cap, when not configured, leaves the
+/// descriptors the admin listener and the database need (see [`server::public_cap`]); a
+/// configured cap the descriptor limit cannot honour is warned about.
+fn connection_rules(settings: &Settings) -> (server::Rules, server::Rules) {
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    let admin_cap = usize::try_from(settings.admin_max_connections).unwrap_or(usize::MAX);
+    let nofile = server::open_files_limit();
+    let public_cap = server::public_cap(
+        usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+        admin_cap,
+        settings.database_max_connections,
+        nofile,
+    );
+    if let Some(limit) = nofile {
+        let wanted = u64::try_from(public_cap.saturating_add(admin_cap))
+            .unwrap_or(u64::MAX)
+            .saturating_add(u64::from(settings.database_max_connections))
+            .saturating_add(server::RESERVED_DESCRIPTORS);
+        if wanted > limit {
+            tracing::warn!(
+                open_files_limit = limit,
+                max_connections = public_cap,
+                admin_max_connections = admin_cap,
+                "the connection caps exceed what the descriptor limit (ulimit -n) leaves: \
+                 descriptors may run out first, and then no listener accepts until some close"
+            );
+        }
+    }
+    let rules = |max_connections| server::Rules {
+        header_timeout: secs(settings.header_timeout),
+        body_timeout: secs(settings.body_timeout),
+        idle_timeout: secs(settings.idle_timeout),
+        max_connections,
+    };
+    (rules(public_cap), rules(admin_cap))
 }
 
 /// Reloads the signing keys every `key_reload_interval` seconds, so that a rotation or a

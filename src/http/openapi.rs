@@ -90,6 +90,9 @@ pub enum OAuthErrors {
     /// Client authentication failed (`invalid_client`).
     #[response(status = 401)]
     Unauthorized(#[to_schema] GenericError),
+    /// The body was not received within `body_timeout`; sent with `Connection: close`.
+    #[response(status = 408)]
+    BodyTimeout(#[to_schema] GenericError),
     /// Body too large.
     #[response(status = 413)]
     TooLarge(#[to_schema] GenericError),

@@ -139,9 +139,12 @@ impl FromRequest<Arc<AppState>> for OAuthRequest {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(ApiError::too_large(profile, limit));
         }
-        let body = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| ApiError::too_large(profile, limit))?;
+        let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            match super::server::body_timeout_in(&e) {
+                Some(timeout) => ApiError::body_timeout(profile, timeout.to_string()),
+                None => ApiError::too_large(profile, limit),
+            }
+        })?;
         let fields = parse_body(&headers, &body).map_err(|e| ApiError::oauth(profile, e))?;
         Ok(Self {
             fields,

@@ -19,6 +19,7 @@ mod helpers;
 mod admin;
 mod cleanup;
 mod cli;
+mod connections;
 mod crash;
 mod discovery;
 mod interop;
