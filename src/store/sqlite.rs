@@ -22,8 +22,9 @@ use sqlx::{Sqlite, Transaction};
 
 use super::rows::{AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
 use super::sqlite_clients::ClientCache;
+use super::sqlite_files::DatabaseFiles;
 use super::sqlite_read::ReadPool;
-use super::sqlite_writer::{GroupWriter, map_err as writer_err};
+use super::sqlite_writer::{GroupWriter, is_environmental_code, map_err as writer_err};
 use super::{
     AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
     Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
@@ -42,6 +43,7 @@ pub struct SqliteStore {
     clients: std::sync::Arc<ClientCache>,
     writer: SqlitePool,
     group: GroupWriter,
+    files: std::sync::Arc<DatabaseFiles>,
     path: PathBuf,
 }
 
@@ -82,14 +84,21 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self {
+        let files = std::sync::Arc::new(DatabaseFiles::new(&path));
+        let store = Self {
             reader,
             point_reads: std::sync::Arc::new(ReadPool::new(&path)),
             clients: std::sync::Arc::new(ClientCache::open(&path)),
-            group: GroupWriter::start(&path)?,
+            group: GroupWriter::start(&path, files.clone())?,
             writer,
+            files,
             path,
-        })
+        };
+        // A read opens the write-ahead log and its index if they are not open yet, so that
+        // all three files are recorded as this process opened them.
+        store.ping().await?;
+        store.files.record();
+        Ok(store)
     }
 
     /// The database file.
@@ -112,10 +121,21 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.files.check()?;
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)
+    }
+
+    /// Commits a transaction of [`begin_write`](Self::begin_write), unless a database file
+    /// was removed or replaced since it began (then it is rolled back: nothing would last).
+    async fn commit(&self, tx: Transaction<'static, Sqlite>) -> StoreResult<()> {
+        if let Err(e) = self.files.check() {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     /// Whether a migration of this binary has not been applied yet. True when that cannot be
@@ -144,9 +164,12 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
             if db.is_unique_violation() {
                 return StoreError::Conflict(db.message().to_owned());
             }
-            // SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout: transient.
-            match db.code().as_deref() {
-                Some("5" | "6" | "261" | "517") => StoreError::Unavailable(db.message().to_owned()),
+            // Busy or locked after the busy timeout, disk full, I/O errors and the like: the
+            // same codes as on the group writer's connection (`sqlite_writer::map_err`).
+            match db.code().and_then(|code| code.parse::<i32>().ok()) {
+                Some(code) if is_environmental_code(code) => {
+                    StoreError::Unavailable(db.message().to_owned())
+                }
                 _ => StoreError::Other(anyhow::Error::new(e)),
             }
         }
@@ -252,10 +275,50 @@ impl Store for SqliteStore {
             .migrations_pending()
             .await
             .then(|| self.clients.signal_after());
+        // The whole run in one write transaction: SQLite's write lock serialises processes
+        // migrating the same file at once (sqlx's migrator takes no lock on SQLite, so two of
+        // them would both see a migration as pending and the second fail to apply it). The
+        // other process waits on the busy timeout, then finds everything applied; each
+        // migration runs in a savepoint inside this transaction.
+        // `run_direct` is `run` on a connection already in hand; sqlx keeps it public for
+        // callers in `async_trait` methods, where `run`'s `Acquire` bound does not compile.
+        let mut tx = self.begin_write().await?;
         MIGRATOR
-            .run(&self.writer)
+            .run_direct(None, &mut *tx, false)
             .await
-            .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")))
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => match map_err(e) {
+                    StoreError::Other(e) => {
+                        StoreError::Other(anyhow::anyhow!("migration failed: {e}"))
+                    }
+                    transient => transient,
+                },
+                e => StoreError::Other(anyhow::anyhow!("migration failed: {e}")),
+            })?;
+        self.commit(tx).await
+    }
+
+    /// Ready when the database files are still those this process opened, a read answers,
+    /// and a write commits: a small update of one `meta` row through the group writer, so that
+    /// a full disk or a failing device shows here as it does to the token requests (and the
+    /// first probe that commits again reports ready, with no restart).
+    async fn ready(&self) -> StoreResult<()> {
+        self.files.check()?;
+        self.ping().await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.group
+            .write(move |conn| {
+                change(
+                    conn,
+                    "INSERT INTO meta (key, value) VALUES ('readiness_probe', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![now.to_string()],
+                )?;
+                Ok(((), true))
+            })
+            .await
     }
 
     fn cleanup_holds_up_writes(&self) -> bool {
@@ -309,7 +372,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(stored)
     }
 
@@ -322,7 +385,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -345,7 +408,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     /// Through the client cache (`sqlite_clients.rs`), which every client write above
@@ -405,7 +468,7 @@ impl Store for SqliteStore {
         } else {
             ClientUpdate::NotFound
         };
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(outcome)
     }
 
@@ -417,7 +480,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -447,7 +510,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
@@ -464,7 +527,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     async fn activate_next_key(
@@ -495,7 +558,7 @@ impl Store for SqliteStore {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);
         }
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -518,7 +581,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -41,6 +41,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
+use super::sqlite_files::DatabaseFiles;
 use super::{StoreError, StoreResult};
 
 /// Most jobs in one transaction.
@@ -91,18 +92,44 @@ where
     }
 }
 
-/// Maps a `rusqlite` error like the sqlx one: busy/locked is transient, a uniqueness
-/// violation is a conflict, anything else is a failure.
+/// Maps a `rusqlite` error like the sqlx one: a uniqueness violation is a conflict; busy or
+/// locked beyond the timeout, and the environment failing under the database (disk full, I/O
+/// error, a file that cannot be opened or written), are unavailable (`503`, retry later);
+/// anything else is a failure.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        Some(code) if is_environmental(code) => StoreError::Unavailable(e.to_string()),
         Some(ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Other(anyhow::Error::new(e)),
     }
+}
+
+/// The SQLite result codes that say the database's surroundings failed, not the statement: a
+/// retry can succeed once the disk has room, the lock is free or the file is back. SQLite
+/// rolls a transaction back by itself after some of them (see [`run_batch`]).
+fn is_environmental(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::OutOfMemory
+    )
+}
+
+/// Whether a primary SQLite result code (as sqlx reports it, the extended code in decimal) is
+/// one of [`is_environmental`]'s.
+#[must_use]
+pub fn is_environmental_code(code: i32) -> bool {
+    is_environmental(rusqlite::ffi::Error::new(code).code)
 }
 
 /// What the writer thread receives.
@@ -120,11 +147,12 @@ pub struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Opens the writer's connection on `path` and starts its thread.
+    /// Opens the writer's connection on `path` and starts its thread. Every batch checks
+    /// `files` before it commits.
     ///
     /// # Errors
     /// When the database cannot be opened.
-    pub fn start(path: &Path) -> StoreResult<Self> {
+    pub fn start(path: &Path, files: Arc<DatabaseFiles>) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
         // Sub-journals (statement and savepoint rollback data) in memory, not in temp files.
@@ -138,7 +166,7 @@ impl GroupWriter {
         let thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
             .spawn(move || {
-                run(&conn, &rx);
+                run(&conn, &rx, &files);
                 drop(conn);
             })
             .map_err(|e| {
@@ -204,7 +232,7 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
+fn run(conn: &Connection, rx: &mpsc::Receiver<Message>, files: &DatabaseFiles) {
     let mut stopping = false;
     while !stopping {
         let Ok(Message::Job(first)) = rx.recv() else {
@@ -223,7 +251,7 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
         }
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!("tessera_sqlite_batch_size").record(jobs.len() as f64);
-        let outcome = run_batch(conn, &mut jobs);
+        let outcome = run_batch(conn, &mut jobs, files);
         let error = outcome.err();
         for job in jobs {
             job.deliver(error.as_ref());
@@ -240,12 +268,26 @@ fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
 
 /// Runs the jobs in one transaction and commits; returns the commit outcome. First without
 /// savepoints; again with one savepoint per job if a job failed after writing.
-fn run_batch(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+///
+/// A batch that fails commits nothing. SQLite itself rolls the whole transaction back after
+/// some failures (disk full, I/O error, out of memory): the connection is then back in
+/// autocommit mode, where the jobs after that one would each commit on their own. So after
+/// every job the batch checks that its transaction is still open, and stops there if not. The
+/// database files are checked last, before `COMMIT`, so that nothing commits into a file that
+/// was removed or replaced ([`DatabaseFiles`]). The connection needs no repair afterwards: the
+/// next batch begins a new transaction, which succeeds once the disk has room again.
+fn run_batch(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    files: &DatabaseFiles,
+) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
     let mut clean = true;
     for job in jobs.iter_mut() {
         let before = conn.total_changes();
-        if !job.run(conn) && conn.total_changes() != before {
+        let keep = job.run(conn);
+        still_open(conn)?;
+        if !keep && conn.total_changes() != before {
             clean = false;
             break;
         }
@@ -254,39 +296,70 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
         // Discard everything and run the batch again, each job in its own savepoint.
         exec(conn, "ROLLBACK")?;
         metrics::counter!("tessera_sqlite_batch_reruns_total").increment(1);
-        return run_batch_with_savepoints(conn, jobs);
+        return run_batch_with_savepoints(conn, jobs, files);
     }
-    commit(conn)
+    commit(conn, files)
 }
 
-fn run_batch_with_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+fn run_batch_with_savepoints(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    files: &DatabaseFiles,
+) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
     for job in jobs.iter_mut() {
         let step = exec(conn, "SAVEPOINT job").and_then(|()| {
-            if job.run(conn) {
+            let keep = job.run(conn);
+            still_open(conn)?;
+            if keep {
                 exec(conn, "RELEASE job")
             } else {
                 exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
             }
         });
         if let Err(e) = step {
-            let _ = exec(conn, "ROLLBACK");
+            rollback(conn);
             return Err(e);
         }
     }
-    commit(conn)
+    commit(conn, files)
+}
+
+/// `Ok` while the batch's transaction is open; unavailable when SQLite has rolled it back
+/// after a failure (the failed job has its own error; the others get this one).
+fn still_open(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Err(StoreError::Unavailable(
+            "SQLite rolled the batch's transaction back after a write failed (disk full or I/O \
+             error); nothing of it was committed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rolls back whatever is open; a failure (nothing open) changes nothing.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
+    }
 }
 
 /// Commits, recording how long it took: the log write and its `fsync`, and SQLite's automatic
 /// checkpoint when it runs after this commit (every 1,000 log pages). Every request of the batch
-/// waits for it, so a slow disk or a slow checkpoint shows here first.
-fn commit(conn: &Connection) -> StoreResult<()> {
+/// waits for it, so a slow disk or a slow checkpoint shows here first. Refuses (rolls back)
+/// when a database file was removed or replaced.
+fn commit(conn: &Connection, files: &DatabaseFiles) -> StoreResult<()> {
+    if let Err(e) = files.check() {
+        rollback(conn);
+        return Err(e);
+    }
     let started = std::time::Instant::now();
     let done = exec(conn, "COMMIT");
     metrics::histogram!("tessera_sqlite_commit_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = done {
-        let _ = exec(conn, "ROLLBACK");
+        rollback(conn);
         return Err(e);
     }
     Ok(())
