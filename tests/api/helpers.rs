@@ -138,7 +138,43 @@ impl Drop for ServeProcess {
 /// on a free loopback port (it binds port 0 and logs the address it got).
 pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+    serve_process(
+        dir,
+        db.url.clone(),
+        Some(master_key),
+        Some(db.clone()),
+        args,
+    )
+    .await
+}
+
+/// Starts `tessera serve` on the SQLite file `tessera.db` in `dir` (which may already hold
+/// data), with the master key generated beside it.
+pub async fn spawn_serve_in(dir: tempfile::TempDir, args: &[&str]) -> TestApp {
+    let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+    serve_process(dir, url, None, None, args).await
+}
+
+/// Starts `tessera serve` on the SQLite database `database_url`, with the master key beside
+/// it, from a directory of its own.
+pub async fn spawn_serve_on(database_url: &str, args: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    serve_process(dir, database_url.to_owned(), None, None, args).await
+}
+
+async fn serve_process(
+    dir: tempfile::TempDir,
+    database_url: String,
+    master_key: Option<&str>,
+    pg: Option<Arc<TestDb>>,
+    args: &[&str],
+) -> TestApp {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    match master_key {
+        Some(key) => command.env("TESSERA_MASTER_KEY", key),
+        None => command.env_remove("TESSERA_MASTER_KEY"),
+    };
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -150,8 +186,7 @@ pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> T
         ])
         .args(args)
         .arg("--database-url")
-        .arg(&db.url)
-        .env("TESSERA_MASTER_KEY", master_key)
+        .arg(&database_url)
         .env("TESSERA_ADMIN_TOKEN", ADMIN_TOKEN)
         // Many concurrent requests from one address: only the rate-limit tests meet limits.
         .env("TESSERA_RATE_LIMIT_PER_IP", "0")
@@ -202,9 +237,9 @@ pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> T
         admin_addr,
         dir,
         http: reqwest::Client::builder().build().expect("http client"),
-        pg: Some(db.clone()),
-        database_url: db.url.clone(),
-        master_key: Some(master_key.to_owned()),
+        pg,
+        database_url,
+        master_key: master_key.map(str::to_owned),
         stop: None,
         task: None,
         process: Some(process),
@@ -261,6 +296,14 @@ impl TestApp {
 
     pub fn database_url(&self) -> String {
         self.database_url.clone()
+    }
+
+    /// The log lines (JSON) a `tessera serve` process has written so far; empty in-process.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.process
+            .as_ref()
+            .map(|p| p.log.lock().expect("log").clone())
+            .unwrap_or_default()
     }
 
     /// Signals shutdown without waiting for it.

@@ -20,6 +20,7 @@ mod admin;
 mod cleanup;
 mod cli;
 mod discovery;
+mod faults;
 mod interop;
 mod introspect;
 mod jwt;
