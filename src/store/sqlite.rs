@@ -271,10 +271,17 @@ impl Store for SqliteStore {
         // A migration may change the `clients` table: other processes must reload. Only when
         // one is pending: every CLI command migrates when it starts, and a signal for nothing
         // made a running server reload every client it had cached, at each `client list`.
-        let _signal = self
-            .migrations_pending()
-            .await
-            .then(|| self.clients.signal_after());
+        let pending = self.migrations_pending().await;
+        let _signal = pending.then(|| self.clients.signal_after());
+        if !pending {
+            // Nothing to apply (and applied migrations are never undone): the run only checks
+            // the applied ones against this binary's, with no write, so it needs no lock. Every
+            // CLI command migrates when it starts; this keeps it off a busy server's write lock.
+            return MIGRATOR
+                .run(&self.writer)
+                .await
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
+        }
         // The whole run in one write transaction: SQLite's write lock serialises processes
         // migrating the same file at once (sqlx's migrator takes no lock on SQLite, so two of
         // them would both see a migration as pending and the second fail to apply it). The

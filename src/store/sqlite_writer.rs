@@ -364,3 +364,108 @@ fn commit(conn: &Connection, files: &DatabaseFiles) -> StoreResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// Disk full, I/O errors, a file that cannot be opened or written, busy: `503`, retry.
+    /// A broken constraint or a corrupt file is not the environment's doing.
+    #[test]
+    fn environmental_failures_are_unavailable_and_others_are_not() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+        ] {
+            assert!(
+                matches!(map_err(failure(code)), StoreError::Unavailable(_)),
+                "{code}"
+            );
+            assert!(is_environmental_code(code), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_CONSTRAINT_CHECK,
+            ffi::SQLITE_ERROR,
+        ] {
+            assert!(
+                matches!(map_err(failure(code)), StoreError::Other(_)),
+                "{code}"
+            );
+            assert!(!is_environmental_code(code), "{code}");
+        }
+    }
+
+    /// Three jobs in one batch, the middle one too big for the space left (SQLite's page
+    /// limit: a real `SQLITE_FULL`, after which SQLite rolls the transaction back by itself).
+    /// Every job that is told it succeeded has its row, and no job told it failed has one; the
+    /// full one is told it is unavailable. Once there is room, the same connection commits.
+    #[test]
+    fn a_write_that_finds_the_disk_full_commits_nothing_it_was_not_told()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        )?;
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        conn.pragma_update(None, "max_page_count", pages + 2)?;
+        let files = DatabaseFiles::new(&path);
+        files.record();
+        let batch = |rows: &[(i64, i64)]| {
+            let mut answers = Vec::new();
+            let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+            for &(id, size) in rows {
+                let (reply, answer) = oneshot::channel::<StoreResult<()>>();
+                jobs.push(Box::new(Pending {
+                    op: move |conn: &Connection| {
+                        conn.execute(
+                            "INSERT INTO t (id, v) VALUES (?1, zeroblob(?2))",
+                            rusqlite::params![id, size],
+                        )
+                        .map_err(map_err)?;
+                        Ok(((), true))
+                    },
+                    result: None,
+                    reply,
+                }));
+                answers.push((id, answer));
+            }
+            let error = run_batch(&conn, &mut jobs, &files).err();
+            for job in jobs {
+                job.deliver(error.as_ref());
+            }
+            answers
+        };
+        for (id, mut answer) in batch(&[(1, 10), (2, 1_000_000), (3, 10)]) {
+            let told = answer.try_recv()?;
+            let stored: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM t WHERE id = ?1)", [id], |r| {
+                    r.get(0)
+                })?;
+            assert_eq!(told.is_ok(), stored, "job {id}: {told:?}");
+            if id == 2 {
+                assert!(matches!(told, Err(StoreError::Unavailable(_))), "{told:?}");
+            }
+        }
+        conn.pragma_update(None, "max_page_count", 1_000_000)?;
+        for (id, mut answer) in batch(&[(4, 1_000_000)]) {
+            assert!(answer.try_recv()?.is_ok(), "job {id}");
+        }
+        Ok(())
+    }
+}
