@@ -61,6 +61,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = options.get_filename().to_path_buf();
+        switch_to_wal(&path).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -152,6 +153,37 @@ impl SqliteStore {
         MIGRATOR
             .iter()
             .any(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+    }
+}
+
+/// Puts the database file at `path` (created if missing) in WAL mode, which then persists in
+/// the file. Switching needs an exclusive lock, and SQLite answers "database is locked" at once,
+/// without waiting out the busy timeout, when two connections that both read the file try it
+/// (each would wait for the other): so processes starting together on a new file retry here,
+/// for up to the busy timeout, before any other connection opens it. On a file already in WAL
+/// mode the first attempt is a no-op.
+async fn switch_to_wal(path: &Path) -> StoreResult<()> {
+    const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = Connection::open(path).and_then(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            })
+        });
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(writer_err(e)),
+        }
     }
 }
 
