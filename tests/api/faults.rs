@@ -122,6 +122,15 @@ async fn a_full_disk_answers_503_and_not_ready_then_serves_again_once_space_is_f
         assert_unavailable(&grant);
     }
     assert_unavailable(&app.refresh(&c, &refresh_token).await);
+    // The admin API's writes (on the store's other connection) answer the same way.
+    let created = app
+        .admin(
+            "POST",
+            "/admin/clients",
+            Some(serde_json::json!({"name": "full", "scopes": "/ping.read"})),
+        )
+        .await;
+    assert_unavailable(&created);
     let ready = readyz(&app).await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     assert_eq!(ready.header("retry-after"), Some("1"));
@@ -135,6 +144,14 @@ async fn a_full_disk_answers_503_and_not_ready_then_serves_again_once_space_is_f
     let refreshed = app.refresh(&c, &refresh_token).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.text);
     assert_eq!(app.token_rows().await, (2, 3, 3));
+    let listed = app.admin("GET", "/admin/clients", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.text.matches("\"client_id\"").count(),
+        1,
+        "{}",
+        listed.text
+    );
 
     let dir = app.stop().await;
     drop(tmpfs);
