@@ -97,20 +97,34 @@ fn generate_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
     match linked {
         Ok(()) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // The new name is durable before any data depends on the key.
-                std::fs::File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .with_context(|| format!("syncing {}", dir.display()))?;
+                // The new name on disk before any data depends on the key (best effort: not
+                // every file system syncs a directory).
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
             }
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading master key file {}", path.display()))?;
-            MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
+        Err(_) => {
+            // A file system without hard links: create the file in place instead (a process
+            // starting at the same moment could then read it before it is whole).
+            match write_private_file(path, &key.encode(), false) {
+                Ok(()) => Ok(key),
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists) =>
+                {
+                    read_key_file(path)
+                }
+                Err(e) => Err(e),
+            }
         }
-        Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
     }
+}
+
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading master key file {}", path.display()))?;
+    MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
 }
 
 /// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
@@ -382,4 +396,38 @@ pub async fn rotate_master_key(
     );
     store.record_audit(&event).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes generating the key of one fresh database: the second finds the first's
+    /// file in place, whole, and uses that key. No temporary file is left.
+    #[test]
+    fn a_key_file_generated_by_another_process_first_is_the_one_used()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db.master-key");
+        let first = generate_key_file(&path)?;
+        let second = generate_key_file(&path)?;
+        assert_eq!(second.encode(), first.encode());
+        assert_eq!(
+            MasterKey::parse(&std::fs::read_to_string(&path)?)?.encode(),
+            first.encode()
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names, vec![std::ffi::OsString::from("t.db.master-key")]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path)?.permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        Ok(())
+    }
 }
