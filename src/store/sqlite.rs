@@ -8,6 +8,12 @@
 //! group-committed: many requests share one transaction and one flush (see
 //! [`super::sqlite_writer`]). Reads use a separate pool and never block writes (WAL readers see
 //! the last committed state).
+//!
+//! Faults of the environment (docs/fault-model.md): a full disk, an I/O error, a file that
+//! cannot be opened or written, are [`StoreError::Unavailable`] on every connection (`503`);
+//! the database files are checked before every commit ([`super::sqlite_files`]); readiness
+//! commits a probe write; migrations run inside one write transaction, so that processes
+//! starting together on a new file apply them one after the other.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
