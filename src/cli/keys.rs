@@ -147,9 +147,9 @@ pub(super) async fn run_master(cmd: MasterKeyCommand, settings: &Settings) -> an
                 }
             };
             let new = MasterKey::parse(&text).context("the new master key")?;
-            let current = resolve_master_key(settings)?;
             let store = open_store(settings).await?;
             store.migrate().await?;
+            let current = resolve_master_key(settings, store.as_ref()).await?;
             let now = crate::domain::clock::Clock::now(&crate::domain::clock::SystemClock);
             rotate_master_key(store.as_ref(), &current, &new, now).await?;
             println!(

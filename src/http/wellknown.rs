@@ -25,7 +25,8 @@ pub async fn healthz() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-/// `GET /readyz`: the store answers (and the server is not shutting down).
+/// `GET /readyz`: the store can serve requests, writes included (on SQLite a probe write commits)
+/// and the server is not shutting down. See docs/fault-model.md.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let draining = state.draining.load(std::sync::atomic::Ordering::SeqCst);

@@ -22,9 +22,18 @@ const ROOT_KEY: &str = "root_key";
 /// else — for the embedded SQLite default only — `<database file>.master-key`, generated with a
 /// warning on first use (mode 0600).
 ///
+/// A key is generated only for a database that no master key has initialised yet (no root key
+/// in `meta`). When the file is missing beside an initialised database, a new key could open
+/// nothing in it (signing keys, client secrets): the start is refused, nothing is written, and
+/// the error names the missing file.
+///
 /// # Errors
-/// A malformed key, an unreadable file, or no key for a database that is not a local file.
-pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
+/// A malformed key, an unreadable or missing file, no key for a database that is not a local
+/// file, or a store failure.
+pub async fn resolve_master_key(
+    settings: &Settings,
+    store: &dyn Store,
+) -> anyhow::Result<MasterKey> {
     if let Some(text) = &settings.master_key {
         return MasterKey::parse(text.expose()).context("TESSERA_MASTER_KEY");
     }
@@ -38,11 +47,27 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
         Ok(text) => {
             MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
         }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound && settings.master_key_file.is_none() =>
-        {
-            let key = MasterKey::generate()?;
-            write_private_file(&path, &key.encode(), false)?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let initialised = store.meta_get(ROOT_KEY).await?.is_some();
+            if initialised {
+                anyhow::bail!(
+                    "the master key file {} is missing, but the database {} was initialised with \
+                     a master key; refusing to start, and no new key was written (a new key \
+                     cannot open the signing keys and client secrets stored there). Restore the \
+                     file from your backup, or give the key with TESSERA_MASTER_KEY or \
+                     master_key_file",
+                    path.display(),
+                    crate::store::postgres::redact_url(&settings.database_url),
+                );
+            }
+            if settings.master_key_file.is_some() {
+                anyhow::bail!(
+                    "the master key file {} (master_key_file) is missing; create it with \
+                     `tessera gen-master-key` (mode 0600) or give the key with TESSERA_MASTER_KEY",
+                    path.display()
+                );
+            }
+            let key = generate_key_file(&path)?;
             tracing::warn!(
                 path = %path.display(),
                 "no master key configured: generated one next to the database. Back it up; \
@@ -53,6 +78,53 @@ pub fn resolve_master_key(settings: &Settings) -> anyhow::Result<MasterKey> {
         }
         Err(e) => Err(e).with_context(|| format!("reading master key file {}", path.display())),
     }
+}
+
+/// Generates a master key into the new file `path`, or reads the one another process starting
+/// on the same fresh database put there first. The key is written whole to a private temporary
+/// file that is then linked to `path` (which fails if `path` exists), so a reader never sees a
+/// half-written key, and two processes end up with the same key.
+fn generate_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
+    let key = MasterKey::generate()?;
+    let mut nonce = [0u8; 8];
+    crate::domain::crypto::random_fill(&mut nonce)?;
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp-{}", crate::domain::crypto::hex(&nonce)));
+    let temporary = PathBuf::from(name);
+    write_private_file(&temporary, &key.encode(), false)?;
+    let linked = std::fs::hard_link(&temporary, path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // The new name on disk before any data depends on the key (best effort: not
+                // every file system syncs a directory).
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(path),
+        Err(_) => {
+            // A file system without hard links: create the file in place instead (a process
+            // starting at the same moment could then read it before it is whole).
+            match write_private_file(path, &key.encode(), false) {
+                Ok(()) => Ok(key),
+                Err(e)
+                    if e.downcast_ref::<std::io::Error>()
+                        .is_some_and(|e| e.kind() == std::io::ErrorKind::AlreadyExists) =>
+                {
+                    read_key_file(path)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+fn read_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading master key file {}", path.display()))?;
+    MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
 }
 
 /// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
@@ -324,4 +396,38 @@ pub async fn rotate_master_key(
     );
     store.record_audit(&event).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two processes generating the key of one fresh database: the second finds the first's
+    /// file in place, whole, and uses that key. No temporary file is left.
+    #[test]
+    fn a_key_file_generated_by_another_process_first_is_the_one_used()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db.master-key");
+        let first = generate_key_file(&path)?;
+        let second = generate_key_file(&path)?;
+        assert_eq!(second.encode(), first.encode());
+        assert_eq!(
+            MasterKey::parse(&std::fs::read_to_string(&path)?)?.encode(),
+            first.encode()
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names, vec![std::ffi::OsString::from("t.db.master-key")]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(
+                std::fs::metadata(&path)?.permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        Ok(())
+    }
 }

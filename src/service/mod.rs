@@ -144,7 +144,7 @@ impl Tessera {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let master = keys::resolve_master_key(settings)?;
+        let master = keys::resolve_master_key(settings, store.as_ref()).await?;
         let derived = keys::open_root_key(store.as_ref(), &master).await?;
         keys::ensure_keys(store.as_ref(), &derived, settings.signing_alg, clock.now()).await?;
         let keyring = KeyRing::load(store.as_ref(), &derived, None).await?;
@@ -237,9 +237,16 @@ impl Tessera {
         Ok(())
     }
 
-    /// True if the store answers.
+    /// True if the store can serve requests, writes included ([`Store::ready`]); why not is
+    /// logged.
     pub async fn ready(&self) -> bool {
-        self.store.ping().await.is_ok()
+        match self.store.ready().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "not ready: the store cannot serve requests");
+                false
+            }
+        }
     }
 
     /// Records an operator-facing event after the change it describes has committed. A failure

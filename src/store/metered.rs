@@ -41,6 +41,9 @@ impl<S: Store> Store for Metered<S> {
     async fn ping(&self) -> StoreResult<()> {
         timed("ping", self.0.ping()).await
     }
+    async fn ready(&self) -> StoreResult<()> {
+        timed("ready", self.0.ready()).await
+    }
     fn pool_stats(&self) -> PoolStats {
         self.0.pool_stats()
     }

@@ -13,6 +13,7 @@ pub mod queue;
 mod rows;
 pub mod sqlite;
 mod sqlite_clients;
+mod sqlite_files;
 mod sqlite_read;
 mod sqlite_writer;
 
@@ -254,6 +255,11 @@ pub trait Store: Send + Sync + 'static {
     async fn migrate(&self) -> StoreResult<()>;
     /// A cheap query proving the database answers.
     async fn ping(&self) -> StoreResult<()>;
+    /// Whether the store can serve requests, writes included (`/readyz`). By default a
+    /// [`ping`](Self::ping); the SQLite store also checks its files and commits a probe write.
+    async fn ready(&self) -> StoreResult<()> {
+        self.ping().await
+    }
     /// Connection pool figures.
     fn pool_stats(&self) -> PoolStats;
     /// Whether the requests' writes wait while a cleanup round runs, so that rounds must stay

@@ -8,6 +8,12 @@
 //! group-committed: many requests share one transaction and one flush (see
 //! [`super::sqlite_writer`]). Reads use a separate pool and never block writes (WAL readers see
 //! the last committed state).
+//!
+//! Faults of the environment (docs/fault-model.md): a full disk, an I/O error, a file that
+//! cannot be opened or written, are [`StoreError::Unavailable`] on every connection (`503`);
+//! the database files are checked before every commit ([`super::sqlite_files`]); readiness
+//! commits a probe write; migrations run inside one write transaction, so that processes
+//! starting together on a new file apply them one after the other.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -22,8 +28,9 @@ use sqlx::{Sqlite, Transaction};
 
 use super::rows::{AccessRow, AuditRow, ClientRow, KeyRow, RefreshRow, bind_client_fields};
 use super::sqlite_clients::ClientCache;
+use super::sqlite_files::DatabaseFiles;
 use super::sqlite_read::ReadPool;
-use super::sqlite_writer::{GroupWriter, map_err as writer_err};
+use super::sqlite_writer::{GroupWriter, is_environmental_code, map_err as writer_err};
 use super::{
     AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
     Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
@@ -42,6 +49,7 @@ pub struct SqliteStore {
     clients: std::sync::Arc<ClientCache>,
     writer: SqlitePool,
     group: GroupWriter,
+    files: std::sync::Arc<DatabaseFiles>,
     path: PathBuf,
 }
 
@@ -59,6 +67,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
         let path = options.get_filename().to_path_buf();
+        switch_to_wal(&path).await?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -82,14 +91,21 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(map_err)?;
-        Ok(Self {
+        let files = std::sync::Arc::new(DatabaseFiles::new(&path));
+        let store = Self {
             reader,
             point_reads: std::sync::Arc::new(ReadPool::new(&path)),
             clients: std::sync::Arc::new(ClientCache::open(&path)),
-            group: GroupWriter::start(&path)?,
+            group: GroupWriter::start(&path, files.clone())?,
             writer,
+            files,
             path,
-        })
+        };
+        // A read opens the write-ahead log and its index if they are not open yet, so that
+        // all three files are recorded as this process opened them.
+        store.ping().await?;
+        store.files.record();
+        Ok(store)
     }
 
     /// The database file.
@@ -112,10 +128,21 @@ impl SqliteStore {
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.files.check()?;
         self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(map_err)
+    }
+
+    /// Commits a transaction of [`begin_write`](Self::begin_write), unless a database file
+    /// was removed or replaced since it began (then it is rolled back: nothing would last).
+    async fn commit(&self, tx: Transaction<'static, Sqlite>) -> StoreResult<()> {
+        if let Err(e) = self.files.check() {
+            let _ = tx.rollback().await;
+            return Err(e);
+        }
+        tx.commit().await.map_err(map_err)
     }
 
     /// Whether a migration of this binary has not been applied yet. True when that cannot be
@@ -135,6 +162,37 @@ impl SqliteStore {
     }
 }
 
+/// Puts the database file at `path` (created if missing) in WAL mode, which then persists in
+/// the file. Switching needs an exclusive lock, and SQLite answers "database is locked" at once,
+/// without waiting out the busy timeout, when two connections that both read the file try it
+/// (each would wait for the other): so processes starting together on a new file retry here,
+/// for up to the busy timeout, before any other connection opens it. On a file already in WAL
+/// mode the first attempt is a no-op.
+async fn switch_to_wal(path: &Path) -> StoreResult<()> {
+    const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+    let started = std::time::Instant::now();
+    loop {
+        let attempt = Connection::open(path).and_then(|conn| {
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            conn.query_row("PRAGMA journal_mode = WAL", [], |row| {
+                row.get::<_, String>(0)
+            })
+        });
+        match attempt {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => return Err(writer_err(e)),
+        }
+    }
+}
+
 pub(super) fn map_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
@@ -144,9 +202,12 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
             if db.is_unique_violation() {
                 return StoreError::Conflict(db.message().to_owned());
             }
-            // SQLITE_BUSY (5) / SQLITE_LOCKED (6) after the busy timeout: transient.
-            match db.code().as_deref() {
-                Some("5" | "6" | "261" | "517") => StoreError::Unavailable(db.message().to_owned()),
+            // Busy or locked after the busy timeout, disk full, I/O errors and the like: the
+            // same codes as on the group writer's connection (`sqlite_writer::map_err`).
+            match db.code().and_then(|code| code.parse::<i32>().ok()) {
+                Some(code) if is_environmental_code(code) => {
+                    StoreError::Unavailable(db.message().to_owned())
+                }
                 _ => StoreError::Other(anyhow::Error::new(e)),
             }
         }
@@ -248,14 +309,61 @@ impl Store for SqliteStore {
         // A migration may change the `clients` table: other processes must reload. Only when
         // one is pending: every CLI command migrates when it starts, and a signal for nothing
         // made a running server reload every client it had cached, at each `client list`.
-        let _signal = self
-            .migrations_pending()
-            .await
-            .then(|| self.clients.signal_after());
+        let pending = self.migrations_pending().await;
+        let _signal = pending.then(|| self.clients.signal_after());
+        if !pending {
+            // Nothing to apply (and applied migrations are never undone): the run only checks
+            // the applied ones against this binary's, with no write, so it needs no lock. Every
+            // CLI command migrates when it starts; this keeps it off a busy server's write lock.
+            return MIGRATOR
+                .run(&self.writer)
+                .await
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
+        }
+        // The whole run in one write transaction: SQLite's write lock serialises processes
+        // migrating the same file at once (sqlx's migrator takes no lock on SQLite, so two of
+        // them would both see a migration as pending and the second fail to apply it). The
+        // other process waits on the busy timeout, then finds everything applied; each
+        // migration runs in a savepoint inside this transaction.
+        // `run_direct` is `run` on a connection already in hand; sqlx keeps it public for
+        // callers in `async_trait` methods, where `run`'s `Acquire` bound does not compile.
+        let mut tx = self.begin_write().await?;
         MIGRATOR
-            .run(&self.writer)
+            .run_direct(None, &mut *tx, false)
             .await
-            .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")))
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => match map_err(e) {
+                    StoreError::Other(e) => {
+                        StoreError::Other(anyhow::anyhow!("migration failed: {e}"))
+                    }
+                    transient => transient,
+                },
+                e => StoreError::Other(anyhow::anyhow!("migration failed: {e}")),
+            })?;
+        self.commit(tx).await
+    }
+
+    /// Ready when the database files are still those this process opened, a read answers,
+    /// and a write commits: a small update of one `meta` row through the group writer, so that
+    /// a full disk or a failing device shows here as it does to the token requests (and the
+    /// first probe that commits again reports ready, with no restart).
+    async fn ready(&self) -> StoreResult<()> {
+        self.files.check()?;
+        self.ping().await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.group
+            .write(move |conn| {
+                change(
+                    conn,
+                    "INSERT INTO meta (key, value) VALUES ('readiness_probe', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![now.to_string()],
+                )?;
+                Ok(((), true))
+            })
+            .await
     }
 
     fn cleanup_holds_up_writes(&self) -> bool {
@@ -309,7 +417,7 @@ impl Store for SqliteStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(stored)
     }
 
@@ -322,7 +430,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -345,7 +453,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     /// Through the client cache (`sqlite_clients.rs`), which every client write above
@@ -405,7 +513,7 @@ impl Store for SqliteStore {
         } else {
             ClientUpdate::NotFound
         };
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(outcome)
     }
 
@@ -417,7 +525,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -447,7 +555,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
@@ -464,7 +572,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)
+        self.commit(tx).await
     }
 
     async fn activate_next_key(
@@ -495,7 +603,7 @@ impl Store for SqliteStore {
             tx.rollback().await.map_err(map_err)?;
             return Ok(false);
         }
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(true)
     }
 
@@ -518,7 +626,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
 

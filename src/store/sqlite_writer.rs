@@ -45,6 +45,7 @@ use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
 use super::queue::{self, QUEUE_TIMEOUT, Ticket};
+use super::sqlite_files::DatabaseFiles;
 use super::{StoreError, StoreResult};
 
 /// Most jobs in one transaction.
@@ -103,18 +104,44 @@ where
     }
 }
 
-/// Maps a `rusqlite` error like the sqlx one: busy/locked is transient, a uniqueness
-/// violation is a conflict, anything else is a failure.
+/// Maps a `rusqlite` error like the sqlx one: a uniqueness violation is a conflict; busy or
+/// locked beyond the timeout, and the environment failing under the database (disk full, I/O
+/// error, a file that cannot be opened or written), are unavailable (`503`, retry later);
+/// anything else is a failure.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        Some(code) if is_environmental(code) => StoreError::Unavailable(e.to_string()),
         Some(ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Other(anyhow::Error::new(e)),
     }
+}
+
+/// The SQLite result codes that say the database's surroundings failed, not the statement: a
+/// retry can succeed once the disk has room, the lock is free or the file is back. SQLite
+/// rolls a transaction back by itself after some of them (see [`run_batch`]).
+fn is_environmental(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::NoLargeFileSupport
+            | ErrorCode::OutOfMemory
+    )
+}
+
+/// Whether a primary SQLite result code (as sqlx reports it, the extended code in decimal) is
+/// one of [`is_environmental`]'s.
+#[must_use]
+pub fn is_environmental_code(code: i32) -> bool {
+    is_environmental(rusqlite::ffi::Error::new(code).code)
 }
 
 /// What the writer thread receives.
@@ -132,11 +159,12 @@ pub struct GroupWriter {
 }
 
 impl GroupWriter {
-    /// Opens the writer's connection on `path` and starts its thread.
+    /// Opens the writer's connection on `path` and starts its thread. Every batch checks
+    /// `files` before it commits.
     ///
     /// # Errors
     /// When the database cannot be opened.
-    pub fn start(path: &Path) -> StoreResult<Self> {
+    pub fn start(path: &Path, files: Arc<DatabaseFiles>) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(map_err)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(map_err)?;
         // Sub-journals (statement and savepoint rollback data) in memory, not in temp files.
@@ -150,7 +178,7 @@ impl GroupWriter {
         let thread = std::thread::Builder::new()
             .name("tessera-sqlite-writer".into())
             .spawn(move || {
-                run(&conn, &rx);
+                run(&conn, &rx, &files);
                 drop(conn);
             })
             .map_err(|e| {
@@ -222,7 +250,7 @@ impl GroupWriter {
     }
 }
 
-fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
+fn run(conn: &Connection, rx: &mpsc::Receiver<Message>, files: &DatabaseFiles) {
     let mut stopping = false;
     while !stopping {
         let first = match rx.recv() {
@@ -244,7 +272,7 @@ fn run(conn: &Connection, rx: &mpsc::Receiver<Message>) {
         }
         #[allow(clippy::cast_precision_loss)]
         metrics::histogram!("tessera_sqlite_batch_size").record(jobs.len() as f64);
-        let outcome = run_batch(conn, &mut jobs);
+        let outcome = run_batch(conn, &mut jobs, files);
         let error = outcome.err();
         for job in jobs {
             job.deliver(error.as_ref());
@@ -261,12 +289,26 @@ fn exec(conn: &Connection, sql: &str) -> StoreResult<()> {
 
 /// Runs the jobs in one transaction and commits; returns the commit outcome. First without
 /// savepoints; again with one savepoint per job if a job failed after writing.
-fn run_batch(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+///
+/// A batch that fails commits nothing. SQLite itself rolls the whole transaction back after
+/// some failures (disk full, I/O error, out of memory): the connection is then back in
+/// autocommit mode, where the jobs after that one would each commit on their own. So after
+/// every job the batch checks that its transaction is still open, and stops there if not. The
+/// database files are checked last, before `COMMIT`, so that nothing commits into a file that
+/// was removed or replaced ([`DatabaseFiles`]). The connection needs no repair afterwards: the
+/// next batch begins a new transaction, which succeeds once the disk has room again.
+fn run_batch(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    files: &DatabaseFiles,
+) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
     let mut clean = true;
     for job in jobs.iter_mut() {
         let before = conn.total_changes();
-        if !job.run(conn) && conn.total_changes() != before {
+        let keep = job.run(conn);
+        still_open(conn)?;
+        if !keep && conn.total_changes() != before {
             clean = false;
             break;
         }
@@ -275,40 +317,177 @@ fn run_batch(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
         // Discard everything and run the batch again, each job in its own savepoint.
         exec(conn, "ROLLBACK")?;
         metrics::counter!("tessera_sqlite_batch_reruns_total").increment(1);
-        return run_batch_with_savepoints(conn, jobs);
+        return run_batch_with_savepoints(conn, jobs, files);
     }
-    commit(conn)
+    commit(conn, files)
 }
 
-fn run_batch_with_savepoints(conn: &Connection, jobs: &mut [Box<dyn Job>]) -> StoreResult<()> {
+fn run_batch_with_savepoints(
+    conn: &Connection,
+    jobs: &mut [Box<dyn Job>],
+    files: &DatabaseFiles,
+) -> StoreResult<()> {
     exec(conn, "BEGIN IMMEDIATE")?;
     for job in jobs.iter_mut() {
         let step = exec(conn, "SAVEPOINT job").and_then(|()| {
-            if job.run(conn) {
+            let keep = job.run(conn);
+            still_open(conn)?;
+            if keep {
                 exec(conn, "RELEASE job")
             } else {
                 exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
             }
         });
         if let Err(e) = step {
-            let _ = exec(conn, "ROLLBACK");
+            rollback(conn);
             return Err(e);
         }
     }
-    commit(conn)
+    commit(conn, files)
+}
+
+/// `Ok` while the batch's transaction is open; unavailable when SQLite has rolled it back
+/// after a failure (the failed job has its own error; the others get this one).
+fn still_open(conn: &Connection) -> StoreResult<()> {
+    if conn.is_autocommit() {
+        return Err(StoreError::Unavailable(
+            "SQLite rolled the batch's transaction back after a write failed (disk full or I/O \
+             error); nothing of it was committed"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Rolls back whatever is open; a failure (nothing open) changes nothing.
+fn rollback(conn: &Connection) {
+    if !conn.is_autocommit() {
+        let _ = exec(conn, "ROLLBACK");
+    }
 }
 
 /// Commits, recording how long it took: the log write and its `fsync`, and SQLite's automatic
 /// checkpoint when it runs after this commit (every 1,000 log pages). Every request of the batch
-/// waits for it, so a slow disk or a slow checkpoint shows here first.
-fn commit(conn: &Connection) -> StoreResult<()> {
+/// waits for it, so a slow disk or a slow checkpoint shows here first. Refuses (rolls back)
+/// when a database file was removed or replaced.
+fn commit(conn: &Connection, files: &DatabaseFiles) -> StoreResult<()> {
+    if let Err(e) = files.check() {
+        rollback(conn);
+        return Err(e);
+    }
     let started = std::time::Instant::now();
     let done = exec(conn, "COMMIT");
     metrics::histogram!("tessera_sqlite_commit_duration_seconds")
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = done {
-        let _ = exec(conn, "ROLLBACK");
+        rollback(conn);
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    /// Disk full, I/O errors, a file that cannot be opened or written, busy: `503`, retry.
+    /// A broken constraint or a corrupt file is not the environment's doing.
+    #[test]
+    fn environmental_failures_are_unavailable_and_others_are_not() {
+        use rusqlite::ffi;
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_IOERR_FSYNC,
+            ffi::SQLITE_CANTOPEN,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_LOCKED,
+        ] {
+            assert!(
+                matches!(map_err(failure(code)), StoreError::Unavailable(_)),
+                "{code}"
+            );
+            assert!(is_environmental_code(code), "{code}");
+        }
+        for code in [
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOTADB,
+            ffi::SQLITE_CONSTRAINT_CHECK,
+            ffi::SQLITE_ERROR,
+        ] {
+            assert!(
+                matches!(map_err(failure(code)), StoreError::Other(_)),
+                "{code}"
+            );
+            assert!(!is_environmental_code(code), "{code}");
+        }
+    }
+
+    /// Three jobs in one batch, the middle one too big for the space left (SQLite's page
+    /// limit: a real `SQLITE_FULL`, after which SQLite rolls the transaction back by itself).
+    /// Every job that is told it succeeded has its row, and no job told it failed has one; the
+    /// full one is told it is unavailable. Once there is room, the same connection commits.
+    #[test]
+    fn a_write_that_finds_the_disk_full_commits_nothing_it_was_not_told()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+        )?;
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        conn.pragma_update(None, "max_page_count", pages + 2)?;
+        let files = DatabaseFiles::new(&path);
+        files.record();
+        let batch = |rows: &[(i64, i64)]| {
+            let mut answers = Vec::new();
+            let mut jobs: Vec<Box<dyn Job>> = Vec::new();
+            for &(id, size) in rows {
+                let (reply, answer) = oneshot::channel::<StoreResult<()>>();
+                jobs.push(Box::new(Pending {
+                    op: move |conn: &Connection| {
+                        conn.execute(
+                            "INSERT INTO t (id, v) VALUES (?1, zeroblob(?2))",
+                            rusqlite::params![id, size],
+                        )
+                        .map_err(map_err)?;
+                        Ok(((), true))
+                    },
+                    result: None,
+                    reply,
+                    ticket: Ticket::new(),
+                }));
+                answers.push((id, answer));
+            }
+            let error = run_batch(&conn, &mut jobs, &files).err();
+            for job in jobs {
+                job.deliver(error.as_ref());
+            }
+            answers
+        };
+        for (id, mut answer) in batch(&[(1, 10), (2, 1_000_000), (3, 10)]) {
+            let told = answer.try_recv()?;
+            let stored: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM t WHERE id = ?1)", [id], |r| {
+                    r.get(0)
+                })?;
+            assert_eq!(told.is_ok(), stored, "job {id}: {told:?}");
+            if id == 2 {
+                assert!(matches!(told, Err(StoreError::Unavailable(_))), "{told:?}");
+            }
+        }
+        conn.pragma_update(None, "max_page_count", 1_000_000)?;
+        for (id, mut answer) in batch(&[(4, 1_000_000)]) {
+            assert!(answer.try_recv()?.is_ok(), "job {id}");
+        }
+        Ok(())
+    }
 }

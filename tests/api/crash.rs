@@ -175,8 +175,8 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_killed_under_load_restarts_with_every_answered_token() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let app = spawn_serve_sqlite(dir, &[]).await;
-    let app = killed_under_load(app, |dir| spawn_serve_sqlite(dir, &[])).await;
+    let app = spawn_serve_in(dir, &[]).await;
+    let app = killed_under_load(app, |dir| spawn_serve_in(dir, &[])).await;
     let conn = rusqlite::Connection::open(app.db_path()).expect("open");
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))

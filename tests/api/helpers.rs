@@ -138,7 +138,7 @@ impl Drop for ServeProcess {
 /// on a free loopback port (it binds port 0 and logs the address it got).
 pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().expect("tempdir");
-    spawn_serve_on(
+    serve_process(
         dir,
         db.url.clone(),
         Some(master_key),
@@ -148,15 +148,21 @@ pub async fn spawn_serve(db: &Arc<TestDb>, master_key: &str, args: &[&str]) -> T
     .await
 }
 
-/// Starts the real binary on the SQLite file `tessera.db` in `dir` (which may already hold
-/// data), with the master key file beside it.
-pub async fn spawn_serve_sqlite(dir: tempfile::TempDir, args: &[&str]) -> TestApp {
+/// Starts `tessera serve` on the SQLite file `tessera.db` in `dir` (which may already hold
+/// data), with the master key generated beside it.
+pub async fn spawn_serve_in(dir: tempfile::TempDir, args: &[&str]) -> TestApp {
     let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
-    spawn_serve_on(dir, url, None, None, args).await
+    serve_process(dir, url, None, None, args).await
 }
 
-/// Starts the real binary in `dir` on `database_url`.
-async fn spawn_serve_on(
+/// Starts `tessera serve` on the SQLite database `database_url`, with the master key beside
+/// it, from a directory of its own.
+pub async fn spawn_serve_on(database_url: &str, args: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    serve_process(dir, database_url.to_owned(), None, None, args).await
+}
+
+async fn serve_process(
     dir: tempfile::TempDir,
     database_url: String,
     master_key: Option<&str>,
@@ -164,10 +170,10 @@ async fn spawn_serve_on(
     args: &[&str],
 ) -> TestApp {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
-    command.env_remove("TESSERA_MASTER_KEY");
-    if let Some(key) = master_key {
-        command.env("TESSERA_MASTER_KEY", key);
-    }
+    match master_key {
+        Some(key) => command.env("TESSERA_MASTER_KEY", key),
+        None => command.env_remove("TESSERA_MASTER_KEY"),
+    };
     let mut child = command
         .args([
             "serve",
@@ -290,6 +296,14 @@ impl TestApp {
 
     pub fn database_url(&self) -> String {
         self.database_url.clone()
+    }
+
+    /// The log lines (JSON) a `tessera serve` process has written so far; empty in-process.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.process
+            .as_ref()
+            .map(|p| p.log.lock().expect("log").clone())
+            .unwrap_or_default()
     }
 
     /// Signals shutdown without waiting for it.

@@ -22,6 +22,7 @@ mod cli;
 mod connections;
 mod crash;
 mod discovery;
+mod faults;
 mod interop;
 mod introspect;
 mod jwt;
