@@ -49,6 +49,12 @@ pub async fn resolve_master_key(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let initialised = store.meta_get(ROOT_KEY).await?.is_some();
+            // A process starting on the same fresh database links its generated key file into
+            // place before it writes the root key, so a root key found now with the file seen
+            // missing a moment ago may be that process's: look again before refusing.
+            if initialised && path.exists() {
+                return read_key_file(&path);
+            }
             if initialised {
                 anyhow::bail!(
                     "the master key file {} is missing, but the database {} was initialised with \
