@@ -383,12 +383,14 @@ fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), OAuthE
     Ok(())
 }
 
-/// Checks a client name: 1 to [`MAX_NAME_CHARS`] characters once surrounding whitespace is
-/// trimmed, no forbidden character ([`is_forbidden_char`]). Returns it trimmed.
+/// Checks a client name: no forbidden character ([`is_forbidden_char`]) anywhere — a trailing
+/// newline too is refused, not trimmed — and 1 to [`MAX_NAME_CHARS`] characters once
+/// surrounding spaces are trimmed. Returns it trimmed.
 ///
 /// # Errors
 /// `invalid_request` about `name`.
 pub fn parse_name(value: &str) -> Result<String, OAuthError> {
+    check_text("name", value, usize::MAX)?;
     let name = value.trim();
     check_text("name", name, MAX_NAME_CHARS)?;
     if name.is_empty() {
@@ -612,6 +614,7 @@ pub fn check_keep_old(seconds: u32) -> Result<u32, OAuthError> {
 mod tests {
     use super::*;
     use crate::domain::crypto::RootKey;
+    use proptest::strategy::Strategy as _;
 
     fn client(keys: &DerivedKeys, secret: &str) -> Client {
         Client {
@@ -744,6 +747,7 @@ mod tests {
             "a\u{1b}[31mred".into(),
             "line\nbreak".into(),
             "tab\there".into(),
+            "trailing newline\n".into(),
             "del\u{7f}".into(),
             "c1\u{9b}".into(),
             "rtl\u{202e}txt".into(),
@@ -793,17 +797,22 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn any_value_with_a_control_character_is_refused(
+        fn any_value_with_a_control_or_bidi_character_is_refused(
             before in "[a-z]{0,8}",
-            c in proptest::char::any().prop_filter("control", |c| c.is_control()),
+            c in proptest::prop_oneof![0u32..0x20, 0x7fu32..0xa0, 0x202au32..0x202f, 0x2066u32..0x206a]
+                .prop_filter_map("a char", char::from_u32),
             after in "[a-z]{0,8}",
         ) {
             let v = format!("{before}{c}{after}");
-            proptest::prop_assert!(parse_name(&format!("n{v}n")).is_err());
+            let name = format!("n{v}n");
+            let server = format!("x{v}");
+            let resource = format!("urn:{v}");
+            let origin = format!("https://{v}.test");
+            proptest::prop_assert!(parse_name(&name).is_err());
             proptest::prop_assert!(parse_audience(Some(&v)).is_err());
-            proptest::prop_assert!(parse_resource_server(Some(&format!("x{v}"))).is_err());
-            proptest::prop_assert!(parse_resource(&format!("urn:{v}")).is_err());
-            proptest::prop_assert!(parse_origin(&format!("https://{before}{c}{after}.test")).is_err());
+            proptest::prop_assert!(parse_resource_server(Some(&server)).is_err());
+            proptest::prop_assert!(parse_resource(&resource).is_err());
+            proptest::prop_assert!(parse_origin(&origin).is_err());
         }
 
         #[test]

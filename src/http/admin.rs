@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -95,6 +96,46 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> {
         .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A query string parsed strictly (unknown parameters refused), its failures answered in the
+/// admin error shape (`400 invalid_request`) rather than axum's plain-text rejection.
+pub struct AdminQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AdminQuery<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(v)| Self(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// A path parameter, its failures (e.g. percent-encoding that is not UTF-8) answered in the
+/// admin error shape.
+pub struct AdminPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AdminPath<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// The page size asked for: 1 to 1000, 100 when absent.
+fn page_limit(limit: Option<u32>) -> Result<u32, AdminError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(AdminError::bad_request(
+            "limit must be between 1 and 1000",
+        )),
+    }
+}
+
 /// Requires the admin bearer token.
 pub async fn require_admin(
     State(state): State<Arc<AppState>>,
@@ -136,17 +177,21 @@ fn admin_actor(actor: Actor) -> Actor {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
+    /// The `next` of the previous page: clients with ids after this one.
     after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn list_clients(
     State(state): State<Arc<AppState>>,
-    Query(page): Query<Page>,
+    AdminQuery(page): AdminQuery<Page>,
 ) -> AdminResult {
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(page.limit)?;
     let clients = state
         .tessera
         .list_clients(page.after.as_deref(), limit)
@@ -216,7 +261,7 @@ pub async fn create_client(
 #[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn show_client(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     let c = state.tessera.get_client(&id).await?;
     Ok(Json(state.tessera.view(&c)).into_response())
@@ -256,7 +301,7 @@ pub struct UpdateClient {
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
     bytes: Bytes,
 ) -> AdminResult {
     let b: UpdateClient = body(&bytes)?;
@@ -296,7 +341,7 @@ async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) 
 pub async fn disable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, true).await
 }
@@ -305,7 +350,7 @@ pub async fn disable_client(
 pub async fn enable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, false).await
 }
@@ -314,7 +359,7 @@ pub async fn enable_client(
 pub async fn delete_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     state
         .tessera
@@ -326,20 +371,28 @@ pub async fn delete_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    keep_old: Option<u32>,
+    /// Seconds the old secret keeps working: 0 (it stops at once) to 2,592,000 (30 days);
+    /// default 86,400.
+    #[schema(minimum = 0, maximum = 2_592_000)]
+    keep_old: Option<i64>,
 }
 
 #[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
     bytes: Bytes,
 ) -> AdminResult {
     let b: RotateSecret = body(&bytes)?;
     let (c, secret) = state
         .tessera
-        .rotate_secret(&id, b.keep_old.unwrap_or(86_400), &admin_actor(actor))
+        .rotate_secret(
+            &id,
+            // Out of u32 (negative, huge) is out of range too: the service names the bound.
+            b.keep_old.map_or(86_400, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+            &admin_actor(actor),
+        )
         .await?;
     Ok(Json(NewSecret {
         previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
@@ -353,7 +406,7 @@ pub async fn rotate_secret(
 pub async fn revoke_client_tokens(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     let n = state
         .tessera
@@ -370,7 +423,7 @@ pub async fn revoke_client_tokens(
 pub async fn revoke_family(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     state
         .tessera
@@ -420,7 +473,7 @@ pub async fn rotate_keys(
 pub async fn retire_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(kid): Path<String>,
+    AdminPath(kid): AdminPath<String>,
 ) -> AdminResult {
     state.tessera.retire_key(&kid, &admin_actor(actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -430,27 +483,34 @@ pub async fn retire_key(
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(kid): Path<String>,
+    AdminPath(kid): AdminPath<String>,
 ) -> AdminResult {
     state.tessera.revoke_key(&kid, &admin_actor(actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    /// Only events about this client.
     client_id: Option<String>,
+    /// Only this kind of event (e.g. `client.created`).
     event: Option<String>,
+    /// Only events at or after this Unix time.
     since: Option<i64>,
+    /// The `next` of the previous page: events older than this one.
     before: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<AuditParams>,
+    AdminQuery(p): AdminQuery<AuditParams>,
 ) -> AdminResult {
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let events = state
         .tessera
         .audit_events(&AuditQuery {
