@@ -387,7 +387,10 @@ mod tests {
         refused("short-token", "at least 32");
         refused(&"x".repeat(MIN_ADMIN_TOKEN_CHARS - 1), "at least 32");
         refused(&format!("{}\n", "x".repeat(40)), "visible ASCII");
-        refused(&format!("{} {}", "x".repeat(20), "y".repeat(20)), "visible ASCII");
+        refused(
+            &format!("{} {}", "x".repeat(20), "y".repeat(20)),
+            "visible ASCII",
+        );
         assert_eq!(load(&"x".repeat(MIN_ADMIN_TOKEN_CHARS)), Ok(true));
     }
 

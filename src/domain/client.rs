@@ -347,7 +347,11 @@ pub fn is_forbidden_char(c: char) -> bool {
 /// A refusal of `field` by an operator-facing rule: `invalid_request` about that field, its
 /// reason starting with the field's name.
 fn refuse(field: &'static str, reason: impl std::fmt::Display) -> OAuthError {
-    OAuthError::field(ErrorCode::InvalidRequest, field, format!("{field} {reason}"))
+    OAuthError::field(
+        ErrorCode::InvalidRequest,
+        field,
+        format!("{field} {reason}"),
+    )
 }
 
 /// A value quoted for an error message: Rust's debug escaping (control and invisible
@@ -363,7 +367,11 @@ fn quoted(value: &str) -> String {
 /// Refuses a value with a forbidden character (naming its code point and position) or longer
 /// than `max` characters.
 fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), OAuthError> {
-    if let Some((i, c)) = value.chars().enumerate().find(|(_, c)| is_forbidden_char(*c)) {
+    if let Some((i, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_forbidden_char(*c))
+    {
         return Err(refuse(
             field,
             format_args!(
@@ -670,7 +678,10 @@ mod tests {
             ..Client::fixture()
         };
         assert!(c.check_origin(Some("https://app.example.com")).is_ok());
-        assert!(c.check_origin(Some("https://app.example.com:8443")).is_err());
+        assert!(
+            c.check_origin(Some("https://app.example.com:8443"))
+                .is_err()
+        );
     }
 
     #[test]
@@ -727,7 +738,11 @@ mod tests {
             let e = e.unwrap_or_else(|| OAuthError::invalid_request(""));
             assert_eq!(e.field, Some("origins"), "{bad:?}");
             assert!(e.description.starts_with("origins "), "{}", e.description);
-            assert!(!e.description.chars().any(is_forbidden_char), "{}", e.description);
+            assert!(
+                !e.description.chars().any(is_forbidden_char),
+                "{}",
+                e.description
+            );
         }
         let many: Vec<String> = (0..=MAX_LIST_ENTRIES)
             .map(|i| format!("https://a{i}.test"))
@@ -738,8 +753,14 @@ mod tests {
     #[test]
     fn names_are_trimmed_bounded_and_free_of_control_and_bidi_characters() -> anyhow::Result<()> {
         assert_eq!(parse_name("  billing  ")?, "billing");
-        assert_eq!(parse_name("Ünïcødé 名前 👨\u{200d}👩")?, "Ünïcødé 名前 👨\u{200d}👩");
-        assert_eq!(parse_name(&"n".repeat(MAX_NAME_CHARS))?.len(), MAX_NAME_CHARS);
+        assert_eq!(
+            parse_name("Ünïcødé 名前 👨\u{200d}👩")?,
+            "Ünïcødé 名前 👨\u{200d}👩"
+        );
+        assert_eq!(
+            parse_name(&"n".repeat(MAX_NAME_CHARS))?.len(),
+            MAX_NAME_CHARS
+        );
         for bad in [
             String::new(),
             "   ".into(),
@@ -767,7 +788,10 @@ mod tests {
     #[test]
     fn audiences_resources_and_resource_servers_are_bounded_and_printable() -> anyhow::Result<()> {
         assert_eq!(parse_audience(Some(""))?, None);
-        assert_eq!(parse_audience(Some("https://api"))?, Some("https://api".into()));
+        assert_eq!(
+            parse_audience(Some("https://api"))?,
+            Some("https://api".into())
+        );
         assert_eq!(parse_resource_server(Some("none"))?, None);
         assert_eq!(parse_resource_server(Some("*"))?, Some("*".into()));
         let long = format!("https://a.test/{}", "x".repeat(MAX_VALUE_CHARS));
@@ -775,7 +799,10 @@ mod tests {
             ("audience", parse_audience(Some("a\0")).err()),
             ("audience", parse_audience(Some("a b")).err()),
             ("audience", parse_audience(Some(&long)).err()),
-            ("resource_server", parse_resource_server(Some("x\u{1b}")).err()),
+            (
+                "resource_server",
+                parse_resource_server(Some("x\u{1b}")).err(),
+            ),
             ("resource_server", parse_resource_server(Some(&long)).err()),
             ("resources", parse_resource("urn:a\0").err()),
             ("resources", parse_resource(&long).err()),

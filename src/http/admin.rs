@@ -130,9 +130,7 @@ fn page_limit(limit: Option<u32>) -> Result<u32, AdminError> {
     match limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n),
-        Some(_) => Err(AdminError::bad_request(
-            "limit must be between 1 and 1000",
-        )),
+        Some(_) => Err(AdminError::bad_request("limit must be between 1 and 1000")),
     }
 }
 
@@ -390,7 +388,8 @@ pub async fn rotate_secret(
         .rotate_secret(
             &id,
             // Out of u32 (negative, huge) is out of range too: the service names the bound.
-            b.keep_old.map_or(86_400, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+            b.keep_old
+                .map_or(86_400, |s| u32::try_from(s).unwrap_or(u32::MAX)),
             &admin_actor(actor),
         )
         .await?;
