@@ -179,20 +179,22 @@ pub fn shown(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `value` as pretty JSON for the terminal. `serde_json` escapes the C0 controls already; this
-/// escapes the other characters [`shown`] escapes too (`\uXXXX`, as surrogate pairs beyond
-/// the BMP), which inside JSON strings is the same JSON.
+/// `value` as pretty JSON for the terminal. `serde_json` escapes the C0 controls inside
+/// strings already (a raw one in its output is a line break of the layout); this escapes the
+/// other characters [`shown`] escapes too (`\uXXXX`, as surrogate pairs beyond the BMP), which
+/// can only be inside strings, where the escape is the same JSON.
 ///
 /// # Errors
 /// When the value cannot be serialised.
 pub fn to_terminal_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let escaped = |c: char| c >= ' ' && is_forbidden_char(c);
     let text = serde_json::to_string_pretty(value)?;
-    if !text.chars().any(is_forbidden_char) {
+    if !text.chars().any(escaped) {
         return Ok(text);
     }
     let mut out = String::with_capacity(text.len() + 12);
     for c in text.chars() {
-        if is_forbidden_char(c) {
+        if escaped(c) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 out.push_str(&format!("\\u{unit:04x}"));
