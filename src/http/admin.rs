@@ -371,8 +371,8 @@ pub async fn delete_client(
 pub struct RotateSecret {
     /// Seconds the old secret keeps working: 0 (it stops at once) to 2,592,000 (30 days);
     /// default 86,400.
-    #[schema(minimum = 0, maximum = 2_592_000)]
-    keep_old: Option<i64>,
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 2_592_000)]
+    keep_old: Option<serde_json::Number>,
 }
 
 #[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
@@ -387,9 +387,13 @@ pub async fn rotate_secret(
         .tessera
         .rotate_secret(
             &id,
-            // Out of u32 (negative, huge) is out of range too: the service names the bound.
-            b.keep_old
-                .map_or(86_400, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+            // Any other number (negative, fractional, huge) is out of range too: the service
+            // refuses it, naming the bound.
+            b.keep_old.map_or(86_400, |n| {
+                n.as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(u32::MAX)
+            }),
             &admin_actor(actor),
         )
         .await?;

@@ -17,6 +17,7 @@ mod pg;
 mod helpers;
 
 mod admin;
+mod admin_input;
 mod cleanup;
 mod cli;
 mod discovery;
