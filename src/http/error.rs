@@ -36,6 +36,7 @@ enum Kind {
     OAuth(OAuthError),
     TooLarge(usize),
     Unavailable,
+    Conflict,
     Internal,
     NotFound(String),
     MethodNotAllowed,
@@ -70,7 +71,7 @@ impl ApiError {
             // The OAuth vocabulary has no conflict: a lost race is answered as "retry later".
             ServiceError::Conflict(cause) | ServiceError::Store(StoreError::Conflict(cause)) => {
                 tracing::warn!(%cause, "conflict with a concurrent change");
-                Kind::Unavailable
+                Kind::Conflict
             }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
@@ -185,6 +186,16 @@ impl IntoResponse for ApiError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
                     "the token store is unavailable; retry later",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                resp
+            }
+            Kind::Conflict => {
+                let mut resp = generic(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "a concurrent change interfered with this request; retry",
                 );
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));

@@ -91,14 +91,17 @@ where
     }
 }
 
-/// Maps a `rusqlite` error like the sqlx one: busy/locked is transient, a uniqueness
-/// violation is a conflict, anything else is a failure.
+/// Maps a `rusqlite` error like the sqlx one: busy/locked is transient, a uniqueness or
+/// foreign-key violation (a row written for one a concurrent call deleted) is a conflict,
+/// anything else is a failure.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             StoreError::Unavailable(e.to_string())
         }
-        Some(ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
+        Some(ErrorCode::ConstraintViolation)
+            if e.to_string().contains("UNIQUE") || e.to_string().contains("FOREIGN KEY") =>
+        {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Other(anyhow::Error::new(e)),

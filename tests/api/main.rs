@@ -20,6 +20,7 @@ mod admin;
 mod admin_input;
 mod cleanup;
 mod cli;
+mod conflicts;
 mod discovery;
 mod interop;
 mod introspect;
