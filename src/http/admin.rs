@@ -184,7 +184,7 @@ pub struct Page {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 400, description = "Bad query string: an unknown parameter, a value of the wrong type, or limit outside 1 to 1000", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn list_clients(
     State(state): State<Arc<AppState>>,
     AdminQuery(page): AdminQuery<Page>,
@@ -204,17 +204,38 @@ pub async fn list_clients(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
+    /// A human name: 1 to 200 characters once surrounding spaces are trimmed, without control
+    /// characters, bidirectional overrides or invisible format characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// Allowed scope patterns, space-separated; at least one.
     scopes: String,
+    /// `opaque` or `jwt` (default: the server's `default_format`).
     format: Option<String>,
+    /// `seed`, `moov` or `rfc6749` (default: follow the server's `default_profile`).
     profile: Option<String>,
+    /// Access token lifetime, seconds.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     access_ttl: Option<u32>,
+    /// Refresh token lifetime, seconds.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     refresh_ttl: Option<u32>,
+    /// Allowed browser origins for web tokens, each a web origin `http(s)://host[:port]` (no
+    /// path, query, fragment or user info; port 1 to 65535), stored normalised: lower-cased,
+    /// without a default port or trailing slash, an internationalised host in `xn--` form.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::origins_schema)]
     origins: Vec<String>,
+    /// The `aud` of its tokens: no whitespace or control characters.
+    #[schema(max_length = 2048)]
     audience: Option<String>,
+    /// RFC 8707 resources it may request as audience: absolute URIs without a fragment.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::resources_schema)]
     resources: Vec<String>,
+    /// Introspection rights beyond its own tokens: `*`, or an audience value (no whitespace or
+    /// control characters); `none` for none.
+    #[schema(max_length = 2048)]
     resource_server: Option<String>,
 }
 
@@ -225,7 +246,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
         .transpose()
 }
 
-#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 409, description = "The new client id was taken at the same moment; nothing was created, retry (Retry-After)", body = GenericError), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -256,7 +277,7 @@ pub async fn create_client(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn show_client(
     State(state): State<Arc<AppState>>,
     AdminPath(id): AdminPath<String>,
@@ -277,25 +298,43 @@ where
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClient {
+    /// New name; the rules of `POST /admin/clients`.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// New allowed scope patterns (replacing the current ones).
     scopes: Option<String>,
+    /// New format.
     format: Option<String>,
+    /// New profile; `null`: follow the server default.
     #[serde(default, deserialize_with = "nullable")]
     profile: Option<Option<String>>,
+    /// New access TTL; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     access_ttl: Option<Option<u32>>,
+    /// New refresh TTL; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     refresh_ttl: Option<Option<u32>>,
+    /// New allowed origins (replacing the current ones); the rules of `POST /admin/clients`.
+    #[schema(schema_with = super::openapi::origins_schema)]
     origins: Option<Vec<String>>,
+    /// New audience; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
     audience: Option<Option<String>>,
+    /// New resources (replacing the current ones).
+    #[schema(schema_with = super::openapi::resources_schema)]
     resources: Option<Vec<String>>,
+    /// New introspection rights; `null` or `none`: its own tokens only.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
     resource_server: Option<Option<String>>,
+    /// Disable or enable.
     disabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -335,7 +374,7 @@ async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) 
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn disable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -344,7 +383,7 @@ pub async fn disable_client(
     set_disabled(&state, actor, &id, true).await
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn enable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -353,7 +392,7 @@ pub async fn enable_client(
     set_disabled(&state, actor, &id, false).await
 }
 
-#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn delete_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -375,7 +414,7 @@ pub struct RotateSecret {
     keep_old: Option<serde_json::Number>,
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 400, description = "keep_old outside 0 to 2592000 (30 days), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -405,7 +444,7 @@ pub async fn rotate_secret(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_client_tokens(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -422,7 +461,7 @@ pub async fn revoke_client_tokens(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_family(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -464,7 +503,7 @@ pub async fn list_keys(State(state): State<Arc<AppState>>) -> AdminResult {
     Ok(Json(state.tessera.list_keys().await?).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/rotate", tag = "keys", responses((status = 200, body = Rotation), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "keys", responses((status = 200, body = Rotation), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_keys(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -472,7 +511,7 @@ pub async fn rotate_keys(
     Ok(Json(state.tessera.rotate_keys(&admin_actor(actor)).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/{kid}/retire", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Retired"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/{kid}/retire", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Retired"), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 400, description = "The key is revoked, or the path parameter is not valid UTF-8", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn retire_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -482,7 +521,7 @@ pub async fn retire_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/{kid}/revoke", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/{kid}/revoke", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Revoked"), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -508,7 +547,7 @@ pub struct AuditParams {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, description = "Bad query string: an unknown parameter, a value of the wrong type, or limit outside 1 to 1000", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
     AdminQuery(p): AdminQuery<AuditParams>,
