@@ -303,7 +303,8 @@ pub async fn run() -> anyhow::Result<()> {
             let tessera = crate::service::Tessera::open(&settings).await?;
             let token = tessera
                 .rotate_admin_token(&crate::domain::audit::Actor::cli())
-                .await?;
+                .await
+                .map_err(fail)?;
             // Keep the generated token file (if the operator uses it) in step.
             if let Some(path) = crate::service::admin::admin_token_file(&settings.database_url)
                 && path.exists()
