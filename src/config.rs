@@ -20,6 +20,10 @@ pub const MAX_TTL: u32 = 365 * 24 * 3600;
 /// Longest header, body or idle timeout accepted (one hour).
 pub const MAX_CONNECTION_TIMEOUT: u32 = 3600;
 
+/// The shortest configured `admin_token`, in characters. 32 random base64 characters carry
+/// 192 bits; `openssl rand -base64 32` gives 44.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 /// How a setting's text (from the environment or a flag) becomes a TOML value.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
@@ -330,6 +334,9 @@ impl Settings {
         if self.token_retention > MAX_TTL {
             bail!("token_retention must be at most {MAX_TTL} seconds");
         }
+        if let Some(token) = &self.admin_token {
+            check_admin_token(token.expose())?;
+        }
         Ok(())
     }
 
@@ -363,9 +370,66 @@ fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {
     })
 }
 
+/// A configured admin token must be a credential worth the name: at least
+/// [`MIN_ADMIN_TOKEN_CHARS`] characters, all visible ASCII (what a `Bearer` header can carry
+/// unchanged: surrounding whitespace, e.g. a newline from a secret file, would be trimmed off
+/// the presented token and never match). The message never shows the token.
+fn check_admin_token(token: &str) -> anyhow::Result<()> {
+    if token.is_empty() {
+        bail!(
+            "admin_token (TESSERA_ADMIN_TOKEN) is set but empty; unset it to have a token \
+             generated, or set at least {MIN_ADMIN_TOKEN_CHARS} random characters \
+             (e.g. `openssl rand -base64 32`)"
+        );
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        bail!(
+            "admin_token (TESSERA_ADMIN_TOKEN) must be visible ASCII characters only, without \
+             spaces, newlines or other control characters"
+        );
+    }
+    let n = token.len();
+    if n < MIN_ADMIN_TOKEN_CHARS {
+        bail!(
+            "admin_token (TESSERA_ADMIN_TOKEN) is {n} characters; it must be at least \
+             {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -base64 32`)"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_short_or_unprintable_admin_token_is_refused() {
+        let load = |token: &str| {
+            let token = token.to_owned();
+            Settings::load_from(
+                None,
+                move |k| (k == "TESSERA_ADMIN_TOKEN").then(|| token.clone()),
+                &[],
+            )
+            .map(|s| s.admin_token.is_some())
+            .map_err(|e| e.to_string())
+        };
+        let refused = |token: &str, says: &str| {
+            let e = load(token).err().unwrap_or_default();
+            assert!(e.contains("admin_token"), "{token:?}: {e}");
+            assert!(e.contains(says), "{token:?}: {e}");
+            assert!(token.is_empty() || !e.contains(token), "{e}");
+        };
+        refused("", "empty");
+        refused("short-token", "at least 32");
+        refused(&"x".repeat(MIN_ADMIN_TOKEN_CHARS - 1), "at least 32");
+        refused(&format!("{}\n", "x".repeat(40)), "visible ASCII");
+        refused(
+            &format!("{} {}", "x".repeat(20), "y".repeat(20)),
+            "visible ASCII",
+        );
+        assert_eq!(load(&"x".repeat(MIN_ADMIN_TOKEN_CHARS)), Ok(true));
+    }
 
     #[test]
     fn flags_override_environment_which_overrides_the_file() -> anyhow::Result<()> {

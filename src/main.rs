@@ -11,7 +11,7 @@ async fn main() -> std::process::ExitCode {
     match tessera::cli::run().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tessera::cli::shown(&format!("{e:#}")));
             std::process::ExitCode::FAILURE
         }
     }

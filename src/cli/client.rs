@@ -13,6 +13,8 @@ use crate::domain::client::{Profile, TokenFormat};
 use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
 use crate::service::{ServiceError, Tessera};
 
+use super::{shown, to_terminal_json};
+
 #[derive(Debug, Subcommand)]
 pub(super) enum ClientCommand {
     /// Create a client; prints its id and its secret (shown only this once).
@@ -163,11 +165,11 @@ pub(super) struct RotateArgs {
 
 fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        println!("{}", to_terminal_json(v)?);
     } else {
-        println!("client_id:   {}", v.client_id);
-        println!("name:        {}", v.name);
-        println!("scopes:      {}", v.scopes.join(" "));
+        println!("client_id:   {}", shown(&v.client_id));
+        println!("name:        {}", shown(&v.name));
+        println!("scopes:      {}", shown(&v.scopes.join(" ")));
         println!("format:      {}", v.token_format);
         println!(
             "profile:     {}{}",
@@ -187,18 +189,18 @@ fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
             if v.origins.is_empty() {
                 "(any)".to_owned()
             } else {
-                v.origins.join(" ")
+                shown(&v.origins.join(" ")).into_owned()
             }
         );
         println!(
             "audience:    {}",
-            v.audience.as_deref().unwrap_or("server default")
+            shown(v.audience.as_deref().unwrap_or("server default"))
         );
         if !v.resources.is_empty() {
-            println!("resources:   {}", v.resources.join(" "));
+            println!("resources:   {}", shown(&v.resources.join(" ")));
         }
         if let Some(rs) = &v.resource_server {
-            println!("introspects: {rs}");
+            println!("introspects: {}", shown(rs));
         }
         println!("disabled:    {}", v.disabled);
         if let Some(t) = v.previous_secret_expires_at {
@@ -209,10 +211,7 @@ fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
 }
 
 fn fail(e: ServiceError) -> anyhow::Error {
-    match e {
-        ServiceError::OAuth(e) => anyhow::anyhow!("{}", e.description),
-        other => anyhow::Error::new(other),
-    }
+    super::fail(e)
 }
 
 pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Result<()> {
@@ -241,7 +240,7 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 if let Some(o) = v.as_object_mut() {
                     o.insert("client_secret".into(), json!(secret));
                 }
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", to_terminal_json(&v)?);
             } else {
                 print_client(&view, false)?;
                 println!("client_secret: {secret}");
@@ -254,7 +253,7 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
             let clients = tessera.all_clients().await.map_err(fail)?;
             let views: Vec<ClientView> = clients.iter().map(|c| tessera.view(c)).collect();
             if f.json {
-                println!("{}", serde_json::to_string_pretty(&views)?);
+                println!("{}", to_terminal_json(&views)?);
             } else if views.is_empty() {
                 println!("no clients");
             } else {
@@ -262,7 +261,11 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 for v in views {
                     println!(
                         "{:<16}  {:<8}  {:<7}  {:<8}  {}",
-                        v.client_id, v.effective_profile, v.token_format, v.disabled, v.name
+                        shown(&v.client_id),
+                        v.effective_profile,
+                        v.token_format,
+                        v.disabled,
+                        shown(&v.name)
                     );
                 }
             }
@@ -308,14 +311,14 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
             if a.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&json!({
+                    to_terminal_json(&json!({
                         "client_id": c.id,
                         "client_secret": secret,
                         "previous_secret_expires_at": until,
                     }))?
                 );
             } else {
-                println!("client_id:     {}", c.id);
+                println!("client_id:     {}", shown(&c.id));
                 println!("client_secret: {secret}");
                 match until {
                     Some(t) => println!("The old secret keeps working until {t} (Unix time)."),
@@ -331,9 +334,12 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 .await
                 .map_err(fail)?;
             if a.json {
-                println!("{}", json!({ "client_id": a.id, "deleted": true }));
+                println!(
+                    "{}",
+                    to_terminal_json(&json!({ "client_id": a.id, "deleted": true }))?
+                );
             } else {
-                println!("deleted client {} and all its tokens", a.id);
+                println!("deleted client {} and all its tokens", shown(&a.id));
             }
         }
     }

@@ -58,16 +58,13 @@ pub(super) struct RotateMasterArgs {
 }
 
 fn fail(e: ServiceError) -> anyhow::Error {
-    match e {
-        ServiceError::OAuth(e) => anyhow::anyhow!("{}", e.description),
-        other => anyhow::Error::new(other),
-    }
+    super::fail(e)
 }
 
 async fn print_keys(tessera: &Tessera, json: bool) -> anyhow::Result<()> {
     let keys = tessera.list_keys().await.map_err(fail)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&keys)?);
+        println!("{}", super::to_terminal_json(&keys)?);
     } else {
         println!(
             "{:<44}  {:<6}  {:<8}  {:<11}  PUBLISHED_UNTIL",
@@ -79,7 +76,10 @@ async fn print_keys(tessera: &Tessera, json: bool) -> anyhow::Result<()> {
                 .map_or_else(String::new, |t| t.to_string());
             println!(
                 "{:<44}  {:<6}  {:<8}  {:<11}  {until}",
-                k.kid, k.alg, k.state, k.created_at
+                super::shown(&k.kid),
+                super::shown(&k.alg),
+                super::shown(&k.state),
+                k.created_at
             );
         }
     }
@@ -93,7 +93,7 @@ pub(super) async fn run(cmd: KeysCommand, settings: &Settings) -> anyhow::Result
         KeysCommand::Rotate(f) => {
             let r = tessera.rotate_keys(&Actor::cli()).await.map_err(fail)?;
             if f.json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                println!("{}", super::to_terminal_json(&r)?);
             } else {
                 println!("active:  {}", r.active);
                 println!("retired: {}", r.retired.as_deref().unwrap_or("-"));

@@ -14,7 +14,10 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use std::borrow::Cow;
+
 use crate::config::{LogFormat, Settings};
+use crate::domain::client::is_forbidden_char;
 use crate::domain::crypto::MasterKey;
 use crate::http::Application;
 
@@ -182,6 +185,68 @@ fn init_logging(format: LogFormat, default_level: &str) {
     };
 }
 
+/// `text` for the terminal: each character that Tessera refuses in operator-given values
+/// ([`is_forbidden_char`]: control characters, bidirectional overrides, invisible format
+/// characters) is shown as its `\u{…}` escape, so that a value stored before those rules (or
+/// an audit entry quoting what a client sent) cannot move the cursor, recolour the terminal or
+/// reorder the line.
+#[must_use]
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_forbidden_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_forbidden_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `value` as pretty JSON for the terminal. `serde_json` escapes the C0 controls inside
+/// strings already (a raw one in its output is a line break of the layout); this escapes the
+/// other characters [`shown`] escapes too (`\uXXXX`, as surrogate pairs beyond the BMP), which
+/// can only be inside strings, where the escape is the same JSON.
+///
+/// # Errors
+/// When the value cannot be serialised.
+pub fn to_terminal_json(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let escaped = |c: char| c >= ' ' && is_forbidden_char(c);
+    let text = serde_json::to_string_pretty(value)?;
+    if !text.chars().any(escaped) {
+        return Ok(text);
+    }
+    let mut out = String::with_capacity(text.len() + 12);
+    for c in text.chars() {
+        if escaped(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// A service failure as the CLI reports it (`error: …`, exit status 1): a refused value by its
+/// reason (which names the field, as the admin API's does), a lost race as a conflict to retry.
+fn fail(e: crate::service::ServiceError) -> anyhow::Error {
+    use crate::service::ServiceError;
+    match e {
+        ServiceError::OAuth(e) => anyhow::anyhow!("{}", e.description),
+        ServiceError::Conflict(what)
+        | ServiceError::Store(crate::store::StoreError::Conflict(what)) => {
+            anyhow::anyhow!("conflict: {what}")
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
 /// Runs the command line.
 ///
 /// # Errors
@@ -240,17 +305,17 @@ pub async fn run() -> anyhow::Result<()> {
             };
             let events = tessera.audit_events(&query).await?;
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&events)?);
+                println!("{}", to_terminal_json(&events)?);
             } else {
                 for e in events {
                     println!(
                         "{}  {:<22}  client={}  source={}  request={}  {}",
                         e.at,
-                        e.event,
-                        e.client_id.as_deref().unwrap_or("-"),
-                        e.source.as_deref().unwrap_or("-"),
-                        e.request_id.as_deref().unwrap_or("-"),
-                        e.detail
+                        shown(&e.event),
+                        shown(e.client_id.as_deref().unwrap_or("-")),
+                        shown(e.source.as_deref().unwrap_or("-")),
+                        shown(e.request_id.as_deref().unwrap_or("-")),
+                        shown(&e.detail.to_string())
                     );
                 }
             }
@@ -265,7 +330,8 @@ pub async fn run() -> anyhow::Result<()> {
             let tessera = crate::service::Tessera::open(&settings).await?;
             let token = tessera
                 .rotate_admin_token(&crate::domain::audit::Actor::cli())
-                .await?;
+                .await
+                .map_err(fail)?;
             // Keep the generated token file (if the operator uses it) in step.
             if let Some(path) = crate::service::admin::admin_token_file(&settings.database_url)
                 && path.exists()
@@ -314,7 +380,27 @@ async fn shutdown_signal() {
 mod tests {
     use clap::Parser as _;
 
-    use super::{Cli, Command};
+    use super::{Cli, Command, shown, to_terminal_json};
+
+    #[test]
+    fn terminal_output_escapes_control_and_bidi_characters() -> anyhow::Result<()> {
+        assert_eq!(shown("plain Ünïcødé"), "plain Ünïcødé");
+        assert_eq!(
+            shown("a\u{1b}[31mb\nc\u{202e}d\u{9b}\u{0}"),
+            "a\\u{1b}[31mb\\u{a}c\\u{202e}d\\u{9b}\\u{0}"
+        );
+        let value = serde_json::json!({ "name": "x\u{1b}\u{9b}\u{202e}\u{e0041}y" });
+        let text = to_terminal_json(&value)?;
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && crate::domain::client::is_forbidden_char(c)),
+            "{text}"
+        );
+        assert!(text.contains(r"x\u001b\u009b\u202e\udb40\udc41y"), "{text}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&text)?, value);
+        Ok(())
+    }
 
     /// A kid is a base64url thumbprint and so begins with `-` one time in 64; a command that
     /// names it must take it as the id, before or after `--json`.

@@ -246,8 +246,10 @@ impl Client {
                 "this client only issues web tokens to its allowed origins; send Origin or Referer",
             ));
         };
+        // Stored origins are normalised when they are written; normalising them again here
+        // also reads rows written under looser rules (e.g. with a default port) correctly.
         let origin = normalize_origin(origin);
-        if self.origins.contains(&origin) {
+        if self.origins.iter().any(|o| normalize_origin(o) == origin) {
             Ok(())
         } else {
             Err(OAuthError::new(
@@ -291,13 +293,171 @@ impl Client {
     }
 }
 
-/// Checks an RFC 8707 resource indicator given by an operator: an absolute URI (RFC 3986
-/// `scheme ":" hier-part`, e.g. `https://api.example.com` or `urn:example:api`) without a
-/// fragment.
+/// The longest client name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// The longest origin, audience, resource or `resource_server` value, in characters.
+pub const MAX_VALUE_CHARS: usize = 2048;
+
+/// The most allowed origins, and the most allowed resources, one client may have.
+pub const MAX_LIST_ENTRIES: usize = 100;
+
+/// The longest a rotated-out client secret may keep working: 30 days, in seconds. A longer
+/// overlap would leave a secret that was rotated because it leaked usable for longer than any
+/// deployment needs to roll out a new one.
+pub const MAX_KEEP_OLD: u32 = 30 * 24 * 3600;
+
+/// True for a character an operator-given value may not contain: Unicode control characters
+/// (general category Cc: C0, DEL, C1), line and paragraph separators (Zl, Zp), and the format
+/// characters (Cf) that reorder or hide text — bidirectional overrides and isolates, zero-width
+/// spaces, the byte-order mark, tag characters. They could forge lines or colours in a terminal
+/// or a log, or make two different values look alike. The zero-width (non-)joiners U+200C and
+/// U+200D are allowed: they are Cf too, but some scripts and emoji sequences need them.
+#[must_use]
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' // Zl, Zp
+                | '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{180E}'
+                | '\u{200B}'
+                | '\u{200E}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
+        )
+}
+
+/// A refusal of `field` by an operator-facing rule: `invalid_request` about that field, its
+/// reason starting with the field's name.
+fn refuse(field: &'static str, reason: impl std::fmt::Display) -> OAuthError {
+    OAuthError::field(
+        ErrorCode::InvalidRequest,
+        field,
+        format!("{field} {reason}"),
+    )
+}
+
+/// A value quoted for an error message: Rust's debug escaping (control and invisible
+/// characters as `\u{…}`), at most 64 characters of it.
+fn quoted(value: &str) -> String {
+    let mut short: String = value.chars().take(64).collect();
+    if short.len() < value.len() {
+        short.push('…');
+    }
+    format!("{short:?}")
+}
+
+/// Refuses a value with a forbidden character (naming its code point and position) or longer
+/// than `max` characters.
+fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), OAuthError> {
+    if let Some((i, c)) = value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| is_forbidden_char(*c))
+    {
+        return Err(refuse(
+            field,
+            format_args!(
+                "must not contain control or invisible formatting characters (U+{:04X} at character {})",
+                u32::from(c),
+                i + 1
+            ),
+        ));
+    }
+    let n = value.chars().count();
+    if n > max {
+        return Err(refuse(
+            field,
+            format_args!("must be at most {max} characters (got {n})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a client name: no forbidden character ([`is_forbidden_char`]) anywhere — a trailing
+/// newline too is refused, not trimmed — and 1 to [`MAX_NAME_CHARS`] characters once
+/// surrounding spaces are trimmed. Returns it trimmed.
 ///
 /// # Errors
-/// A message saying what is wrong.
-pub fn parse_resource(value: &str) -> Result<String, String> {
+/// `invalid_request` about `name`.
+pub fn parse_name(value: &str) -> Result<String, OAuthError> {
+    check_text("name", value, usize::MAX)?;
+    let name = value.trim();
+    check_text("name", name, MAX_NAME_CHARS)?;
+    if name.is_empty() {
+        return Err(refuse(
+            "name",
+            format_args!("must be 1 to {MAX_NAME_CHARS} characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+/// Checks an audience value (`audience`, or the audience a `resource_server` may introspect):
+/// 1 to [`MAX_VALUE_CHARS`] characters, no whitespace and no forbidden character.
+fn check_audience_value(field: &'static str, value: &str) -> Result<(), OAuthError> {
+    check_text(field, value, MAX_VALUE_CHARS)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(refuse(field, "must not contain whitespace"));
+    }
+    Ok(())
+}
+
+/// Checks a client's `aud` override; `None` or `""` follow the server default.
+///
+/// # Errors
+/// `invalid_request` about `audience`.
+pub fn parse_audience(value: Option<&str>) -> Result<Option<String>, OAuthError> {
+    match value {
+        None | Some("") => Ok(None),
+        Some(aud) => {
+            check_audience_value("audience", aud)?;
+            Ok(Some(aud.to_owned()))
+        }
+    }
+}
+
+/// Checks introspection rights: `*`, or an audience value; `None`, `""` and `none` take them
+/// away.
+///
+/// # Errors
+/// `invalid_request` about `resource_server`.
+pub fn parse_resource_server(value: Option<&str>) -> Result<Option<String>, OAuthError> {
+    match value {
+        None | Some("" | "none") => Ok(None),
+        Some(aud) => {
+            check_audience_value("resource_server", aud)?;
+            Ok(Some(aud.to_owned()))
+        }
+    }
+}
+
+/// Checks an RFC 8707 resource indicator given by an operator: an absolute URI (RFC 3986
+/// `scheme ":" hier-part`, e.g. `https://api.example.com` or `urn:example:api`) without a
+/// fragment, at most [`MAX_VALUE_CHARS`] characters, without whitespace or forbidden
+/// characters.
+///
+/// # Errors
+/// `invalid_request` about `resources`.
+pub fn parse_resource(value: &str) -> Result<String, OAuthError> {
+    check_text("resources", value, MAX_VALUE_CHARS)?;
     let ok = value.split_once(':').is_some_and(|(scheme, rest)| {
         scheme
             .bytes()
@@ -308,56 +468,161 @@ pub fn parse_resource(value: &str) -> Result<String, String> {
                 .all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
             && !rest.is_empty()
     }) && !value.contains('#')
-        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !value.chars().any(char::is_whitespace);
     if ok {
         Ok(value.to_owned())
     } else {
-        Err(format!(
-            "resource {value:?} must be an absolute URI without a fragment"
+        Err(refuse(
+            "resources",
+            format_args!(
+                "entry {} must be an absolute URI without a fragment",
+                quoted(value)
+            ),
         ))
     }
 }
 
+/// Checks a list of resources: at most [`MAX_LIST_ENTRIES`], each by [`parse_resource`].
+///
+/// # Errors
+/// `invalid_request` about `resources`.
+pub fn parse_resources(values: &[String]) -> Result<Vec<String>, OAuthError> {
+    if values.len() > MAX_LIST_ENTRIES {
+        return Err(refuse(
+            "resources",
+            format_args!("must have at most {MAX_LIST_ENTRIES} entries"),
+        ));
+    }
+    values.iter().map(|r| parse_resource(r)).collect()
+}
+
 /// Reduces an `Origin` value or a `Referer` URL to `scheme://host[:port]`, lower-cased, without
-/// a trailing slash, path, query or fragment.
+/// a default port (80 for http, 443 for https), trailing slash, path, query or fragment. For
+/// comparing what a request sends with an allowed origin; it refuses nothing.
 #[must_use]
 pub fn normalize_origin(value: &str) -> String {
     let value = value.trim();
     let Some((scheme, rest)) = value.split_once("://") else {
         return value.to_ascii_lowercase();
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    format!(
-        "{}://{}",
-        scheme.to_ascii_lowercase(),
-        authority.to_ascii_lowercase()
-    )
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => Some(":80"),
+        "https" => Some(":443"),
+        _ => None,
+    };
+    let authority = default_port
+        .and_then(|port| authority.strip_suffix(port))
+        .unwrap_or(&authority);
+    format!("{scheme}://{authority}")
 }
 
-/// Checks an origin given by an operator for a client.
+/// Checks an allowed origin given by an operator and returns it normalised, as it is stored and
+/// compared: a web origin `http(s)://host[:port]` (RFC 6454) — scheme `http` or `https`, a
+/// valid host (a DNS name, made ASCII by IDNA, or an IP address), a port from 1 to 65535, and
+/// no user info, path, query or fragment (one trailing `/` is accepted). The result is
+/// lower-cased, without a default port (80 for http, 443 for https) or trailing slash, with an
+/// internationalised host in its ASCII (`xn--`) form, as browsers send it in `Origin`.
 ///
 /// # Errors
-/// A message when it is not `http(s)://host[:port]`.
-pub fn parse_origin(value: &str) -> Result<String, String> {
-    let normalized = normalize_origin(value);
-    let ok = (normalized.starts_with("https://") || normalized.starts_with("http://"))
-        && normalized
-            .split_once("://")
-            .is_some_and(|(_, host)| !host.is_empty() && !host.contains('@'))
-        && value.trim_end_matches('/').len() == normalized.len();
-    if ok {
-        Ok(normalized)
-    } else {
-        Err(format!(
-            "origin {value:?} must be scheme://host[:port] with no path"
-        ))
+/// `invalid_request` about `origins`.
+pub fn parse_origin(value: &str) -> Result<String, OAuthError> {
+    let bad = |why: &str| {
+        refuse(
+            "origins",
+            format_args!(
+                "entry {} is not a web origin http(s)://host[:port]: {why}",
+                quoted(value)
+            ),
+        )
+    };
+    check_text("origins", value, MAX_VALUE_CHARS)?;
+    if value.chars().any(char::is_whitespace) {
+        return Err(bad("it contains whitespace"));
     }
+    let lower = value.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return Err(bad("the scheme must be http or https"));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Err(bad("the host is missing"));
+    }
+    // The URL parser is lenient where an origin must be exact: it would take `\` as `/`,
+    // decode `%xx` in the host, and accept user info. Refused here, before it runs.
+    if let Some(c) = rest.chars().find(|c| matches!(c, '/' | '?' | '#')) {
+        return Err(bad(match c {
+            '/' => "it has a path",
+            '?' => "it has a query",
+            _ => "it has a fragment",
+        }));
+    }
+    if rest.contains('@') {
+        return Err(bad("it has user info"));
+    }
+    if rest.contains(['\\', '%']) {
+        return Err(bad("the host has an invalid character"));
+    }
+    let url = url::Url::parse(value).map_err(|e| bad(&e.to_string()))?;
+    if url.port() == Some(0) {
+        return Err(bad("the port must be between 1 and 65535"));
+    }
+    match url.origin() {
+        url::Origin::Tuple(..) => Ok(url.origin().ascii_serialization()),
+        url::Origin::Opaque(_) => Err(bad("it has no host")),
+    }
+}
+
+/// Checks a list of allowed origins: at most [`MAX_LIST_ENTRIES`], each by [`parse_origin`];
+/// returns them normalised, without repetition.
+///
+/// # Errors
+/// `invalid_request` about `origins`.
+pub fn parse_origins(values: &[String]) -> Result<Vec<String>, OAuthError> {
+    if values.len() > MAX_LIST_ENTRIES {
+        return Err(refuse(
+            "origins",
+            format_args!("must have at most {MAX_LIST_ENTRIES} entries"),
+        ));
+    }
+    let mut origins: Vec<String> = Vec::with_capacity(values.len());
+    for value in values {
+        let origin = parse_origin(value)?;
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
+/// Checks how long a rotated-out secret keeps working: 0 (it stops at once) to
+/// [`MAX_KEEP_OLD`] seconds.
+///
+/// # Errors
+/// `invalid_request` about `keep_old`.
+pub fn check_keep_old(seconds: u32) -> Result<u32, OAuthError> {
+    if seconds > MAX_KEEP_OLD {
+        return Err(refuse(
+            "keep_old",
+            format_args!("must be between 0 and {MAX_KEEP_OLD} seconds (30 days)"),
+        ));
+    }
+    Ok(seconds)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::crypto::RootKey;
+    use proptest::strategy::Strategy as _;
 
     fn client(keys: &DerivedKeys, secret: &str) -> Client {
         Client {
@@ -383,7 +648,7 @@ mod tests {
         let keys = RootKey::generate()?.derive()?;
         let mut c = client(&keys, "s");
         assert!(c.check_origin(None).is_ok());
-        c.origins = vec![parse_origin("https://App.example.com").map_err(anyhow::Error::msg)?];
+        c.origins = vec![parse_origin("https://App.example.com")?];
         assert!(c.check_origin(Some("https://app.example.com")).is_ok());
         assert!(
             c.check_origin(Some("https://app.example.com/page?q=1"))
@@ -401,50 +666,208 @@ mod tests {
         assert!(c.check_origin(None).is_err());
         assert!(parse_origin("https://a.test/path").is_err());
         assert!(parse_origin("ftp://a.test").is_err());
+        // A default port in the request matches the stored form, which has none.
+        assert!(c.check_origin(Some("https://app.example.com:443")).is_ok());
         Ok(())
     }
 
     #[test]
-    fn introspection_visibility_follows_the_resource_server_setting() -> anyhow::Result<()> {
-        let keys = RootKey::generate()?.derive()?;
-        let mut c = client(&keys, "s");
-        assert!(c.may_introspect("c", None));
-        assert!(!c.may_introspect("other", Some("https://api")));
-        c.resource_server = Some("https://api".into());
-        assert!(c.may_introspect("other", Some("https://api")));
-        assert!(!c.may_introspect("other", Some("https://else")));
-        assert!(!c.may_introspect("other", None));
-        c.resource_server = Some("*".into());
-        assert!(c.may_introspect("other", None));
-        Ok(())
-    }
-
-    #[test]
-    fn audience_comes_from_an_allowed_resource_or_the_defaults() -> anyhow::Result<()> {
-        let keys = RootKey::generate()?.derive()?;
-        let mut c = client(&keys, "s");
-        assert_eq!(c.audience_for(None, "https://issuer")?, "https://issuer");
-        c.audience = Some("https://api".into());
-        assert_eq!(c.audience_for(None, "https://issuer")?, "https://api");
-        c.resources = vec!["https://payments".into()];
-        assert_eq!(
-            c.audience_for(Some("https://payments"), "x")?,
-            "https://payments"
+    fn a_stored_origin_with_a_default_port_still_matches() {
+        let c = Client {
+            origins: vec!["https://app.example.com:443".into()],
+            ..Client::fixture()
+        };
+        assert!(c.check_origin(Some("https://app.example.com")).is_ok());
+        assert!(
+            c.check_origin(Some("https://app.example.com:8443"))
+                .is_err()
         );
-        assert!(c.audience_for(Some("https://other"), "x").is_err());
-        assert!(parse_resource("https://a.test/api").is_ok());
-        assert!(parse_resource("urn:example:api").is_ok());
-        assert!(parse_resource("no-scheme").is_err());
-        assert!(parse_resource("1http://a").is_err());
-        assert!(parse_resource("https://a.test/#frag").is_err());
+    }
+
+    #[test]
+    fn origins_are_stored_normalised() -> anyhow::Result<()> {
+        for (given, stored) in [
+            ("https://App.Example.COM", "https://app.example.com"),
+            ("HTTPS://a.test/", "https://a.test"),
+            ("https://a.test:443", "https://a.test"),
+            ("http://a.test:80", "http://a.test"),
+            ("http://a.test:443", "http://a.test:443"),
+            ("https://a.test:8443", "https://a.test:8443"),
+            ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+            ("http://[::1]:8080", "http://[::1]:8080"),
+            ("https://bücher.example", "https://xn--bcher-kva.example"),
+        ] {
+            assert_eq!(parse_origin(given)?, stored, "{given}");
+        }
+        assert_eq!(
+            parse_origins(&["https://a.test".into(), "https://A.test:443/".into()])?,
+            vec!["https://a.test".to_owned()]
+        );
         Ok(())
     }
 
     #[test]
-    fn client_type_accepts_moov_aliases() {
-        assert_eq!(ClientType::parse("w").ok(), Some(ClientType::Web));
-        assert_eq!(ClientType::parse("device").ok(), Some(ClientType::Device));
-        assert_eq!(ClientType::parse("s").ok(), Some(ClientType::Service));
-        assert!(ClientType::parse("browser").is_err());
+    fn values_that_are_not_web_origins_are_refused_naming_the_field() {
+        for bad in [
+            "https://a.com\u{0}",
+            "https://a.com\n",
+            "https://a .com",
+            " https://a.com",
+            "https://a.com:99999",
+            "https://a.com:0",
+            "https://a.com/path",
+            "https://a.com//",
+            "https://a.com?q",
+            "https://a.com#f",
+            "https://user@a.com",
+            "https://user:pw@a.com",
+            "https://a.com\\x",
+            "https://%61.com",
+            "https://",
+            "https:///a.com",
+            "https:a.com",
+            "a.com",
+            "ftp://a.com",
+            "javascript://a.com",
+            "https://999.1.1.1",
+            "https://a\u{202e}b.com",
+            "",
+        ] {
+            let e = parse_origin(bad).err();
+            assert!(e.is_some(), "{bad:?} accepted");
+            let e = e.unwrap_or_else(|| OAuthError::invalid_request(""));
+            assert_eq!(e.field, Some("origins"), "{bad:?}");
+            assert!(e.description.starts_with("origins "), "{}", e.description);
+            assert!(
+                !e.description.chars().any(is_forbidden_char),
+                "{}",
+                e.description
+            );
+        }
+        let many: Vec<String> = (0..=MAX_LIST_ENTRIES)
+            .map(|i| format!("https://a{i}.test"))
+            .collect();
+        assert!(parse_origins(&many).is_err());
+    }
+
+    #[test]
+    fn names_are_trimmed_bounded_and_free_of_control_and_bidi_characters() -> anyhow::Result<()> {
+        assert_eq!(parse_name("  billing  ")?, "billing");
+        assert_eq!(
+            parse_name("Ünïcødé 名前 👨\u{200d}👩")?,
+            "Ünïcødé 名前 👨\u{200d}👩"
+        );
+        assert_eq!(
+            parse_name(&"n".repeat(MAX_NAME_CHARS))?.len(),
+            MAX_NAME_CHARS
+        );
+        for bad in [
+            String::new(),
+            "   ".into(),
+            "a\0b".into(),
+            "a\u{1b}[31mred".into(),
+            "line\nbreak".into(),
+            "tab\there".into(),
+            "trailing newline\n".into(),
+            "del\u{7f}".into(),
+            "c1\u{9b}".into(),
+            "rtl\u{202e}txt".into(),
+            "iso\u{2066}late".into(),
+            "zw\u{200b}sp".into(),
+            "bom\u{feff}".into(),
+            "ls\u{2028}".into(),
+            "n".repeat(MAX_NAME_CHARS + 1),
+        ] {
+            let e = parse_name(&bad).err();
+            assert!(e.is_some(), "{bad:?} accepted");
+            assert_eq!(e.map(|e| e.field), Some(Some("name")), "{bad:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn audiences_resources_and_resource_servers_are_bounded_and_printable() -> anyhow::Result<()> {
+        assert_eq!(parse_audience(Some(""))?, None);
+        assert_eq!(
+            parse_audience(Some("https://api"))?,
+            Some("https://api".into())
+        );
+        assert_eq!(parse_resource_server(Some("none"))?, None);
+        assert_eq!(parse_resource_server(Some("*"))?, Some("*".into()));
+        let long = format!("https://a.test/{}", "x".repeat(MAX_VALUE_CHARS));
+        for (field, result) in [
+            ("audience", parse_audience(Some("a\0")).err()),
+            ("audience", parse_audience(Some("a b")).err()),
+            ("audience", parse_audience(Some(&long)).err()),
+            (
+                "resource_server",
+                parse_resource_server(Some("x\u{1b}")).err(),
+            ),
+            ("resource_server", parse_resource_server(Some(&long)).err()),
+            ("resources", parse_resource("urn:a\0").err()),
+            ("resources", parse_resource(&long).err()),
+        ] {
+            assert_eq!(result.map(|e| e.field), Some(Some(field)));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn keep_old_is_bounded_at_thirty_days() {
+        assert_eq!(check_keep_old(0).ok(), Some(0));
+        assert_eq!(check_keep_old(MAX_KEEP_OLD).ok(), Some(2_592_000));
+        assert_eq!(
+            check_keep_old(MAX_KEEP_OLD + 1).err().map(|e| e.field),
+            Some(Some("keep_old"))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_value_with_a_control_or_bidi_character_is_refused(
+            before in "[a-z]{0,8}",
+            c in proptest::prop_oneof![0u32..0x20, 0x7fu32..0xa0, 0x202au32..0x202f, 0x2066u32..0x206a]
+                .prop_filter_map("a char", char::from_u32),
+            after in "[a-z]{0,8}",
+        ) {
+            let v = format!("{before}{c}{after}");
+            let name = format!("n{v}n");
+            let server = format!("x{v}");
+            let resource = format!("urn:{v}");
+            let origin = format!("https://{v}.test");
+            proptest::prop_assert!(parse_name(&name).is_err());
+            proptest::prop_assert!(parse_audience(Some(&v)).is_err());
+            proptest::prop_assert!(parse_resource_server(Some(&server)).is_err());
+            proptest::prop_assert!(parse_resource(&resource).is_err());
+            proptest::prop_assert!(parse_origin(&origin).is_err());
+        }
+
+        #[test]
+        fn valid_origins_round_trip_normalised(
+            https in proptest::bool::ANY,
+            labels in proptest::collection::vec("[a-zA-Z][a-zA-Z0-9]{0,9}", 1..4),
+            port in proptest::option::of(1u16..=65535),
+            slash in proptest::bool::ANY,
+        ) {
+            let scheme = if https { "HTTPS" } else { "http" };
+            let host = labels.join(".");
+            let given = format!(
+                "{scheme}://{host}{}{}",
+                port.map(|p| format!(":{p}")).unwrap_or_default(),
+                if slash { "/" } else { "" },
+            );
+            let default = if https { 443 } else { 80 };
+            let expected = format!(
+                "{}://{}{}",
+                scheme.to_ascii_lowercase(),
+                host.to_ascii_lowercase(),
+                port.filter(|p| *p != default).map(|p| format!(":{p}")).unwrap_or_default()
+            );
+            proptest::prop_assert_eq!(parse_origin(&given).ok(), Some(expected.clone()));
+            // The normal form is a fixed point, and a request sending the origin as given
+            // matches it.
+            proptest::prop_assert_eq!(parse_origin(&expected).ok(), Some(expected.clone()));
+            proptest::prop_assert_eq!(normalize_origin(&given), expected);
+        }
     }
 }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -124,6 +125,44 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> {
         .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// A query string parsed strictly (unknown parameters refused), its failures answered in the
+/// admin error shape (`400 invalid_request`) rather than axum's plain-text rejection.
+pub struct AdminQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for AdminQuery<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(v)| Self(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// A path parameter, its failures (e.g. percent-encoding that is not UTF-8) answered in the
+/// admin error shape.
+pub struct AdminPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for AdminPath<T> {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| Self(v))
+            .map_err(|e| AdminError::bad_request(e.body_text()))
+    }
+}
+
+/// The page size asked for: 1 to 1000, 100 when absent.
+fn page_limit(limit: Option<u32>) -> Result<u32, AdminError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(AdminError::bad_request("limit must be between 1 and 1000")),
+    }
+}
+
 /// Requires the admin bearer token.
 pub async fn require_admin(
     State(state): State<Arc<AppState>>,
@@ -165,17 +204,21 @@ fn admin_actor(actor: Actor) -> Actor {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct Page {
+    /// The `next` of the previous page: clients with ids after this one.
     after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/clients", tag = "clients", params(Page), responses((status = 200, body = ClientPage), (status = 400, description = "Bad query string: an unknown parameter, a value of the wrong type, or limit outside 1 to 1000", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn list_clients(
     State(state): State<Arc<AppState>>,
-    Query(page): Query<Page>,
+    AdminQuery(page): AdminQuery<Page>,
 ) -> AdminResult {
-    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(page.limit)?;
     let clients = state
         .tessera
         .list_clients(page.after.as_deref(), limit)
@@ -190,17 +233,38 @@ pub async fn list_clients(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
+    /// A human name: 1 to 200 characters once surrounding spaces are trimmed, without control
+    /// characters, bidirectional overrides or invisible format characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// Allowed scope patterns, space-separated; at least one.
     scopes: String,
+    /// `opaque` or `jwt` (default: the server's `default_format`).
     format: Option<String>,
+    /// `seed`, `moov` or `rfc6749` (default: follow the server's `default_profile`).
     profile: Option<String>,
+    /// Access token lifetime, seconds.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     access_ttl: Option<u32>,
+    /// Refresh token lifetime, seconds.
+    #[schema(minimum = 1, maximum = 31_536_000)]
     refresh_ttl: Option<u32>,
+    /// Allowed browser origins for web tokens, each a web origin `http(s)://host[:port]` (no
+    /// path, query, fragment or user info; port 1 to 65535), stored normalised: lower-cased,
+    /// without a default port or trailing slash, an internationalised host in `xn--` form.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::origins_schema)]
     origins: Vec<String>,
+    /// The `aud` of its tokens: no whitespace or control characters.
+    #[schema(max_length = 2048)]
     audience: Option<String>,
+    /// RFC 8707 resources it may request as audience: absolute URIs without a fragment.
     #[serde(default)]
+    #[schema(schema_with = super::openapi::resources_schema)]
     resources: Vec<String>,
+    /// Introspection rights beyond its own tokens: `*`, or an audience value (no whitespace or
+    /// control characters); `none` for none.
+    #[schema(max_length = 2048)]
     resource_server: Option<String>,
 }
 
@@ -211,7 +275,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
         .transpose()
 }
 
-#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 409, description = "The new client id was taken at the same moment; nothing was created, retry (Retry-After)", body = GenericError), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -242,10 +306,10 @@ pub async fn create_client(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn show_client(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     let c = state.tessera.get_client(&id).await?;
     Ok(Json(state.tessera.view(&c)).into_response())
@@ -263,29 +327,47 @@ where
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateClient {
+    /// New name; the rules of `POST /admin/clients`.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// New allowed scope patterns (replacing the current ones).
     scopes: Option<String>,
+    /// New format.
     format: Option<String>,
+    /// New profile; `null`: follow the server default.
     #[serde(default, deserialize_with = "nullable")]
     profile: Option<Option<String>>,
+    /// New access TTL; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     access_ttl: Option<Option<u32>>,
+    /// New refresh TTL; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     refresh_ttl: Option<Option<u32>>,
+    /// New allowed origins (replacing the current ones); the rules of `POST /admin/clients`.
+    #[schema(schema_with = super::openapi::origins_schema)]
     origins: Option<Vec<String>>,
+    /// New audience; `null`: the server default.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
     audience: Option<Option<String>>,
+    /// New resources (replacing the current ones).
+    #[schema(schema_with = super::openapi::resources_schema)]
     resources: Option<Vec<String>>,
+    /// New introspection rights; `null` or `none`: its own tokens only.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
     resource_server: Option<Option<String>>,
+    /// Disable or enable.
     disabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: UpdateClient = body(&bytes)?;
@@ -321,29 +403,29 @@ async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) 
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn disable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, true).await
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn enable_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, false).await
 }
 
-#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn delete_client(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     state
         .tessera
@@ -355,20 +437,33 @@ pub async fn delete_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
-    keep_old: Option<u32>,
+    /// Seconds the old secret keeps working: 0 (it stops at once) to 2,592,000 (30 days);
+    /// default 86,400.
+    #[schema(value_type = Option<u32>, minimum = 0, maximum = 2_592_000)]
+    keep_old: Option<serde_json::Number>,
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; retry", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 400, description = "keep_old outside 0 to 2592000 (30 days), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: RotateSecret = body(&bytes)?;
     let (c, secret) = state
         .tessera
-        .rotate_secret(&id, b.keep_old.unwrap_or(86_400), &admin_actor(actor))
+        .rotate_secret(
+            &id,
+            // Any other number (negative, fractional, huge) is out of range too: the service
+            // refuses it, naming the bound.
+            b.keep_old.map_or(86_400, |n| {
+                n.as_u64()
+                    .and_then(|s| u32::try_from(s).ok())
+                    .unwrap_or(u32::MAX)
+            }),
+            &admin_actor(actor),
+        )
         .await?;
     Ok(Json(NewSecret {
         previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
@@ -378,11 +473,11 @@ pub async fn rotate_secret(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_client_tokens(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     let n = state
         .tessera
@@ -395,11 +490,11 @@ pub async fn revoke_client_tokens(
     .into_response())
 }
 
-#[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_family(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     state
         .tessera
@@ -437,7 +532,7 @@ pub async fn list_keys(State(state): State<Arc<AppState>>) -> AdminResult {
     Ok(Json(state.tessera.list_keys().await?).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/rotate", tag = "keys", responses((status = 200, body = Rotation), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "keys", responses((status = 200, body = Rotation), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_keys(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
@@ -445,41 +540,48 @@ pub async fn rotate_keys(
     Ok(Json(state.tessera.rotate_keys(&admin_actor(actor)).await?).into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/{kid}/retire", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Retired"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/{kid}/retire", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Retired"), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 400, description = "The key is revoked, or the path parameter is not valid UTF-8", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn retire_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(kid): Path<String>,
+    AdminPath(kid): AdminPath<String>,
 ) -> AdminResult {
     state.tessera.retire_key(&kid, &admin_actor(actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/admin/keys/{kid}/revoke", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/keys/{kid}/revoke", tag = "keys", params(("kid" = String, Path)), responses((status = 204, description = "Revoked"), (status = 409, description = "Another rotation, retirement or revocation happened at the same time; nothing was changed by this call, retry if still wanted (Retry-After)", body = GenericError), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
-    Path(kid): Path<String>,
+    AdminPath(kid): AdminPath<String>,
 ) -> AdminResult {
     state.tessera.revoke_key(&kid, &admin_actor(actor)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
 pub struct AuditParams {
+    /// Only events about this client.
     client_id: Option<String>,
+    /// Only this kind of event (e.g. `client.created`).
     event: Option<String>,
+    /// Only events at or after this Unix time.
     since: Option<i64>,
+    /// The `next` of the previous page: events older than this one.
     before: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(get, path = "/admin/audit", tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, description = "Bad query string: an unknown parameter, a value of the wrong type, or limit outside 1 to 1000", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn audit(
     State(state): State<Arc<AppState>>,
-    Query(p): Query<AuditParams>,
+    AdminQuery(p): AdminQuery<AuditParams>,
 ) -> AdminResult {
-    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = page_limit(p.limit)?;
     let events = state
         .tessera
         .audit_events(&AuditQuery {

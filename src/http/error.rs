@@ -10,6 +10,7 @@
 //! | body too large | `413 {"error": "invalid_request", …}` | same |
 //! | body not received within `body_timeout` | `408 {"error": "invalid_request", …}`, `Connection: close` | same |
 //! | store unavailable | `503` + `Retry-After`, `{"error": "temporarily_unavailable"}` | same |
+//! | lost a race with a concurrent change | `503` + `Retry-After`, as above | same |
 //!
 //! `WWW-Authenticate: Basic` accompanies a 401 when the client used Basic authentication or
 //! sent no credentials at all. Internal errors are logged with their cause chain and shown to
@@ -37,6 +38,7 @@ enum Kind {
     TooLarge(usize),
     BodyTimeout(String),
     Unavailable,
+    Conflict,
     Internal,
     NotFound(String),
     MethodNotAllowed,
@@ -68,6 +70,11 @@ impl ApiError {
         let kind = match error {
             ServiceError::OAuth(e) => Kind::OAuth(e),
             ServiceError::NotFound(what) => Kind::NotFound(what),
+            // The OAuth vocabulary has no conflict: a lost race is answered as "retry later".
+            ServiceError::Conflict(cause) | ServiceError::Store(StoreError::Conflict(cause)) => {
+                tracing::warn!(%cause, "conflict with a concurrent change");
+                Kind::Conflict
+            }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
                 Kind::Unavailable
@@ -210,6 +217,16 @@ impl IntoResponse for ApiError {
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
                 resp
             }
+            Kind::Conflict => {
+                let mut resp = generic(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "a concurrent change interfered with this request; retry",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                resp
+            }
             Kind::Internal => generic(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -227,7 +244,8 @@ impl IntoResponse for ApiError {
 }
 
 /// An admin API failure: the admin listener's one error shape, `{"error", "error_description"}`
-/// with 400, 401, 404, 409, 503 (or 500 for a bug). Mapped here, beside the public API's.
+/// with 400, 401, 404, 409 (a lost race, retryable: sent with `Retry-After`), 503 (or 500 for
+/// a bug). Mapped here, beside the public API's.
 #[derive(Debug)]
 pub struct AdminError {
     /// The status.
@@ -250,6 +268,19 @@ impl AdminError {
     }
 }
 
+impl AdminError {
+    /// A `409 conflict`: a concurrent change won; nothing was changed, and trying again is
+    /// safe (sent with `Retry-After`).
+    #[must_use]
+    pub fn conflict(description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            description: description.into(),
+        }
+    }
+}
+
 impl From<ServiceError> for AdminError {
     fn from(e: ServiceError) -> Self {
         match e {
@@ -263,11 +294,9 @@ impl From<ServiceError> for AdminError {
                 code: "not_found",
                 description: what,
             },
-            ServiceError::Store(StoreError::Conflict(what)) => Self {
-                status: StatusCode::CONFLICT,
-                code: "conflict",
-                description: what,
-            },
+            ServiceError::Conflict(what) | ServiceError::Store(StoreError::Conflict(what)) => {
+                Self::conflict(what)
+            }
             ServiceError::Store(StoreError::Unavailable(cause)) => {
                 tracing::warn!(%cause, "store unavailable");
                 Self {
@@ -302,7 +331,7 @@ impl IntoResponse for AdminError {
                     HeaderValue::from_static("Bearer realm=\"tessera-admin\""),
                 );
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
             }

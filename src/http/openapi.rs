@@ -80,6 +80,41 @@ impl utoipa::PartialSchema for FieldError {
 
 impl ToSchema for FieldError {}
 
+/// A list of at most `MAX_LIST_ENTRIES` strings of at most `MAX_VALUE_CHARS` characters.
+fn bounded_list(description: &str) -> utoipa::openapi::schema::Array {
+    use crate::domain::client::{MAX_LIST_ENTRIES, MAX_VALUE_CHARS};
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_VALUE_CHARS)),
+        )
+        .max_items(Some(MAX_LIST_ENTRIES))
+        .description(Some(description))
+        .build()
+}
+
+/// The schema of a client's `origins`.
+#[must_use]
+pub fn origins_schema() -> utoipa::openapi::schema::Array {
+    bounded_list(
+        "Web origins http(s)://host[:port]: no path, query, fragment or user info, port 1 to \
+         65535. Stored lower-cased, without a default port or trailing slash, an \
+         internationalised host in its xn-- form; repeats are dropped.",
+    )
+}
+
+/// The schema of a client's `resources`.
+#[must_use]
+pub fn resources_schema() -> utoipa::openapi::schema::Array {
+    bounded_list(
+        "RFC 8707 resource indicators: absolute URIs without a fragment, whitespace or control \
+         characters.",
+    )
+}
+
 /// The error answers shared by the token, revoke and introspect endpoints.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]

@@ -83,10 +83,11 @@ impl Tessera {
                 .meta_replace(ADMIN_TOKEN_HASH, &current, &hash)
                 .await?
         {
-            return Err(anyhow::anyhow!(
-                "the admin token changed concurrently; run the command again"
-            )
-            .into());
+            return Err(ServiceError::Conflict(
+                "the admin token was replaced at the same time by another call; run the command \
+                 again"
+                    .into(),
+            ));
         }
         self.audit(AuditEvent::new(
             AuditKind::AdminTokenRotated,

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::client::{
-    Client, Profile, SecretHash, TokenFormat, parse_origin, parse_resource,
+    Client, Profile, SecretHash, TokenFormat, check_keep_old, parse_audience, parse_name,
+    parse_origins, parse_resource_server, parse_resources,
 };
 use crate::domain::clock::UnixTime;
 use crate::domain::error::OAuthError;
@@ -15,7 +16,7 @@ use crate::domain::scope::{Registry, ScopePattern, parse_patterns};
 use crate::domain::token;
 
 use super::{ServiceError, Tessera};
-use crate::store::{ClientUpdate, StoreError};
+use crate::store::ClientUpdate;
 
 /// A new client's settings.
 #[derive(Debug, Clone, Default)]
@@ -119,38 +120,6 @@ fn check_ttl(name: &str, ttl: Option<u32>) -> Result<(), ServiceError> {
     }
 }
 
-fn check_origins(origins: &[String]) -> Result<Vec<String>, ServiceError> {
-    origins
-        .iter()
-        .map(|o| parse_origin(o).map_err(invalid))
-        .collect()
-}
-
-fn check_resources(resources: &[String]) -> Result<Vec<String>, ServiceError> {
-    resources
-        .iter()
-        .map(|r| parse_resource(r).map_err(invalid))
-        .collect()
-}
-
-fn check_resource_server(value: Option<String>) -> Result<Option<String>, ServiceError> {
-    match value.as_deref() {
-        None | Some("" | "none") => Ok(None),
-        Some("*") => Ok(value),
-        Some(aud) if aud.len() <= 512 && !aud.chars().any(char::is_whitespace) => Ok(value),
-        Some(_) => Err(invalid(
-            "resource_server must be * or an audience value without spaces",
-        )),
-    }
-}
-
-fn check_name(name: &str) -> Result<(), ServiceError> {
-    if name.trim().is_empty() || name.len() > 200 {
-        return Err(invalid("name must be 1 to 200 characters"));
-    }
-    Ok(())
-}
-
 /// [`ClientChanges`] after their checks: what an update writes over the stored client,
 /// reapplied as it stands if the client changed meanwhile.
 struct CheckedChanges {
@@ -169,9 +138,7 @@ struct CheckedChanges {
 
 impl CheckedChanges {
     fn check(changes: ClientChanges, registry: &Registry) -> Result<Self, ServiceError> {
-        if let Some(name) = &changes.name {
-            check_name(name)?;
-        }
+        let name = changes.name.as_deref().map(parse_name).transpose()?;
         let scopes = match changes.scopes {
             Some(scopes) => {
                 let parsed = parse_patterns(&scopes, registry)?;
@@ -189,22 +156,25 @@ impl CheckedChanges {
             check_ttl("refresh_ttl", t)?;
         }
         Ok(Self {
-            name: changes.name.map(|n| n.trim().to_owned()),
+            name,
             scopes,
             format: changes.format,
             profile: changes.profile,
             access_ttl: changes.access_ttl,
             refresh_ttl: changes.refresh_ttl,
-            origins: changes.origins.as_deref().map(check_origins).transpose()?,
-            audience: changes.audience.map(|a| a.filter(|a| !a.is_empty())),
+            origins: changes.origins.as_deref().map(parse_origins).transpose()?,
+            audience: changes
+                .audience
+                .map(|a| parse_audience(a.as_deref()))
+                .transpose()?,
             resources: changes
                 .resources
                 .as_deref()
-                .map(check_resources)
+                .map(parse_resources)
                 .transpose()?,
             resource_server: changes
                 .resource_server
-                .map(check_resource_server)
+                .map(|r| parse_resource_server(r.as_deref()))
                 .transpose()?,
             disabled: changes.disabled,
         })
@@ -270,21 +240,22 @@ impl Tessera {
         spec: ClientSpec,
         actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
-        check_name(&spec.name)?;
+        let name = parse_name(&spec.name)?;
         let scopes = parse_patterns(&spec.scopes, &self.registry)?;
         if scopes.is_empty() {
             return Err(invalid("a client needs at least one allowed scope"));
         }
         check_ttl("access_ttl", spec.access_ttl)?;
         check_ttl("refresh_ttl", spec.refresh_ttl)?;
-        let origins = check_origins(&spec.origins)?;
-        let resources = check_resources(&spec.resources)?;
-        let resource_server = check_resource_server(spec.resource_server)?;
+        let origins = parse_origins(&spec.origins)?;
+        let audience = parse_audience(spec.audience.as_deref())?;
+        let resources = parse_resources(&spec.resources)?;
+        let resource_server = parse_resource_server(spec.resource_server.as_deref())?;
         let secret = token::new_secret()?;
         let now = self.clock.now();
         let client = Client {
             id: token::new_client_id()?,
-            name: spec.name.trim().to_owned(),
+            name,
             secret: SecretHash(self.keys.hash_secret(&secret)),
             previous_secret: None,
             scopes,
@@ -293,7 +264,7 @@ impl Tessera {
             access_ttl: spec.access_ttl,
             refresh_ttl: spec.refresh_ttl,
             origins,
-            audience: spec.audience.filter(|a| !a.is_empty()),
+            audience,
             resource_server,
             resources,
             disabled: false,
@@ -403,16 +374,19 @@ impl Tessera {
     }
 
     /// Gives a client a new secret. The old one keeps working for `keep_old` seconds (0: stops
-    /// at once). Returns the new secret, which is never available again.
+    /// at once; at most [`crate::domain::client::MAX_KEEP_OLD`]). Returns the new secret,
+    /// which is never available again.
     ///
     /// # Errors
-    /// An unknown client, a client that kept changing (conflict), store failures.
+    /// `keep_old` too long, an unknown client, a client that kept changing (conflict), store
+    /// failures.
     pub async fn rotate_secret(
         &self,
         id: &str,
         keep_old: u32,
         actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
+        let keep_old = check_keep_old(keep_old)?;
         let secret = token::new_secret()?;
         let hash = SecretHash(self.keys.hash_secret(&secret));
         let c = self
@@ -461,10 +435,9 @@ impl Tessera {
                 }
             }
         }
-        Err(StoreError::Conflict(format!(
+        Err(ServiceError::Conflict(format!(
             "client {id:?} kept changing while this change was applied; try again"
-        ))
-        .into())
+        )))
     }
 
     /// Deletes a client and all its tokens.

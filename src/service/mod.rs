@@ -44,6 +44,11 @@ pub enum ServiceError {
     /// The named thing does not exist (operator calls).
     #[error("{0}")]
     NotFound(String),
+    /// A concurrent change won a race this call lost (two key rotations at once, a client that
+    /// kept changing, a key whose state changed meanwhile). Nothing was changed by this call;
+    /// trying again is safe. The admin API answers `409 conflict`.
+    #[error("{0}")]
+    Conflict(String),
     /// A bug or an environment failure (e.g. the random source).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

@@ -49,6 +49,27 @@ fn not_found(kid: &str) -> ServiceError {
     ServiceError::NotFound(format!("no signing key {kid:?}"))
 }
 
+/// The answer to a rotation that lost to another one (from this instance, another instance or
+/// the CLI). Not retried here: the keys have just been rotated, which is what was asked, and
+/// rotating again at once would activate a `next` key that verifiers have not had time to
+/// fetch.
+fn concurrent_rotation() -> ServiceError {
+    ServiceError::Conflict(
+        "another key rotation happened at the same time; list the keys, and rotate again only \
+         if another rotation is still wanted"
+            .into(),
+    )
+}
+
+/// The answer when a key's state changed between reading it and changing it (a rotation
+/// activated it, or someone else revoked it).
+fn key_changed(kid: &str) -> ServiceError {
+    ServiceError::Conflict(format!(
+        "signing key {kid:?} changed state at the same time (a rotation or a revocation); \
+         list the keys and try again"
+    ))
+}
+
 impl Tessera {
     /// Every key, revoked ones included, oldest first.
     ///
@@ -96,20 +117,19 @@ impl Tessera {
         )
         .await?;
         let before = self.store.list_keys().await?;
+        // No next key here means a concurrent rotation activated it between the two reads
+        // (`ensure_keys` has just made sure there was one).
         let next = before
             .iter()
             .find(|k| k.state == KeyState::Next.as_str())
-            .ok_or_else(|| anyhow::anyhow!("no next key to activate"))?;
+            .ok_or_else(concurrent_rotation)?;
         let retired = before
             .iter()
             .find(|k| k.state == KeyState::Active.as_str())
             .map(|k| k.kid.clone());
         let until = self.retired_until(now).await?;
         if !self.store.activate_next_key(&next.kid, now, until).await? {
-            return Err(anyhow::anyhow!(
-                "another rotation happened at the same time; run it again"
-            )
-            .into());
+            return Err(concurrent_rotation());
         }
         ensure_keys(
             self.store.as_ref(),
@@ -140,6 +160,15 @@ impl Tessera {
         Ok(rotation)
     }
 
+    /// Rotates so that the key that was active when its state was read stops signing. A
+    /// rotation that lost to a concurrent one is as good: the other rotation retired it.
+    async fn rotate_away_from(&self, actor: &Actor) -> Result<(), ServiceError> {
+        match self.rotate_keys(actor).await {
+            Ok(_) | Err(ServiceError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn key_state(&self, kid: &str) -> Result<KeyState, ServiceError> {
         let key = self
             .store
@@ -161,14 +190,16 @@ impl Tessera {
     pub async fn retire_key(&self, kid: &str, actor: &Actor) -> Result<(), ServiceError> {
         let now = self.clock.now();
         match self.key_state(kid).await? {
-            KeyState::Active => {
-                self.rotate_keys(actor).await?;
-            }
+            KeyState::Active => self.rotate_away_from(actor).await?,
             KeyState::Next => {
                 // It never signed anything: it only has to outlive cached JWKS copies.
-                self.store
+                if !self
+                    .store
                     .set_key_state(kid, KeyState::Retired.as_str(), Some(now))
-                    .await?;
+                    .await?
+                {
+                    return Err(key_changed(kid));
+                }
                 ensure_keys(
                     self.store.as_ref(),
                     &self.keys,
@@ -206,9 +237,7 @@ impl Tessera {
         let now = self.clock.now();
         match self.key_state(kid).await? {
             KeyState::Revoked => return Ok(()),
-            KeyState::Active => {
-                self.rotate_keys(actor).await?;
-            }
+            KeyState::Active => self.rotate_away_from(actor).await?,
             KeyState::Next | KeyState::Retired => {}
         }
         if !self
@@ -216,9 +245,11 @@ impl Tessera {
             .set_key_state(kid, KeyState::Revoked.as_str(), None)
             .await?
         {
-            return Err(
-                anyhow::anyhow!("the key changed state during revocation; run it again").into(),
-            );
+            // Revoked meanwhile by another call: done, as the early return above.
+            return match self.key_state(kid).await? {
+                KeyState::Revoked => Ok(()),
+                _ => Err(key_changed(kid)),
+            };
         }
         ensure_keys(
             self.store.as_ref(),

@@ -10,7 +10,9 @@ use crate::domain::grant::{self, RefreshVerdict};
 use crate::domain::jwt::{self, AccessClaims};
 use crate::domain::scope::ScopeSet;
 use crate::domain::token::{self, OpaqueKind, TokenHash, TokenRef};
-use crate::store::{AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome};
+use crate::store::{
+    AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, StoreError,
+};
 
 use super::{ServiceError, Tessera};
 
@@ -230,7 +232,18 @@ impl Tessera {
             Some(&client.id),
             json!({ "token_id": access.id, "family_id": family.id, "scope": family.scope }),
         );
-        self.store.issue(&family, &access, &refresh, &audit).await?;
+        match self.store.issue(&family, &access, &refresh, &audit).await {
+            Ok(()) => {}
+            // The client was deleted between reading it and writing its grant: it no longer
+            // exists, so it cannot authenticate (as on a retry).
+            Err(StoreError::Conflict(cause))
+                if self.store.get_client(&client.id).await?.is_none() =>
+            {
+                tracing::info!(client_id = %client.id, %cause, "client deleted while a grant was written");
+                return Err(OAuthError::invalid_client().into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         tracing::info!(client_id = %client.id, token_id = %access.id, family_id = %family.id, "issued");
         Ok(self.issued(client, access_token, refresh_token, &access, scope))
     }

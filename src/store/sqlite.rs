@@ -199,7 +199,9 @@ pub(super) fn map_err(e: sqlx::Error) -> StoreError {
             StoreError::Unavailable(e.to_string())
         }
         sqlx::Error::Database(db) => {
-            if db.is_unique_violation() {
+            // A duplicate, or a row written for one that a concurrent call deleted (a grant
+            // for a client deleted a moment ago): the write lost a race.
+            if db.is_unique_violation() || db.is_foreign_key_violation() {
                 return StoreError::Conflict(db.message().to_owned());
             }
             // Busy or locked after the busy timeout, disk full, I/O errors and the like: the

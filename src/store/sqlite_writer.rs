@@ -104,14 +104,16 @@ where
     }
 }
 
-/// Maps a `rusqlite` error like the sqlx one: a uniqueness violation is a conflict; busy or
-/// locked beyond the timeout, and the environment failing under the database (disk full, I/O
-/// error, a file that cannot be opened or written), are unavailable (`503`, retry later);
-/// anything else is a failure.
+/// Maps a `rusqlite` error like the sqlx one: a uniqueness or foreign-key violation (a row
+/// written for one a concurrent call deleted) is a conflict; busy or locked beyond the timeout,
+/// and the environment failing under the database (disk full, I/O error, a file that cannot be
+/// opened or written), are unavailable (`503`, retry later); anything else is a failure.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
         Some(code) if is_environmental(code) => StoreError::Unavailable(e.to_string()),
-        Some(ErrorCode::ConstraintViolation) if e.to_string().contains("UNIQUE") => {
+        Some(ErrorCode::ConstraintViolation)
+            if e.to_string().contains("UNIQUE") || e.to_string().contains("FOREIGN KEY") =>
+        {
             StoreError::Conflict(e.to_string())
         }
         _ => StoreError::Other(anyhow::Error::new(e)),

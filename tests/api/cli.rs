@@ -276,3 +276,111 @@ fn serve_runs_with_no_configuration_and_migrate_works_on_a_fresh_database() {
         "a generated admin token is handed over once"
     );
 }
+
+/// True for what must never reach a terminal raw: C0/C1 controls (other than the line breaks
+/// of the output itself), bidirectional overrides and isolates, zero-width spaces.
+fn raw_control(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{200B}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+#[tokio::test]
+async fn the_cli_refuses_what_the_admin_api_refuses_with_the_same_reason() {
+    let app = spawn_app().await;
+    for (args, reason) in [
+        (
+            vec!["--name", "evil\u{1b}[2Jname"],
+            "error: name must not contain control or invisible formatting characters (U+001B at character 5)",
+        ),
+        (
+            vec!["--name", "line\nbreak"],
+            "error: name must not contain control or invisible formatting characters (U+000A",
+        ),
+        (
+            vec!["--name", "bidi\u{202e}txt"],
+            "error: name must not contain control or invisible formatting characters (U+202E",
+        ),
+        (
+            vec!["--name", "ok", "--origin", "https://a .com"],
+            "error: origins entry \"https://a .com\" is not a web origin http(s)://host[:port]: it contains whitespace",
+        ),
+        (
+            vec!["--name", "ok", "--origin", "https://a.com:99999"],
+            "error: origins entry \"https://a.com:99999\" is not a web origin",
+        ),
+        (
+            vec!["--name", "ok", "--origin", "https://a.com/app"],
+            "error: origins entry \"https://a.com/app\" is not a web origin http(s)://host[:port]: it has a path",
+        ),
+        (
+            vec!["--name", "ok", "--audience", "aud\u{7}"],
+            "error: audience must not contain control",
+        ),
+        (
+            vec!["--name", "ok", "--resource-server", "two words"],
+            "error: resource_server must not contain whitespace",
+        ),
+    ] {
+        let mut argv = vec!["client", "create", "--scope", "/ping.read"];
+        argv.extend(args.iter().copied());
+        let out = app.cli(&argv);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(reason), "{args:?}: {stderr}");
+        assert!(!stderr.chars().any(raw_control), "{stderr:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert_eq!(
+        app.cli_json(&["client", "list", "--json"]),
+        Value::Array(vec![])
+    );
+}
+
+#[tokio::test]
+async fn cli_output_escapes_control_characters_of_a_stored_name() {
+    use sqlx::Connection as _;
+    let app = spawn_app().await;
+    let c = app.client("/ping.read", &[]);
+    // A row written before the rules (the API and the CLI refuse this name now).
+    let name = "evil\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}gnp.exe\nsecond line";
+    let mut conn = sqlx::SqliteConnection::connect(&app.database_url())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE clients SET name = ? WHERE client_id = ?")
+        .bind(name)
+        .bind(&c.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    for args in [
+        vec!["client", "show", c.id.as_str()],
+        vec!["client", "list"],
+        vec!["client", "update", c.id.as_str(), "--access-ttl", "60"],
+    ] {
+        let out = app.cli(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(!stdout.chars().any(raw_control), "{args:?}: {stdout:?}");
+        assert!(
+            stdout.contains(
+                r"evil\u{1b}[2J\u{1b}]0;pwned\u{7}\u{9b}31m\u{202e}gnp.exe\u{a}second line"
+            ),
+            "{args:?}: {stdout}"
+        );
+    }
+    // --json escapes them the JSON way, and still reads back as the stored name.
+    for args in [
+        vec!["client", "show", c.id.as_str(), "--json"],
+        vec!["client", "list", "--json"],
+    ] {
+        let out = app.cli(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!stdout.chars().any(raw_control), "{args:?}: {stdout:?}");
+        assert!(stdout.contains(r"\u001b[2J"), "{stdout}");
+        assert!(stdout.contains(r"\u009b31m\u202egnp.exe"), "{stdout}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        let shown = if v.is_array() { &v[0] } else { &v };
+        assert_eq!(shown["name"], name);
+    }
+}

@@ -17,8 +17,10 @@ mod pg;
 mod helpers;
 
 mod admin;
+mod admin_input;
 mod cleanup;
 mod cli;
+mod conflicts;
 mod connections;
 mod crash;
 mod discovery;

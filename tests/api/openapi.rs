@@ -314,6 +314,134 @@ async fn admin_responses_match_the_admin_document() {
     );
 }
 
+/// True if `body` validates against the admin document's component schema `name`.
+fn valid_as(doc: &Value, name: &str, body: &Value) -> bool {
+    let mut root = doc.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["allOf"] = json!([{ "$ref": format!("#/components/schemas/{name}") }]);
+    jsonschema::validator_for(&root).unwrap().is_valid(body)
+}
+
+#[tokio::test]
+async fn the_admin_document_states_the_input_bounds_and_the_refusals() {
+    let app = spawn_app().await;
+    let doc = app
+        .admin_as("GET", "/openapi.json", None, None)
+        .await
+        .json();
+    let create = &doc["components"]["schemas"]["CreateClient"];
+    assert_eq!(create["properties"]["name"]["maxLength"], 200, "{create}");
+    assert_eq!(create["properties"]["name"]["minLength"], 1);
+    assert_eq!(create["properties"]["origins"]["maxItems"], 100);
+    assert_eq!(create["properties"]["origins"]["items"]["maxLength"], 2048);
+    assert_eq!(create["properties"]["resources"]["maxItems"], 100);
+    assert_eq!(create["properties"]["audience"]["maxLength"], 2048);
+    assert_eq!(create["properties"]["resource_server"]["maxLength"], 2048);
+    assert_eq!(create["required"], json!(["name", "scopes"]));
+    let keep_old = &doc["components"]["schemas"]["RotateSecret"]["properties"]["keep_old"];
+    assert_eq!(keep_old["maximum"], 2_592_000, "{keep_old}");
+    assert_eq!(keep_old["minimum"], 0, "{keep_old}");
+
+    // The document's bounds are the server's: what it refuses, the server refuses.
+    let ok = json!({"name": "n", "scopes": "/ping.read", "origins": ["https://a.test"]});
+    assert!(valid_as(&doc, "CreateClient", &ok));
+    assert!(valid_as(&doc, "UpdateClient", &json!({"name": "n"})));
+    let origins: Vec<String> = (0..101).map(|i| format!("https://a{i}.test")).collect();
+    for bad in [
+        json!({"name": "n".repeat(201), "scopes": "/ping.read"}),
+        json!({"name": "", "scopes": "/ping.read"}),
+        json!({"name": "n", "scopes": "/ping.read", "origins": origins}),
+        json!({"name": "n", "scopes": "/ping.read", "audience": "a".repeat(2049)}),
+        json!({"name": "n", "scopes": "/ping.read", "access_ttl": 0}),
+    ] {
+        assert!(!valid_as(&doc, "CreateClient", &bad), "{bad}");
+        let r = app.admin("POST", "/admin/clients", Some(bad.clone())).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+        check(&doc, "/admin/clients", "post", &r);
+    }
+    assert!(!valid_as(
+        &doc,
+        "RotateSecret",
+        &json!({"keep_old": 2_592_001})
+    ));
+
+    // The refusals are documented, with their body.
+    let c = app.client("/ping.read", &[]);
+    let one = format!("/admin/clients/{}", c.id);
+    for (path, method, reply) in [
+        (
+            "/admin/clients",
+            "get",
+            app.admin("GET", "/admin/clients?limit=abc", None).await,
+        ),
+        (
+            "/admin/audit",
+            "get",
+            app.admin("GET", "/admin/audit?bogus=1", None).await,
+        ),
+        (
+            "/admin/clients/{id}",
+            "patch",
+            app.admin("PATCH", &one, Some(json!({"name": "a\u{1b}b"})))
+                .await,
+        ),
+        (
+            "/admin/clients/{id}",
+            "get",
+            app.admin("GET", "/admin/clients/%FF", None).await,
+        ),
+        (
+            "/admin/clients/{id}/rotate-secret",
+            "post",
+            app.admin(
+                "POST",
+                &format!("{one}/rotate-secret"),
+                Some(json!({"keep_old": 2_592_001})),
+            )
+            .await,
+        ),
+    ] {
+        assert_eq!(reply.status, 400, "{method} {path}: {}", reply.text);
+        check(&doc, path, method, &reply);
+    }
+    for path in [
+        "/admin/keys/rotate",
+        "/admin/keys/{kid}/retire",
+        "/admin/keys/{kid}/revoke",
+        "/admin/clients/{id}",
+    ] {
+        let method = if path.starts_with("/admin/keys") {
+            "post"
+        } else {
+            "patch"
+        };
+        assert!(
+            doc["paths"][path][method]["responses"]["409"].is_object(),
+            "{method} {path}: 409 not documented"
+        );
+    }
+    // A real 409 of a lost rotation matches the document: rotations are raced (a bounded
+    // number of rounds) until one loses.
+    let mut conflict = None;
+    for _ in 0..10 {
+        let answers = rotations_at_once(&app).await;
+        conflict = answers.into_iter().find(|r| r.status == 409);
+        if conflict.is_some() {
+            break;
+        }
+    }
+    let conflict = conflict.expect("ten rounds of six concurrent rotations, and none lost");
+    check(&doc, "/admin/keys/rotate", "post", &conflict);
+}
+
+/// Six key rotations at once (concurrent on one task: `join!` polls them together).
+async fn rotations_at_once(app: &TestApp) -> Vec<Reply> {
+    let rotate = || app.admin("POST", "/admin/keys/rotate", None);
+    let (a, b, c, d, e, f) =
+        tokio::join!(rotate(), rotate(), rotate(), rotate(), rotate(), rotate());
+    vec![a, b, c, d, e, f]
+}
+
 #[test]
 fn the_check_itself_rejects_a_body_that_does_not_match() {
     let doc =
