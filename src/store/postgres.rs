@@ -306,6 +306,7 @@ fn is_transient(code: &str) -> bool {
                 | "40P01" // deadlock_detected
                 | "55P03" // lock_not_available
                 | "55000" // "database … is not currently accepting connections"
+                | "58030" // io_error: the server's disk failed under it
         )
 }
 
