@@ -335,3 +335,36 @@ fn the_check_itself_rejects_a_body_that_does_not_match() {
         assert!(caught.is_err(), "{bad} should not validate");
     }
 }
+
+#[tokio::test]
+async fn a_malformed_moov_version_is_a_documented_400_on_every_public_endpoint() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", &[]).await.json();
+    let bad = [("x-moov-version", "v2025.13.00")];
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let param = item["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "X-Moov-Version"));
+        assert_eq!(
+            param.map(|p| (&p["in"], &p["required"])),
+            Some((&json!("header"), &json!(false))),
+            "{path} documents X-Moov-Version"
+        );
+        for method in ["get", "post"] {
+            if item[method].is_null() {
+                continue;
+            }
+            let reply = if method == "get" {
+                app.get(path, &bad).await
+            } else {
+                app.post(path, Some(FORM), form(&[]), &bad).await
+            };
+            assert_eq!(reply.status, 400, "{method} {path}: {}", reply.text);
+            assert_eq!(reply.json()["error"], "invalid_request", "{method} {path}");
+            check(&doc, path, method, &reply);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 8, "every public operation was tried");
+}
