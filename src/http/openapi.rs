@@ -196,9 +196,43 @@ pub struct Health {
         Jwks,
         Health
     )),
-    modifiers(&Envelope)
+    modifiers(&Envelope, &SecuritySchemes)
 )]
 pub struct PublicApi;
+
+/// The two ways a client authenticates: HTTP Basic with its id and secret (on the OAuth
+/// endpoints the id and secret may come in the body instead), and a Bearer access token
+/// (`/ping`).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "Client id and secret, each form-urlencoded (RFC 6749 §2.3.1); on the \
+                         OAuth endpoints they may be sent as `client_id` and `client_secret` in \
+                         the body instead.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An access token issued by this server."))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// What `X-Moov-Version` must look like when it is sent: the pattern of
 /// [`super::middleware::valid_moov_version`].
