@@ -658,3 +658,83 @@ pub fn router(state: Arc<AppState>) -> Router {
         ))
         .with_state(state)
 }
+
+/// The admin request bodies and query strings read exactly as the handlers read them, without
+/// a server: the entry points of the fuzz targets in `fuzz/` (see docs/fuzzing.md).
+#[doc(hidden)]
+pub mod fuzzing {
+    use axum::http::Uri;
+
+    use super::{
+        AdminError, AuditParams, Bytes, ClientChanges, ClientSpec, CreateClient, IssuedBefore,
+        Page, Profile, Query, RotateSecret, TokenFormat, UpdateClient, body, parse_opt,
+    };
+
+    /// A `POST /admin/clients` body, as [`super::create_client`] reads it.
+    ///
+    /// # Errors
+    /// The 400 the handler answers.
+    pub fn create_client(bytes: &[u8]) -> Result<ClientSpec, AdminError> {
+        let b: CreateClient = body(&Bytes::copy_from_slice(bytes))?;
+        Ok(ClientSpec {
+            name: b.name,
+            scopes: b.scopes,
+            format: parse_opt::<TokenFormat>(b.format)?,
+            profile: parse_opt::<Profile>(b.profile)?,
+            access_ttl: b.access_ttl,
+            refresh_ttl: b.refresh_ttl,
+            origins: b.origins,
+            audience: b.audience,
+            resources: b.resources,
+            resource_server: b.resource_server,
+        })
+    }
+
+    /// A `PATCH /admin/clients/{id}` body, as [`super::update_client`] reads it.
+    ///
+    /// # Errors
+    /// The 400 the handler answers.
+    pub fn update_client(bytes: &[u8]) -> Result<ClientChanges, AdminError> {
+        let b: UpdateClient = body(&Bytes::copy_from_slice(bytes))?;
+        Ok(ClientChanges {
+            name: b.name,
+            scopes: b.scopes,
+            format: parse_opt::<TokenFormat>(b.format)?,
+            profile: b.profile.map(parse_opt::<Profile>).transpose()?,
+            access_ttl: b.access_ttl,
+            refresh_ttl: b.refresh_ttl,
+            origins: b.origins,
+            audience: b.audience,
+            resources: b.resources,
+            resource_server: b.resource_server,
+            disabled: b.disabled,
+        })
+    }
+
+    /// A `POST /admin/clients/{id}/rotate-secret` body: `keep_old`.
+    ///
+    /// # Errors
+    /// The 400 the handler answers.
+    pub fn rotate_secret(bytes: &[u8]) -> Result<Option<u32>, AdminError> {
+        let b: RotateSecret = body(&Bytes::copy_from_slice(bytes))?;
+        Ok(b.keep_old)
+    }
+
+    /// A `POST /admin/tokens/revoke-issued-before` body: `before`.
+    ///
+    /// # Errors
+    /// The 400 the handler answers.
+    pub fn revoke_issued_before(bytes: &[u8]) -> Result<i64, AdminError> {
+        let b: IssuedBefore = body(&Bytes::copy_from_slice(bytes))?;
+        Ok(b.before)
+    }
+
+    /// The query strings of `GET /admin/clients` and `GET /admin/audit`; true if each parses.
+    #[must_use]
+    pub fn queries(uri: &Uri) -> (bool, bool) {
+        (
+            Query::<Page>::try_from_uri(uri).is_ok(),
+            Query::<AuditParams>::try_from_uri(uri).is_ok(),
+        )
+    }
+}

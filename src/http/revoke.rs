@@ -45,6 +45,7 @@ pub fn token_field(req: &OAuthRequest, profile: Profile) -> Result<&str, ApiErro
     post,
     path = "/oauth2/revoke",
     tag = "oauth2",
+    security(("client_basic" = [])),
     request_body(content(
         (TokenFieldRequestDoc = "application/json"),
         (TokenFieldRequestDoc = "application/x-www-form-urlencoded")
