@@ -443,6 +443,18 @@ pub struct RotateSecret {
     keep_old: Option<serde_json::Number>,
 }
 
+impl RotateSecret {
+    /// `keep_old` in seconds, 86,400 when absent. Any other number (negative, fractional,
+    /// huge) becomes one out of range too: the service refuses it, naming the bound.
+    fn keep_old_seconds(&self) -> u32 {
+        self.keep_old.as_ref().map_or(86_400, |n| {
+            n.as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(u32::MAX)
+        })
+    }
+}
+
 #[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 400, description = "keep_old outside 0 to 2592000 (30 days), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
@@ -455,13 +467,7 @@ pub async fn rotate_secret(
         .tessera
         .rotate_secret(
             &id,
-            // Any other number (negative, fractional, huge) is out of range too: the service
-            // refuses it, naming the bound.
-            b.keep_old.map_or(86_400, |n| {
-                n.as_u64()
-                    .and_then(|s| u32::try_from(s).ok())
-                    .unwrap_or(u32::MAX)
-            }),
+            b.keep_old_seconds(),
             &admin_actor(actor),
         )
         .await?;
@@ -715,9 +721,9 @@ pub mod fuzzing {
     ///
     /// # Errors
     /// The 400 the handler answers.
-    pub fn rotate_secret(bytes: &[u8]) -> Result<Option<u32>, AdminError> {
+    pub fn rotate_secret(bytes: &[u8]) -> Result<u32, AdminError> {
         let b: RotateSecret = body(&Bytes::copy_from_slice(bytes))?;
-        Ok(b.keep_old)
+        Ok(b.keep_old_seconds())
     }
 
     /// A `POST /admin/tokens/revoke-issued-before` body: `before`.
