@@ -465,11 +465,7 @@ pub async fn rotate_secret(
     let b: RotateSecret = body(&bytes)?;
     let (c, secret) = state
         .tessera
-        .rotate_secret(
-            &id,
-            b.keep_old_seconds(),
-            &admin_actor(actor),
-        )
+        .rotate_secret(&id, b.keep_old_seconds(), &admin_actor(actor))
         .await?;
     Ok(Json(NewSecret {
         previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
