@@ -688,6 +688,152 @@ mod tests {
         Ok(())
     }
 
+    /// The rows of the settings table in `docs/configuration.md` (the first table under
+    /// `## Settings`), as their first four cells: name, environment variable, flag, default.
+    fn documented_settings(doc: &str) -> Vec<[String; 4]> {
+        doc.lines()
+            .skip_while(|line| *line != "## Settings")
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let mut cells = line.trim_start_matches('|').splitn(5, '|').map(str::trim);
+                std::array::from_fn(|_| cells.next().unwrap_or_default().to_owned())
+            })
+            .collect()
+    }
+
+    /// Every way `docs/configuration.md`'s settings table disagrees with [`SETTINGS`].
+    fn disagreements(doc: &str) -> Vec<String> {
+        let rows = documented_settings(doc);
+        let mut wrong = Vec::new();
+        for row in &rows {
+            let [name, ..] = row;
+            let known = SETTINGS.iter().any(|s| format!("`{}`", s.name) == *name);
+            if !known {
+                wrong.push(format!(
+                    "the table documents {name}, which is not a setting"
+                ));
+            }
+            if rows.iter().filter(|r| r[0] == *name).count() > 1 {
+                wrong.push(format!("the table documents {name} more than once"));
+            }
+        }
+        for s in SETTINGS {
+            let name = s.name;
+            let Some([_, env, flag, default]) = rows.iter().find(|r| r[0] == format!("`{name}`"))
+            else {
+                wrong.push(format!("the table has no row for the setting `{name}`"));
+                continue;
+            };
+            let want_env = format!("`{}`", s.env_var());
+            if *env != want_env {
+                wrong.push(format!(
+                    "`{name}`: the table says environment variable {env}, the code {want_env}"
+                ));
+            }
+            let want_flag = match s.flag {
+                Flag::Serve => format!("`--{}`", s.flag_name()),
+                Flag::Global => format!("`--{}` (global)", s.flag_name()),
+                Flag::No => "—".to_owned(),
+            };
+            if *flag != want_flag {
+                wrong.push(format!(
+                    "`{name}`: the table says flag {flag}, the code {want_flag}"
+                ));
+            }
+            // A default may be followed by a note: "`2592000` (30 days)", "`0`: automatic".
+            let agrees = match (s.default)() {
+                Some(value) => default
+                    .strip_prefix(&format!("`{value}`"))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', ':'])),
+                None => *default == s.unset,
+            };
+            if !agrees {
+                let code = (s.default)().map_or_else(|| s.unset.to_owned(), |v| format!("`{v}`"));
+                wrong.push(format!(
+                    "`{name}`: the table says default {default}, the code {code}"
+                ));
+            }
+        }
+        wrong
+    }
+
+    #[test]
+    fn the_documented_settings_table_matches_every_setting_name_env_var_flag_and_default()
+    -> anyhow::Result<()> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let doc = std::fs::read_to_string(&path)?;
+        let wrong = disagreements(&doc);
+        assert!(
+            wrong.is_empty(),
+            "docs/configuration.md disagrees with the settings in src/config.rs:\n{}",
+            wrong.join("\n")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_documented_default_flag_or_setting_that_differs_from_the_code_is_named() {
+        let doc = "## Settings\n\n| name | env | flag | default | meaning |\n|---|---|---|---|---|\n\
+            | `access_ttl` | `TESSERA_ACCESS_TTL` | `--access-ttl` | `3601` | … |\n\
+            | `refresh_ttl` | `TESSERA_REFRESH` | — | `2592000` (30 days) | … |\n\
+            | `issuer` | `TESSERA_ISSUER` | `--issuer` | none | … |\n\
+            | `acess_ttl` | `TESSERA_ACESS_TTL` | — | `1` | … |\n";
+        let wrong = disagreements(doc);
+        for says in [
+            "`access_ttl`: the table says default `3601`, the code `3600`",
+            "`refresh_ttl`: the table says environment variable `TESSERA_REFRESH`, the code \
+             `TESSERA_REFRESH_TTL`",
+            "`refresh_ttl`: the table says flag —, the code `--refresh-ttl`",
+            "`issuer`: the table says default none, the code `http://<bound listen address>`",
+            "the table documents `acess_ttl`, which is not a setting",
+            "the table has no row for the setting `listen`",
+        ] {
+            assert!(
+                wrong.iter().any(|w| w == says),
+                "{says:?} not in {wrong:#?}"
+            );
+        }
+        assert!(
+            !wrong
+                .iter()
+                .any(|w| w.starts_with("`refresh_ttl`: the table says default")),
+            "{wrong:#?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_setting_and_a_nested_table_is_an_unknown_setting()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("t.toml");
+        let refusal = |toml: &str| -> anyhow::Result<String> {
+            std::fs::write(&file, toml)?;
+            Ok(Settings::load_from(Some(&file), |_| None, &[])
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default())
+        };
+        assert_eq!(
+            refusal("access_ttl = \"soon\"\n")?,
+            "invalid configuration: access_ttl: expected an integer, found string"
+        );
+        assert_eq!(
+            refusal("admin_token = 12345\n")?,
+            "invalid configuration: admin_token: expected a string, found integer"
+        );
+        assert_eq!(
+            refusal("database_max_connections = -1\n")?,
+            "invalid configuration: database_max_connections: -1 is not between 0 and 4294967295"
+        );
+        assert_eq!(
+            refusal("[tokens]\naccess_ttl = 900\n")?,
+            "invalid configuration: unknown setting `tokens`"
+        );
+        Ok(())
+    }
+
     #[test]
     fn master_key_is_not_shown_by_debug() -> anyhow::Result<()> {
         let env = |k: &str| (k == "TESSERA_MASTER_KEY").then(|| "c2VjcmV0".to_owned());
