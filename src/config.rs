@@ -4,7 +4,7 @@
 //! Every setting has one name used in all three places: `access_ttl` in the TOML file is
 //! `TESSERA_ACCESS_TTL` in the environment and `--access-ttl` on `tessera serve`. In code the
 //! settings are grouped ([`Settings::server`], [`Settings::tokens`], …); outside they stay flat.
-//! The [`settings!`] table below defines each setting once: its group, field, external name,
+//! The `settings!` table below defines each setting once: its group, field, external name,
 //! type, default, flag and one-line meaning. The structs, their defaults, [`SETTINGS`] (which
 //! the environment, the flags and the documentation test read) are all generated from it; the
 //! table in `docs/configuration.md` documents each one, and a test checks the two agree.
@@ -51,7 +51,7 @@ pub enum Flag {
     No,
 }
 
-/// One setting, as [`settings!`] defines it.
+/// One setting, as `settings!` defines it.
 #[derive(Debug)]
 pub struct Setting {
     /// The name in the TOML file; upper-cased after `TESSERA_` in the environment, with `-`
@@ -492,7 +492,14 @@ impl Settings {
         let mut settings = Self::default();
         for (name, value) in table {
             let s = setting(&name)
-                .with_context(|| format!("unknown setting `{name}`"))
+                .with_context(|| {
+                    let known: Vec<String> =
+                        SETTINGS.iter().map(|s| format!("`{}`", s.name)).collect();
+                    format!(
+                        "unknown setting `{name}`, expected one of {}",
+                        known.join(", ")
+                    )
+                })
                 .context("invalid configuration")?;
             (s.set)(&mut settings, value)
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))
@@ -721,6 +728,9 @@ mod tests {
         }
         for s in SETTINGS {
             let name = s.name;
+            if SETTINGS.iter().filter(|t| t.name == name).count() > 1 {
+                wrong.push(format!("the code has more than one setting named `{name}`"));
+            }
             let Some([_, env, flag, default]) = rows.iter().find(|r| r[0] == format!("`{name}`"))
             else {
                 wrong.push(format!("the table has no row for the setting `{name}`"));
@@ -827,10 +837,14 @@ mod tests {
             refusal("database_max_connections = -1\n")?,
             "invalid configuration: database_max_connections: -1 is not between 0 and 4294967295"
         );
-        assert_eq!(
-            refusal("[tokens]\naccess_ttl = 900\n")?,
-            "invalid configuration: unknown setting `tokens`"
+        let nested = refusal("[tokens]\naccess_ttl = 900\n")?;
+        assert!(
+            nested.starts_with(
+                "invalid configuration: unknown setting `tokens`, expected one of `listen`, "
+            ),
+            "{nested}"
         );
+        assert!(nested.contains(", `access_ttl`, "), "{nested}");
         Ok(())
     }
 
