@@ -2,14 +2,17 @@
 //! variables, overridden by command-line flags.
 //!
 //! Every setting has one name used in all three places: `access_ttl` in the TOML file is
-//! `TESSERA_ACCESS_TTL` in the environment and `--access-ttl` on `tessera serve`. The table in
-//! `docs/configuration.md` documents each one; [`SETTINGS`] is the list they are read from.
+//! `TESSERA_ACCESS_TTL` in the environment and `--access-ttl` on `tessera serve`. In code the
+//! settings are grouped ([`Settings::server`], [`Settings::tokens`], …); outside they stay flat.
+//! The `settings!` table below defines each setting once: its group, field, external name,
+//! type, default, flag and one-line meaning. The structs, their defaults, [`SETTINGS`] (which
+//! the environment, the flags and the documentation test read) are all generated from it; the
+//! table in `docs/configuration.md` documents each one, and a test checks the two agree.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context as _, bail};
-use serde::{Deserialize, Deserializer};
 
 use crate::domain::client::{Profile, TokenFormat};
 use crate::domain::jwt::Algorithm;
@@ -25,7 +28,7 @@ pub const MAX_CONNECTION_TIMEOUT: u32 = 3600;
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
 /// How a setting's text (from the environment or a flag) becomes a TOML value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// Taken as is.
     Text,
@@ -37,47 +40,183 @@ pub enum Kind {
     Bool,
 }
 
-/// Every setting's name and kind.
-pub const SETTINGS: &[(&str, Kind)] = &[
-    ("listen", Kind::Text),
-    ("database_url", Kind::Text),
-    ("database_max_connections", Kind::Integer),
-    ("issuer", Kind::Text),
-    ("master_key", Kind::Text),
-    ("master_key_file", Kind::Text),
-    ("default_profile", Kind::Text),
-    ("default_format", Kind::Text),
-    ("access_ttl", Kind::Integer),
-    ("refresh_ttl", Kind::Integer),
-    ("refresh_grace", Kind::Integer),
-    ("audience", Kind::Text),
-    ("extra_scopes", Kind::List),
-    ("max_body_bytes", Kind::Integer),
-    ("cleanup_interval", Kind::Integer),
-    ("cleanup_batch", Kind::Integer),
-    ("token_retention", Kind::Integer),
-    ("log_format", Kind::Text),
-    ("signing_alg", Kind::Text),
-    ("key_reload_interval", Kind::Integer),
-    ("trust_forwarded_for", Kind::Bool),
-    ("admin_listen", Kind::Text),
-    ("admin_token", Kind::Text),
-    ("audit_retention", Kind::Integer),
-    ("rate_limit_per_client", Kind::Integer),
-    ("rate_limit_per_ip", Kind::Integer),
-    ("auth_failures_per_minute", Kind::Integer),
-    ("shutdown_timeout", Kind::Integer),
-    ("shutdown_drain", Kind::Integer),
-    ("header_timeout", Kind::Integer),
-    ("body_timeout", Kind::Integer),
-    ("idle_timeout", Kind::Integer),
-    ("max_connections", Kind::Integer),
-    ("admin_max_connections", Kind::Integer),
-];
+/// Which command-line flag, if any, sets a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flag {
+    /// `--<name>` on `tessera serve`.
+    Serve,
+    /// `--<name>` on every command.
+    Global,
+    /// None: only the file and the environment set it.
+    No,
+}
+
+/// One setting, as `settings!` defines it.
+#[derive(Debug)]
+pub struct Setting {
+    /// The name in the TOML file; upper-cased after `TESSERA_` in the environment, with `-`
+    /// for `_` in the flag.
+    pub name: &'static str,
+    /// The group it is in ([`Settings`]' field name).
+    pub group: &'static str,
+    /// How its environment or flag text is read.
+    pub kind: Kind,
+    /// Its flag.
+    pub flag: Flag,
+    /// What it means, one line.
+    pub meaning: &'static str,
+    /// What the default is when no value is set, as the documentation says it (`none`, or
+    /// what the server derives instead).
+    pub unset: &'static str,
+    /// The default value as the documentation shows it; `None` when there is none.
+    pub default: fn() -> Option<String>,
+    /// Stores a value into the settings.
+    pub set: fn(&mut Settings, toml::Value) -> Result<(), String>,
+}
+
+impl Setting {
+    /// `TESSERA_<NAME>`.
+    #[must_use]
+    pub fn env_var(&self) -> String {
+        format!("TESSERA_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// The flag's long name, `--` excluded.
+    #[must_use]
+    pub fn flag_name(&self) -> String {
+        self.name.replace('_', "-")
+    }
+
+    /// The default as `tessera serve --help` shows it.
+    #[must_use]
+    pub fn default_text(&self) -> String {
+        (self.default)().unwrap_or_else(|| self.unset.replace('`', ""))
+    }
+}
+
+/// The setting named `name` in the file, the environment or the flags.
+#[must_use]
+pub fn setting(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// A type a setting can have: how it is read from a TOML value and how its default is shown.
+pub trait SettingValue: Sized {
+    /// How its text from the environment or a flag becomes a TOML value.
+    const KIND: Kind;
+    /// The setting's value from a TOML value.
+    ///
+    /// # Errors
+    /// What is wrong with it, without showing it (it may be a secret).
+    fn from_toml(value: toml::Value) -> Result<Self, String>;
+    /// The value as the documentation shows it; `None` for nothing (or a secret).
+    fn shown(&self) -> Option<String>;
+}
+
+fn expected(what: &str, value: &toml::Value) -> String {
+    format!("expected {what}, found {}", value.type_str())
+}
+
+fn text(value: toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        other => Err(expected("a string", &other)),
+    }
+}
+
+impl SettingValue for String {
+    const KIND: Kind = Kind::Text;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        text(value)
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl SettingValue for PathBuf {
+    const KIND: Kind = Kind::Text;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        text(value).map(Self::from)
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.display().to_string())
+    }
+}
+
+impl SettingValue for bool {
+    const KIND: Kind = Kind::Bool;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Boolean(b) => Ok(b),
+            other => Err(expected("true or false", &other)),
+        }
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+macro_rules! integer_setting {
+    ($($t:ty),*) => {$(
+        impl SettingValue for $t {
+            const KIND: Kind = Kind::Integer;
+            fn from_toml(value: toml::Value) -> Result<Self, String> {
+                match value {
+                    toml::Value::Integer(i) => Self::try_from(i)
+                        .map_err(|_| format!("{i} is not between 0 and {}", Self::MAX)),
+                    other => Err(expected("an integer", &other)),
+                }
+            }
+            fn shown(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+integer_setting!(u32, usize);
+
+/// Settings named by a word ([`FromStr`] to read, [`Display`](std::fmt::Display) to show).
+macro_rules! word_setting {
+    ($($t:ty),*) => {$(
+        impl SettingValue for $t {
+            const KIND: Kind = Kind::Text;
+            fn from_toml(value: toml::Value) -> Result<Self, String> {
+                Self::from_str(&text(value)?)
+            }
+            fn shown(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    )*};
+}
+word_setting!(Profile, TokenFormat, Algorithm, LogFormat);
+
+impl SettingValue for Vec<String> {
+    const KIND: Kind = Kind::List;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::Array(items) => items.into_iter().map(text).collect(),
+            other => Err(expected("an array of strings", &other)),
+        }
+    }
+    fn shown(&self) -> Option<String> {
+        (!self.is_empty()).then(|| format!("{self:?}"))
+    }
+}
+
+impl<T: SettingValue> SettingValue for Option<T> {
+    const KIND: Kind = T::KIND;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        T::from_toml(value).map(Some)
+    }
+    fn shown(&self) -> Option<String> {
+        self.as_ref().and_then(T::shown)
+    }
+}
 
 /// A secret setting: `Debug` never shows it.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
@@ -94,13 +233,14 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-fn from_str<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: FromStr<Err = String>,
-{
-    let s = String::deserialize(d)?;
-    T::from_str(&s).map_err(serde::de::Error::custom)
+impl SettingValue for Secret {
+    const KIND: Kind = Kind::Text;
+    fn from_toml(value: toml::Value) -> Result<Self, String> {
+        text(value).map(Self)
+    }
+    fn shown(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Log output format.
@@ -111,6 +251,15 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
 }
 
 impl FromStr for LogFormat {
@@ -126,128 +275,180 @@ impl FromStr for LogFormat {
     }
 }
 
-/// All settings, after layering. See `docs/configuration.md`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    /// Public listen address.
-    pub listen: String,
-    /// `sqlite://path` (default `sqlite://tessera.db`), a plain file path, or a
-    /// `postgres://` / `postgresql://` URL.
-    pub database_url: String,
-    /// PostgreSQL only: connections in this instance's pool.
-    pub database_max_connections: u32,
-    /// The issuer URL (`iss`); defaults to `http://<listen>`.
-    pub issuer: Option<String>,
-    /// The master key (base64 of 32 bytes).
-    pub master_key: Option<Secret>,
-    /// A file holding the master key.
-    pub master_key_file: Option<PathBuf>,
-    /// Wire profile for clients that do not choose one.
-    #[serde(deserialize_with = "from_str")]
-    pub default_profile: Profile,
-    /// Token format for new clients that do not choose one.
-    #[serde(deserialize_with = "from_str")]
-    pub default_format: TokenFormat,
-    /// Default access token lifetime, seconds.
-    pub access_ttl: u32,
-    /// Default refresh token lifetime, seconds.
-    pub refresh_ttl: u32,
-    /// Seconds during which a just-used refresh token may be retried.
-    pub refresh_grace: u32,
-    /// Default `aud` of access tokens; defaults to the issuer.
-    pub audience: Option<String>,
-    /// Scope templates added to Moov's catalogue.
-    pub extra_scopes: Vec<String>,
-    /// Largest accepted request body, bytes.
-    pub max_body_bytes: usize,
-    /// Seconds between two runs of the expired-token cleanup.
-    pub cleanup_interval: u32,
-    /// Rows deleted per cleanup transaction.
-    pub cleanup_batch: u32,
-    /// Seconds an expired or revoked token is kept before the cleanup deletes it.
-    pub token_retention: u32,
-    /// `text` or `json`.
-    #[serde(deserialize_with = "from_str")]
-    pub log_format: LogFormat,
-    /// Algorithm of newly created signing keys: `EdDSA`, `ES256` or `RS256`.
-    #[serde(deserialize_with = "from_str")]
-    pub signing_alg: Algorithm,
-    /// Seconds between two reloads of the signing keys from the store (how soon a rotation
-    /// made elsewhere takes effect on this instance).
-    pub key_reload_interval: u32,
-    /// Take the client address from the first `X-Forwarded-For` entry (only behind a proxy
-    /// that sets that header itself).
-    pub trust_forwarded_for: bool,
-    /// Admin API and metrics listen address (keep it private).
-    pub admin_listen: String,
-    /// The admin credential; generated on first start when absent.
-    pub admin_token: Option<Secret>,
-    /// Seconds audit events are kept.
-    pub audit_retention: u32,
-    /// Requests per second per client on token/revoke/introspect (0: no limit).
-    pub rate_limit_per_client: u32,
-    /// Requests per second per source address on token/revoke/introspect (0: no limit).
-    pub rate_limit_per_ip: u32,
-    /// Failed authentications per minute per client id and source address before 429.
-    pub auth_failures_per_minute: u32,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
-    pub shutdown_timeout: u32,
-    /// Seconds to keep serving with `/readyz` answering 503 after SIGTERM/SIGINT, so a load
-    /// balancer stops sending traffic before the listener closes.
-    pub shutdown_drain: u32,
-    /// Seconds a connection has to deliver a request's headers, from its first byte (from the
-    /// accept, for its first request); past it, the connection is closed.
-    pub header_timeout: u32,
-    /// Seconds a request's body has to arrive whole after its headers; past it, `408`.
-    pub body_timeout: u32,
-    /// Seconds a kept-alive connection may stay without a new request before it is closed.
-    pub idle_timeout: u32,
-    /// Open connections at most on the public listener; `0`: derived from the descriptor limit
-    /// (see `docs/operating.md`).
-    pub max_connections: u32,
-    /// Open connections at most on the admin listener.
-    pub admin_max_connections: u32,
+/// The first of its arguments: an optional given value, then the default.
+macro_rules! given_or {
+    ($given:expr, $default:expr) => {
+        $given
+    };
+    ($default:expr) => {
+        $default
+    };
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            listen: "127.0.0.1:8080".into(),
-            database_url: "sqlite://tessera.db".into(),
-            database_max_connections: crate::store::postgres::DEFAULT_MAX_CONNECTIONS,
-            issuer: None,
-            master_key: None,
-            master_key_file: None,
-            default_profile: Profile::Seed,
-            default_format: TokenFormat::Opaque,
-            access_ttl: 3600,
-            refresh_ttl: 30 * 24 * 3600,
-            refresh_grace: 0,
-            audience: None,
-            extra_scopes: Vec::new(),
-            max_body_bytes: 16 * 1024,
-            cleanup_interval: 60,
-            cleanup_batch: 500,
-            token_retention: 0,
-            log_format: LogFormat::Text,
-            signing_alg: Algorithm::EdDsa,
-            key_reload_interval: 10,
-            trust_forwarded_for: false,
-            admin_listen: "127.0.0.1:8081".into(),
-            admin_token: None,
-            audit_retention: 90 * 24 * 3600,
-            rate_limit_per_client: 40,
-            rate_limit_per_ip: 200,
-            auth_failures_per_minute: 10,
-            shutdown_timeout: 20,
-            shutdown_drain: 0,
-            header_timeout: 10,
-            body_timeout: 10,
-            idle_timeout: 60,
-            max_connections: 0,
-            admin_max_connections: 64,
+/// Defines the settings: for each group, a struct with its fields and their defaults; the
+/// [`Settings`] struct of the groups; and [`SETTINGS`], one [`Setting`] per field.
+///
+/// A field is `name [as "external_name"]: Type = default, Flag [, unset "text"];` after its
+/// one-line doc comment (its meaning). The external name (file, environment, flag) is the
+/// field's name unless given. `unset` says what an optional setting's absence means, as the
+/// documentation says it (`none` unless given).
+macro_rules! settings {
+    ($(
+        $(#[doc = $gdoc:literal])*
+        $group:ident: $Group:ident {
+            $(
+                $(#[doc = $doc:literal])+
+                $field:ident $(as $ext:literal)?: $ty:ty = $default:expr, $flag:ident
+                    $(, unset $unset:literal)?;
+            )*
         }
+    )*) => {
+        $(
+            $(#[doc = $gdoc])*
+            #[derive(Debug, Clone)]
+            pub struct $Group {
+                $(
+                    $(#[doc = $doc])+
+                    pub $field: $ty,
+                )*
+            }
+
+            impl Default for $Group {
+                fn default() -> Self {
+                    Self { $($field: $default,)* }
+                }
+            }
+        )*
+
+        /// All settings, after layering, by group. See `docs/configuration.md`.
+        #[derive(Debug, Clone, Default)]
+        pub struct Settings {
+            $(
+                $(#[doc = $gdoc])*
+                pub $group: $Group,
+            )*
+        }
+
+        /// Every setting, group by group.
+        pub const SETTINGS: &[Setting] = &[$($(
+            Setting {
+                name: given_or!($($ext,)? stringify!($field)),
+                group: stringify!($group),
+                kind: <$ty as SettingValue>::KIND,
+                flag: Flag::$flag,
+                meaning: concat!($($doc),+).trim_ascii(),
+                unset: given_or!($($unset,)? "none"),
+                default: || SettingValue::shown(&<$Group as Default>::default().$field),
+                set: |settings, value| {
+                    settings.$group.$field = SettingValue::from_toml(value)?;
+                    Ok(())
+                },
+            },
+        )*)*];
+    };
+}
+
+settings! {
+    /// The public listener: its address, the issuer, request and connection limits,
+    /// shutdown, and the log.
+    server: ServerSettings {
+        /// Public listen address.
+        listen: String = "127.0.0.1:8080".to_owned(), Serve;
+        /// Issuer URL (`iss`).
+        issuer: Option<String> = None, Serve, unset "`http://<bound listen address>`";
+        /// Log format: text or json.
+        log_format: LogFormat = LogFormat::Text, Serve;
+        /// Largest accepted request body, bytes.
+        max_body_bytes: usize = 16 * 1024, No;
+        /// Take the client address from the first `X-Forwarded-For` entry (only behind a
+        /// proxy that sets that header itself).
+        trust_forwarded_for: bool = false, No;
+        /// Seconds to keep serving with /readyz at 503 after SIGTERM/SIGINT, so a load
+        /// balancer stops sending traffic before the listener closes.
+        shutdown_drain: u32 = 0, Serve;
+        /// Seconds in-flight requests get to finish after the listeners close.
+        shutdown_timeout: u32 = 20, No;
+        /// Seconds a connection has to send a request's headers, from its first byte (from
+        /// the accept, for its first request).
+        header_timeout: u32 = 10, Serve;
+        /// Seconds a request's body has to arrive whole after its headers; past it, 408.
+        body_timeout: u32 = 10, Serve;
+        /// Seconds a kept-alive connection may wait for its next request.
+        idle_timeout: u32 = 60, Serve;
+        /// Open connections at most on the public listener; 0 derives it from the descriptor
+        /// limit (see docs/operating.md).
+        max_connections: u32 = 0, Serve;
+    }
+
+    /// The database.
+    database: DatabaseSettings {
+        /// The database: `sqlite://FILE`, a file path, or a `postgres://` / `postgresql://` URL.
+        url as "database_url": String = "sqlite://tessera.db".to_owned(), Global;
+        /// PostgreSQL only: connections in this instance's pool.
+        max_connections as "database_max_connections": u32 =
+            crate::store::postgres::DEFAULT_MAX_CONNECTIONS, No;
+    }
+
+    /// Tokens and the keys behind them: lifetimes, formats, profiles, audience, scopes,
+    /// signing keys and the master key.
+    tokens: TokenSettings {
+        /// The master key (base64 of 32 bytes).
+        master_key: Option<Secret> = None, No;
+        /// A file holding the master key.
+        master_key_file: Option<PathBuf> = None, No;
+        /// Wire profile for clients without one: seed, moov or rfc6749.
+        default_profile: Profile = Profile::Seed, Serve;
+        /// Token format for new clients without one: opaque or jwt.
+        default_format: TokenFormat = TokenFormat::Opaque, Serve;
+        /// Access token lifetime, seconds.
+        access_ttl: u32 = 3600, Serve;
+        /// Refresh token lifetime, seconds.
+        refresh_ttl: u32 = 30 * 24 * 3600, Serve;
+        /// Seconds a used refresh token may be retried before reuse revokes its family.
+        refresh_grace: u32 = 0, Serve;
+        /// Default `aud` of access tokens.
+        audience: Option<String> = None, Serve, unset "the issuer";
+        /// Scope templates added to Moov's catalogue.
+        extra_scopes: Vec<String> = Vec::new(), No;
+        /// Algorithm of newly created signing keys: EdDSA, ES256 or RS256.
+        signing_alg: Algorithm = Algorithm::EdDsa, No;
+        /// Seconds between two reloads of the signing keys from the store (how soon a
+        /// rotation made elsewhere takes effect here).
+        key_reload_interval: u32 = 10, No;
+    }
+
+    /// The background cleanup, and how long the rows it deletes are kept.
+    cleanup: CleanupSettings {
+        /// Seconds between two runs of the cleanup of expired tokens.
+        interval as "cleanup_interval": u32 = 60, No;
+        /// Rows deleted per table per cleanup transaction, at most.
+        batch as "cleanup_batch": u32 = 500, No;
+        /// Seconds an expired or revoked token is kept before the cleanup deletes it.
+        token_retention: u32 = 0, No;
+        /// Seconds an audit event is kept before the cleanup deletes it.
+        audit_retention: u32 = 90 * 24 * 3600, No;
+    }
+
+    /// Rate limits on the token, revocation and introspection endpoints (and `/ping` with
+    /// Basic credentials), per instance.
+    limits: LimitSettings {
+        /// Requests per second per source address (0: no limit).
+        rate_limit_per_ip: u32 = 200, No;
+        /// Requests per second per client (0: no limit).
+        rate_limit_per_client: u32 = 40, No;
+        /// Failed authentications per minute per client id and source address before 429
+        /// (0: no limit).
+        auth_failures_per_minute: u32 = 10, No;
+    }
+
+    /// The admin listener (admin API, metrics, health) and its credential.
+    admin: AdminSettings {
+        /// Admin API and metrics listen address (keep it private).
+        listen as "admin_listen": String = "127.0.0.1:8081".to_owned(), Serve;
+        /// The admin credential; generated on first start when absent.
+        token as "admin_token": Option<Secret> = None, No, unset "none: generated";
+        /// Open connections at most on the admin listener.
+        max_connections as "admin_max_connections": u32 = 64, Serve;
     }
 }
 
@@ -279,62 +480,73 @@ impl Settings {
             }
             None => toml::Table::new(),
         };
-        for (name, kind) in SETTINGS {
-            let var = format!("TESSERA_{}", name.to_ascii_uppercase());
-            if let Some(text) = env(&var) {
-                table.insert((*name).to_owned(), to_value(name, *kind, &text)?);
+        for s in SETTINGS {
+            if let Some(text) = env(&s.env_var()) {
+                table.insert(s.name.to_owned(), to_value(s.name, s.kind, &text)?);
             }
         }
         for (name, text) in flags {
-            let (_, kind) = SETTINGS
-                .iter()
-                .find(|(n, _)| n == name)
-                .with_context(|| format!("unknown setting {name}"))?;
-            table.insert((*name).to_owned(), to_value(name, *kind, text)?);
+            let s = setting(name).with_context(|| format!("unknown setting {name}"))?;
+            table.insert(s.name.to_owned(), to_value(s.name, s.kind, text)?);
         }
-        let settings: Self =
-            Settings::deserialize(toml::Value::Table(table)).context("invalid configuration")?;
+        let mut settings = Self::default();
+        for (name, value) in table {
+            let s = setting(&name)
+                .with_context(|| {
+                    let known: Vec<String> =
+                        SETTINGS.iter().map(|s| format!("`{}`", s.name)).collect();
+                    format!(
+                        "unknown setting `{name}`, expected one of {}",
+                        known.join(", ")
+                    )
+                })
+                .context("invalid configuration")?;
+            (s.set)(&mut settings, value)
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))
+                .context("invalid configuration")?;
+        }
         settings.validate()?;
         Ok(settings)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        let (server, tokens, cleanup) = (&self.server, &self.tokens, &self.cleanup);
         for (name, ttl) in [
-            ("access_ttl", self.access_ttl),
-            ("refresh_ttl", self.refresh_ttl),
+            ("access_ttl", tokens.access_ttl),
+            ("refresh_ttl", tokens.refresh_ttl),
         ] {
             if ttl == 0 || ttl > MAX_TTL {
                 bail!("{name} must be between 1 and {MAX_TTL} seconds");
             }
         }
-        if self.max_body_bytes < 256 {
+        if server.max_body_bytes < 256 {
             bail!("max_body_bytes must be at least 256");
         }
-        if self.key_reload_interval == 0 {
+        if tokens.key_reload_interval == 0 {
             bail!("key_reload_interval must be positive");
         }
-        if self.cleanup_interval == 0 || self.cleanup_batch == 0 {
+        if cleanup.interval == 0 || cleanup.batch == 0 {
             bail!("cleanup_interval and cleanup_batch must be positive");
         }
-        if self.database_max_connections == 0 || self.database_max_connections > 1000 {
+        if self.database.max_connections == 0 || self.database.max_connections > 1000 {
             bail!("database_max_connections must be between 1 and 1000");
         }
         for (name, secs) in [
-            ("header_timeout", self.header_timeout),
-            ("body_timeout", self.body_timeout),
-            ("idle_timeout", self.idle_timeout),
+            ("header_timeout", server.header_timeout),
+            ("body_timeout", server.body_timeout),
+            ("idle_timeout", server.idle_timeout),
         ] {
             if secs == 0 || secs > MAX_CONNECTION_TIMEOUT {
                 bail!("{name} must be between 1 and {MAX_CONNECTION_TIMEOUT} seconds");
             }
         }
-        if self.admin_max_connections == 0 {
+        if self.admin.max_connections == 0 {
             bail!("admin_max_connections must be positive");
         }
-        if self.token_retention > MAX_TTL {
+        if cleanup.token_retention > MAX_TTL {
             bail!("token_retention must be at most {MAX_TTL} seconds");
         }
-        if let Some(token) = &self.admin_token {
+        if let Some(token) = &self.admin.token {
             check_admin_token(token.expose())?;
         }
         Ok(())
@@ -343,9 +555,16 @@ impl Settings {
     /// The issuer URL, explicit or derived from the listen address.
     #[must_use]
     pub fn issuer(&self) -> String {
-        self.issuer
+        self.server
+            .issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+    }
+
+    /// The database settings.
+    #[must_use]
+    pub fn database(&self) -> &DatabaseSettings {
+        &self.database
     }
 }
 
@@ -411,7 +630,7 @@ mod tests {
                 move |k| (k == "TESSERA_ADMIN_TOKEN").then(|| token.clone()),
                 &[],
             )
-            .map(|s| s.admin_token.is_some())
+            .map(|s| s.admin.token.is_some())
             .map_err(|e| e.to_string())
         };
         let refused = |token: &str, says: &str| {
@@ -442,7 +661,11 @@ mod tests {
         let env = |k: &str| (k == "TESSERA_REFRESH_TTL").then(|| "300".to_owned());
         let s = Settings::load_from(Some(&file), env, &[("listen", "127.0.0.1:9".into())])?;
         assert_eq!(
-            (s.access_ttl, s.refresh_ttl, s.listen.as_str()),
+            (
+                s.tokens.access_ttl,
+                s.tokens.refresh_ttl,
+                s.server.listen.as_str()
+            ),
             (100, 300, "127.0.0.1:9")
         );
         assert_eq!(s.issuer(), "http://127.0.0.1:9");
@@ -469,6 +692,159 @@ mod tests {
                 "{name} = {bad} was accepted"
             );
         }
+        Ok(())
+    }
+
+    /// The rows of the settings table in `docs/configuration.md` (the first table under
+    /// `## Settings`), as their first four cells: name, environment variable, flag, default.
+    fn documented_settings(doc: &str) -> Vec<[String; 4]> {
+        doc.lines()
+            .skip_while(|line| *line != "## Settings")
+            .skip_while(|line| !line.starts_with('|'))
+            .take_while(|line| line.starts_with('|'))
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let mut cells = line.trim_start_matches('|').splitn(5, '|').map(str::trim);
+                std::array::from_fn(|_| cells.next().unwrap_or_default().to_owned())
+            })
+            .collect()
+    }
+
+    /// Every way `docs/configuration.md`'s settings table disagrees with [`SETTINGS`].
+    fn disagreements(doc: &str) -> Vec<String> {
+        let rows = documented_settings(doc);
+        let mut wrong = Vec::new();
+        for row in &rows {
+            let [name, ..] = row;
+            let known = SETTINGS.iter().any(|s| format!("`{}`", s.name) == *name);
+            if !known {
+                wrong.push(format!(
+                    "the table documents {name}, which is not a setting"
+                ));
+            }
+            if rows.iter().filter(|r| r[0] == *name).count() > 1 {
+                wrong.push(format!("the table documents {name} more than once"));
+            }
+        }
+        for s in SETTINGS {
+            let name = s.name;
+            if SETTINGS.iter().filter(|t| t.name == name).count() > 1 {
+                wrong.push(format!("the code has more than one setting named `{name}`"));
+            }
+            let Some([_, env, flag, default]) = rows.iter().find(|r| r[0] == format!("`{name}`"))
+            else {
+                wrong.push(format!("the table has no row for the setting `{name}`"));
+                continue;
+            };
+            let want_env = format!("`{}`", s.env_var());
+            if *env != want_env {
+                wrong.push(format!(
+                    "`{name}`: the table says environment variable {env}, the code {want_env}"
+                ));
+            }
+            let want_flag = match s.flag {
+                Flag::Serve => format!("`--{}`", s.flag_name()),
+                Flag::Global => format!("`--{}` (global)", s.flag_name()),
+                Flag::No => "—".to_owned(),
+            };
+            if *flag != want_flag {
+                wrong.push(format!(
+                    "`{name}`: the table says flag {flag}, the code {want_flag}"
+                ));
+            }
+            // A default may be followed by a note: "`2592000` (30 days)", "`0`: automatic".
+            let agrees = match (s.default)() {
+                Some(value) => default
+                    .strip_prefix(&format!("`{value}`"))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', ':'])),
+                None => *default == s.unset,
+            };
+            if !agrees {
+                let code = (s.default)().map_or_else(|| s.unset.to_owned(), |v| format!("`{v}`"));
+                wrong.push(format!(
+                    "`{name}`: the table says default {default}, the code {code}"
+                ));
+            }
+        }
+        wrong
+    }
+
+    #[test]
+    fn the_documented_settings_table_matches_every_setting_name_env_var_flag_and_default()
+    -> anyhow::Result<()> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let doc = std::fs::read_to_string(&path)?;
+        let wrong = disagreements(&doc);
+        assert!(
+            wrong.is_empty(),
+            "docs/configuration.md disagrees with the settings in src/config.rs:\n{}",
+            wrong.join("\n")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_documented_default_flag_or_setting_that_differs_from_the_code_is_named() {
+        let doc = "## Settings\n\n| name | env | flag | default | meaning |\n|---|---|---|---|---|\n\
+            | `access_ttl` | `TESSERA_ACCESS_TTL` | `--access-ttl` | `3601` | … |\n\
+            | `refresh_ttl` | `TESSERA_REFRESH` | — | `2592000` (30 days) | … |\n\
+            | `issuer` | `TESSERA_ISSUER` | `--issuer` | none | … |\n\
+            | `acess_ttl` | `TESSERA_ACESS_TTL` | — | `1` | … |\n";
+        let wrong = disagreements(doc);
+        for says in [
+            "`access_ttl`: the table says default `3601`, the code `3600`",
+            "`refresh_ttl`: the table says environment variable `TESSERA_REFRESH`, the code \
+             `TESSERA_REFRESH_TTL`",
+            "`refresh_ttl`: the table says flag —, the code `--refresh-ttl`",
+            "`issuer`: the table says default none, the code `http://<bound listen address>`",
+            "the table documents `acess_ttl`, which is not a setting",
+            "the table has no row for the setting `listen`",
+        ] {
+            assert!(
+                wrong.iter().any(|w| w == says),
+                "{says:?} not in {wrong:#?}"
+            );
+        }
+        assert!(
+            !wrong
+                .iter()
+                .any(|w| w.starts_with("`refresh_ttl`: the table says default")),
+            "{wrong:#?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_setting_and_a_nested_table_is_an_unknown_setting()
+    -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("t.toml");
+        let refusal = |toml: &str| -> anyhow::Result<String> {
+            std::fs::write(&file, toml)?;
+            Ok(Settings::load_from(Some(&file), |_| None, &[])
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default())
+        };
+        assert_eq!(
+            refusal("access_ttl = \"soon\"\n")?,
+            "invalid configuration: access_ttl: expected an integer, found string"
+        );
+        assert_eq!(
+            refusal("admin_token = 12345\n")?,
+            "invalid configuration: admin_token: expected a string, found integer"
+        );
+        assert_eq!(
+            refusal("database_max_connections = -1\n")?,
+            "invalid configuration: database_max_connections: -1 is not between 0 and 4294967295"
+        );
+        let nested = refusal("[tokens]\naccess_ttl = 900\n")?;
+        assert!(
+            nested.starts_with(
+                "invalid configuration: unknown setting `tokens`, expected one of `listen`, "
+            ),
+            "{nested}"
+        );
+        assert!(nested.contains(", `access_ttl`, "), "{nested}");
         Ok(())
     }
 

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 use std::borrow::Cow;
 
-use crate::config::{LogFormat, Settings};
+use crate::config::{Flag, Kind, LogFormat, SETTINGS, Setting, Settings};
 use crate::domain::client::is_forbidden_char;
 use crate::domain::crypto::MasterKey;
 use crate::http::Application;
@@ -28,10 +28,8 @@ pub struct Cli {
     /// A TOML configuration file (see docs/configuration.md).
     #[arg(long, global = true, env = "TESSERA_CONFIG")]
     config: Option<PathBuf>,
-    /// The database: `sqlite://FILE` (default `sqlite://tessera.db`), a file path, or
-    /// `postgres://USER@HOST/DB`.
-    #[arg(long, global = true)]
-    database_url: Option<String>,
+    #[command(flatten)]
+    global: SettingFlags<true>,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(SettingFlags<false>),
     /// Apply database migrations and exit (serve also applies them at start).
     Migrate,
     /// Print a new random master key (base64 of 32 bytes).
@@ -85,90 +83,68 @@ enum AdminTokenCommand {
     Rotate,
 }
 
-#[derive(Debug, Args)]
-struct ServeArgs {
-    /// Listen address [default: 127.0.0.1:8080].
-    #[arg(long)]
-    listen: Option<String>,
-    /// Admin API and metrics listen address [default: 127.0.0.1:8081].
-    #[arg(long)]
-    admin_listen: Option<String>,
-    /// Issuer URL [default: http://<listen address>].
-    #[arg(long)]
-    issuer: Option<String>,
-    /// Wire profile for clients without one: seed, moov or rfc6749 [default: seed].
-    #[arg(long)]
-    default_profile: Option<String>,
-    /// Token format for new clients without one: opaque or jwt [default: opaque].
-    #[arg(long)]
-    default_format: Option<String>,
-    /// Access token lifetime in seconds [default: 3600].
-    #[arg(long)]
-    access_ttl: Option<u32>,
-    /// Refresh token lifetime in seconds [default: 2592000].
-    #[arg(long)]
-    refresh_ttl: Option<u32>,
-    /// Seconds a used refresh token may be retried before reuse revokes its family [default: 0].
-    #[arg(long)]
-    refresh_grace: Option<u32>,
-    /// Default `aud` of access tokens [default: the issuer].
-    #[arg(long)]
-    audience: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Seconds to keep serving with /readyz at 503 after SIGTERM [default: 0].
-    #[arg(long)]
-    shutdown_drain: Option<u32>,
-    /// Seconds a connection has to send a request's headers [default: 10].
-    #[arg(long)]
-    header_timeout: Option<u32>,
-    /// Seconds a request's body has to arrive after its headers [default: 10].
-    #[arg(long)]
-    body_timeout: Option<u32>,
-    /// Seconds a kept-alive connection may wait for its next request [default: 60].
-    #[arg(long)]
-    idle_timeout: Option<u32>,
-    /// Open connections at most on the public listener; 0 derives it from the descriptor
-    /// limit [default: 0].
-    #[arg(long)]
-    max_connections: Option<u32>,
-    /// Open connections at most on the admin listener [default: 64].
-    #[arg(long)]
-    admin_max_connections: Option<u32>,
+/// The flags that set settings: those of `tessera serve` (`GLOBAL` false) or those every
+/// command takes (`GLOBAL` true), each `--<name>` for the setting `<name>`, generated from
+/// [`SETTINGS`] so that they always match it. Holds the given ones, as setting name → text.
+#[derive(Debug, Default)]
+struct SettingFlags<const GLOBAL: bool>(Vec<(&'static str, String)>);
+
+impl<const GLOBAL: bool> SettingFlags<GLOBAL> {
+    fn flagged() -> impl Iterator<Item = &'static Setting> {
+        let flag = if GLOBAL { Flag::Global } else { Flag::Serve };
+        SETTINGS.iter().filter(move |s| s.flag == flag)
+    }
 }
 
-impl ServeArgs {
-    fn flags(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        let mut put = |name, v: Option<String>| {
-            if let Some(v) = v {
-                out.push((name, v));
-            }
+impl<const GLOBAL: bool> clap::FromArgMatches for SettingFlags<GLOBAL> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = Self::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        let refused = |e: clap::parser::MatchesError| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, e.to_string())
         };
-        put("listen", self.listen.clone());
-        put("admin_listen", self.admin_listen.clone());
-        put("issuer", self.issuer.clone());
-        put("default_profile", self.default_profile.clone());
-        put("default_format", self.default_format.clone());
-        put("access_ttl", self.access_ttl.map(|v| v.to_string()));
-        put("refresh_ttl", self.refresh_ttl.map(|v| v.to_string()));
-        put("refresh_grace", self.refresh_grace.map(|v| v.to_string()));
-        put("audience", self.audience.clone());
-        put("log_format", self.log_format.clone());
-        put("shutdown_drain", self.shutdown_drain.map(|v| v.to_string()));
-        put("header_timeout", self.header_timeout.map(|v| v.to_string()));
-        put("body_timeout", self.body_timeout.map(|v| v.to_string()));
-        put("idle_timeout", self.idle_timeout.map(|v| v.to_string()));
-        put(
-            "max_connections",
-            self.max_connections.map(|v| v.to_string()),
-        );
-        put(
-            "admin_max_connections",
-            self.admin_max_connections.map(|v| v.to_string()),
-        );
-        out
+        for s in Self::flagged() {
+            let text = match s.kind {
+                Kind::Integer => matches
+                    .try_get_one::<u32>(s.name)
+                    .map_err(refused)?
+                    .map(u32::to_string),
+                _ => matches
+                    .try_get_one::<String>(s.name)
+                    .map_err(refused)?
+                    .cloned(),
+            };
+            if let Some(text) = text {
+                self.0.retain(|(name, _)| *name != s.name);
+                self.0.push((s.name, text));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<const GLOBAL: bool> Args for SettingFlags<GLOBAL> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Self::flagged().fold(cmd, |cmd, s| {
+            let meaning = s.meaning.trim_end_matches('.');
+            let arg = clap::Arg::new(s.name)
+                .long(s.flag_name())
+                .value_name(s.name.to_ascii_uppercase())
+                .help(format!("{meaning} [default: {}].", s.default_text()))
+                .global(GLOBAL);
+            cmd.arg(match s.kind {
+                Kind::Integer => arg.value_parser(clap::value_parser!(u32)),
+                _ => arg.value_parser(clap::value_parser!(String)),
+            })
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -253,15 +229,12 @@ fn fail(e: crate::service::ServiceError) -> anyhow::Error {
 /// Whatever the command failed with; `main` prints it and exits non-zero.
 pub async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut flags = Vec::new();
-    if let Some(url) = &cli.database_url {
-        flags.push(("database_url", url.clone()));
-    }
+    let mut flags = cli.global.0;
     match cli.command {
-        Command::Serve(args) => {
-            flags.extend(args.flags());
+        Command::Serve(serve) => {
+            flags.extend(serve.0);
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "info");
+            init_logging(settings.server.log_format, "info");
             let app = Application::build(settings).await?;
             app.run_until_stopped(shutdown_signal()).await?;
             tracing::info!("stopped");
@@ -269,12 +242,12 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
+            init_logging(settings.server.log_format, "warn");
             let store = crate::service::open_store(&settings).await?;
             store.migrate().await.context("applying migrations")?;
             println!(
                 "migrations applied to {}",
-                crate::store::postgres::redact_url(&settings.database_url)
+                crate::store::postgres::redact_url(&settings.database.url)
             );
             Ok(())
         }
@@ -284,17 +257,17 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Client(cmd) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
+            init_logging(settings.server.log_format, "warn");
             client::run(cmd, &settings).await
         }
         Command::Keys(cmd) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
+            init_logging(settings.server.log_format, "warn");
             keys::run(cmd, &settings).await
         }
         Command::Audit(a) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
+            init_logging(settings.server.log_format, "warn");
             let tessera = crate::service::Tessera::open(&settings).await?;
             let query = crate::domain::audit::AuditQuery {
                 client_id: a.client,
@@ -323,8 +296,8 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::AdminToken(AdminTokenCommand::Rotate) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
-            if settings.admin_token.is_some() {
+            init_logging(settings.server.log_format, "warn");
+            if settings.admin.token.is_some() {
                 anyhow::bail!("admin_token is set by configuration; change it there");
             }
             let tessera = crate::service::Tessera::open(&settings).await?;
@@ -333,7 +306,7 @@ pub async fn run() -> anyhow::Result<()> {
                 .await
                 .map_err(fail)?;
             // Keep the generated token file (if the operator uses it) in step.
-            if let Some(path) = crate::service::admin::admin_token_file(&settings.database_url)
+            if let Some(path) = crate::service::admin::admin_token_file(&settings.database.url)
                 && path.exists()
             {
                 std::fs::write(&path, format!("{token}\n"))?;
@@ -347,7 +320,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::MasterKey(cmd) => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
-            init_logging(settings.log_format, "warn");
+            init_logging(settings.server.log_format, "warn");
             keys::run_master(cmd, &settings).await
         }
     }

@@ -111,15 +111,15 @@ impl Application {
     /// # Errors
     /// An address cannot be bound, or [`Tessera::open`] fails.
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(&settings.listen)
+        let listener = TcpListener::bind(&settings.server.listen)
             .await
-            .with_context(|| format!("binding {}", settings.listen))?;
-        let admin_listener = TcpListener::bind(&settings.admin_listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let admin_listener = TcpListener::bind(&settings.admin.listen)
             .await
-            .with_context(|| format!("binding the admin listener {}", settings.admin_listen))?;
+            .with_context(|| format!("binding the admin listener {}", settings.admin.listen))?;
         let addr = listener.local_addr()?;
-        if settings.issuer.is_none() {
-            settings.issuer = Some(format!("http://{addr}"));
+        if settings.server.issuer.is_none() {
+            settings.server.issuer = Some(format!("http://{addr}"));
         }
         metrics::install();
         let (public_rules, admin_rules) = connection_rules(&settings);
@@ -130,21 +130,21 @@ impl Application {
             admin_listener,
             state: Arc::new(AppState {
                 tessera,
-                max_body_bytes: settings.max_body_bytes,
-                trust_forwarded_for: settings.trust_forwarded_for,
+                max_body_bytes: settings.server.max_body_bytes,
+                trust_forwarded_for: settings.server.trust_forwarded_for,
                 limits: limits::Limits::new(
-                    settings.rate_limit_per_ip,
-                    settings.rate_limit_per_client,
-                    settings.auth_failures_per_minute,
+                    settings.limits.rate_limit_per_ip,
+                    settings.limits.rate_limit_per_client,
+                    settings.limits.auth_failures_per_minute,
                 ),
                 draining: AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
             }),
-            cleanup_interval: Duration::from_secs(u64::from(settings.cleanup_interval)),
-            cleanup_batch: settings.cleanup_batch,
-            shutdown_timeout: Duration::from_secs(u64::from(settings.shutdown_timeout)),
-            shutdown_drain: Duration::from_secs(u64::from(settings.shutdown_drain)),
-            token_retention: settings.token_retention,
+            cleanup_interval: Duration::from_secs(u64::from(settings.cleanup.interval)),
+            cleanup_batch: settings.cleanup.batch,
+            shutdown_timeout: Duration::from_secs(u64::from(settings.server.shutdown_timeout)),
+            shutdown_drain: Duration::from_secs(u64::from(settings.server.shutdown_drain)),
+            token_retention: settings.cleanup.token_retention,
             public_rules,
             admin_rules,
         })
@@ -257,18 +257,18 @@ impl Application {
 /// configured cap the descriptor limit cannot honour is warned about.
 fn connection_rules(settings: &Settings) -> (server::Rules, server::Rules) {
     let secs = |s: u32| Duration::from_secs(u64::from(s));
-    let admin_cap = usize::try_from(settings.admin_max_connections).unwrap_or(usize::MAX);
+    let admin_cap = usize::try_from(settings.admin.max_connections).unwrap_or(usize::MAX);
     let nofile = server::open_files_limit();
     let public_cap = server::public_cap(
-        usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+        usize::try_from(settings.server.max_connections).unwrap_or(usize::MAX),
         admin_cap,
-        settings.database_max_connections,
+        settings.database.max_connections,
         nofile,
     );
     if let Some(limit) = nofile {
         let wanted = u64::try_from(public_cap.saturating_add(admin_cap))
             .unwrap_or(u64::MAX)
-            .saturating_add(u64::from(settings.database_max_connections))
+            .saturating_add(u64::from(settings.database.max_connections))
             .saturating_add(server::RESERVED_DESCRIPTORS);
         if wanted > limit {
             tracing::warn!(
@@ -281,9 +281,9 @@ fn connection_rules(settings: &Settings) -> (server::Rules, server::Rules) {
         }
     }
     let rules = |max_connections| server::Rules {
-        header_timeout: secs(settings.header_timeout),
-        body_timeout: secs(settings.body_timeout),
-        idle_timeout: secs(settings.idle_timeout),
+        header_timeout: secs(settings.server.header_timeout),
+        body_timeout: secs(settings.server.body_timeout),
+        idle_timeout: secs(settings.server.idle_timeout),
         max_connections,
     };
     (rules(public_cap), rules(admin_cap))

@@ -31,7 +31,7 @@ pub fn admin_token_file(database_url: &str) -> Option<PathBuf> {
 }
 
 fn hand_over(settings: &Settings, token: &str) -> anyhow::Result<()> {
-    match admin_token_file(&settings.database_url) {
+    match admin_token_file(&settings.database.url) {
         Some(path) => {
             write_private_file(&path, token, true)?;
             tracing::warn!(path = %path.display(), "generated an admin token (stored hashed); it is in this file for you");
@@ -51,7 +51,7 @@ impl Tessera {
     /// # Errors
     /// Store failures, or the token file cannot be written.
     pub async fn ensure_admin_token(&self, settings: &Settings) -> anyhow::Result<()> {
-        if settings.admin_token.is_some() {
+        if settings.admin.token.is_some() {
             return Ok(());
         }
         let token = new_admin_token()?;

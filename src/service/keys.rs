@@ -34,12 +34,12 @@ pub async fn resolve_master_key(
     settings: &Settings,
     store: &dyn Store,
 ) -> anyhow::Result<MasterKey> {
-    if let Some(text) = &settings.master_key {
+    if let Some(text) = &settings.tokens.master_key {
         return MasterKey::parse(text.expose()).context("TESSERA_MASTER_KEY");
     }
-    let path = match &settings.master_key_file {
+    let path = match &settings.tokens.master_key_file {
         Some(p) => p.clone(),
-        None => default_key_file(&settings.database_url).context(
+        None => default_key_file(&settings.database.url).context(
             "no master key: set TESSERA_MASTER_KEY (or master_key_file); see docs/configuration.md",
         )?,
     };
@@ -63,10 +63,10 @@ pub async fn resolve_master_key(
                      file from your backup, or give the key with TESSERA_MASTER_KEY or \
                      master_key_file",
                     path.display(),
-                    crate::store::postgres::redact_url(&settings.database_url),
+                    crate::store::postgres::redact_url(&settings.database.url),
                 );
             }
-            if settings.master_key_file.is_some() {
+            if settings.tokens.master_key_file.is_some() {
                 anyhow::bail!(
                     "the master key file {} (master_key_file) is missing; create it with \
                      `tessera gen-master-key` (mode 0600) or give the key with TESSERA_MASTER_KEY",

@@ -104,15 +104,15 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// Opens the store named by `settings.database_url`: PostgreSQL for `postgres://` and
+/// Opens the store named by `settings.database.url`: PostgreSQL for `postgres://` and
 /// `postgresql://` URLs, otherwise SQLite (`sqlite:` URL or a plain file path).
 ///
 /// # Errors
 /// An unsupported URL or a database that cannot be opened.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let url = settings.database_url.as_str();
+    let url = settings.database.url.as_str();
     if is_postgres_url(url) {
-        let store = PostgresStore::open(url, settings.database_max_connections)
+        let store = PostgresStore::open(url, settings.database.max_connections)
             .await
             .with_context(|| format!("opening {}", redact_url(url)))?;
         return Ok(Arc::new(crate::store::metered::Metered(store)));
@@ -151,32 +151,34 @@ impl Tessera {
     ) -> anyhow::Result<Self> {
         let master = keys::resolve_master_key(settings, store.as_ref()).await?;
         let derived = keys::open_root_key(store.as_ref(), &master).await?;
-        keys::ensure_keys(store.as_ref(), &derived, settings.signing_alg, clock.now()).await?;
+        let tokens = &settings.tokens;
+        keys::ensure_keys(store.as_ref(), &derived, tokens.signing_alg, clock.now()).await?;
         let keyring = KeyRing::load(store.as_ref(), &derived, None).await?;
         if keyring.active().is_none() {
             anyhow::bail!("no active signing key");
         }
-        let registry = Registry::with_extra(&settings.extra_scopes)
+        let registry = Registry::with_extra(&tokens.extra_scopes)
             .map_err(|e| anyhow::anyhow!("extra_scopes: {}", e.description))?;
         let issuer = settings.issuer();
         let policy = Policy {
-            audience: settings.audience.clone().unwrap_or_else(|| issuer.clone()),
+            audience: tokens.audience.clone().unwrap_or_else(|| issuer.clone()),
             issuer,
-            default_profile: settings.default_profile,
-            default_format: settings.default_format,
-            access_ttl: settings.access_ttl,
-            refresh_ttl: settings.refresh_ttl,
-            refresh_grace: settings.refresh_grace,
-            signing_alg: settings.signing_alg,
-            key_reload_interval: settings.key_reload_interval,
-            audit_retention: settings.audit_retention,
+            default_profile: tokens.default_profile,
+            default_format: tokens.default_format,
+            access_ttl: tokens.access_ttl,
+            refresh_ttl: tokens.refresh_ttl,
+            refresh_grace: tokens.refresh_grace,
+            signing_alg: tokens.signing_alg,
+            key_reload_interval: tokens.key_reload_interval,
+            audit_retention: settings.cleanup.audit_retention,
         };
         Ok(Self {
             store,
             keyring: RwLock::new(Arc::new(keyring)),
             registry,
             admin_token_hash: settings
-                .admin_token
+                .admin
+                .token
                 .as_ref()
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,
