@@ -69,6 +69,10 @@ impl ApiError {
     pub fn service(profile: Profile, error: ServiceError) -> Self {
         let kind = match error {
             ServiceError::OAuth(e) => Kind::OAuth(e),
+            // A refused value reads, on the OAuth wire, as a refused request field.
+            ServiceError::Invalid { field, reason } => {
+                Kind::OAuth(OAuthError::field(ErrorCode::InvalidRequest, field, reason))
+            }
             ServiceError::NotFound(what) => Kind::NotFound(what),
             // The OAuth vocabulary has no conflict: a lost race is answered as "retry later".
             ServiceError::Conflict(cause) | ServiceError::Store(StoreError::Conflict(cause)) => {
@@ -289,6 +293,7 @@ impl From<ServiceError> for AdminError {
                 code: e.code.as_str(),
                 description: e.description.into_owned(),
             },
+            ServiceError::Invalid { reason, .. } => Self::bad_request(reason),
             ServiceError::NotFound(what) => Self {
                 status: StatusCode::NOT_FOUND,
                 code: "not_found",

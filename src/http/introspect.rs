@@ -3,20 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
-use super::request::OAuthRequest;
-use super::revoke::token_field;
-use super::token::authenticate;
-use crate::domain::audit::Actor;
 
 /// The introspection response (RFC 7662 §2.2).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,12 +68,14 @@ pub struct IntrospectionResponse {
 )]
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
-    req: OAuthRequest,
+    AuthenticatedClient {
+        client,
+        profile,
+        form,
+        ..
+    }: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req, &actor).await?;
-    let profile = state.tessera.profile_of(&client);
-    let token = token_field(&req, profile)?;
+    let token = form.token().map_err(|e| ApiError::oauth(profile, e))?;
     let info = state
         .tessera
         .introspect(&client, token)
