@@ -273,6 +273,56 @@ impl AdminError {
 }
 
 impl AdminError {
+    /// A `401 unauthorized`: no admin token, or a wrong one (sent with the Bearer challenge).
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            description: "a valid admin token is required (Authorization: Bearer …)".into(),
+        }
+    }
+
+    /// A `404 not_found`: no such client, key or endpoint.
+    #[must_use]
+    pub fn not_found(description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            description: description.into(),
+        }
+    }
+
+    /// A `405`: the route exists with other methods.
+    #[must_use]
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "invalid_request",
+            description: "this endpoint does not accept this HTTP method".into(),
+        }
+    }
+
+    /// A `408`: the body did not arrive within `body_timeout` (the reason says so).
+    #[must_use]
+    pub fn body_timeout(reason: String) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "invalid_request",
+            description: reason,
+        }
+    }
+
+    /// An axum extractor's refusal (e.g. `413` past the body limit), with its status and text.
+    #[must_use]
+    pub fn rejected(status: StatusCode, text: String) -> Self {
+        Self {
+            status,
+            code: "invalid_request",
+            description: text,
+        }
+    }
+
     /// A `409 conflict`: a concurrent change won; nothing was changed, and trying again is
     /// safe (sent with `Retry-After`).
     #[must_use]
@@ -294,11 +344,7 @@ impl From<ServiceError> for AdminError {
                 description: e.description.into_owned(),
             },
             ServiceError::Invalid { reason, .. } => Self::bad_request(reason),
-            ServiceError::NotFound(what) => Self {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                description: what,
-            },
+            ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Conflict(what) | ServiceError::Store(StoreError::Conflict(what)) => {
                 Self::conflict(what)
             }
