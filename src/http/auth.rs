@@ -39,6 +39,14 @@ pub struct AuthenticatedClient {
     pub actor: Actor,
 }
 
+impl AuthenticatedClient {
+    /// A refusal or failure answered in the client's wire profile.
+    #[must_use]
+    pub fn error(&self, e: impl Into<ServiceError>) -> ApiError {
+        ApiError::service(self.profile, e.into())
+    }
+}
+
 impl FromRequest<Arc<AppState>> for AuthenticatedClient {
     type Rejection = ApiError;
 

@@ -5,7 +5,7 @@
 //! | failure | `seed` / `moov` | `rfc6749` |
 //! |---|---|---|
 //! | client authentication | `401 {"error": "invalid_client", …}` | same |
-//! | about one request field | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
+//! | about one request field (an OAuth refusal naming it, or [`ServiceError::Invalid`]) | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
 //! | about the request as a whole | `400 {"error": "<code>", "error_description": …}` | same |
 //! | body too large | `413 {"error": "invalid_request", …}` | same |
 //! | body not received within `body_timeout` | `408 {"error": "invalid_request", …}`, `Connection: close` | same |
@@ -15,6 +15,10 @@
 //! `WWW-Authenticate: Basic` accompanies a 401 when the client used Basic authentication or
 //! sent no credentials at all. Internal errors are logged with their cause chain and shown to
 //! the client only as `server_error`.
+//!
+//! The admin listener has one shape, [`AdminError`], mapped from the same [`ServiceError`]s
+//! below: an OAuth refusal is `400` with its code, [`ServiceError::Invalid`] `400
+//! invalid_request`, [`ServiceError::Conflict`] `409 conflict` with `Retry-After`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -390,5 +394,69 @@ impl IntoResponse for AdminError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parts(resp: Response) -> (StatusCode, Option<String>, serde_json::Value) {
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or_default();
+        (status, retry, body)
+    }
+
+    fn refused_name() -> ServiceError {
+        ServiceError::invalid("name", "name must be 1 to 200 characters")
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_is_a_field_error_in_the_moov_profiles() {
+        let (status, _, body) =
+            parts(ApiError::service(Profile::Moov, refused_name()).into_response()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body, json!({"name": "name must be 1 to 200 characters"}));
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_is_400_invalid_request_in_rfc6749_and_on_the_admin_api() {
+        let expected = json!({
+            "error": "invalid_request",
+            "error_description": "name must be 1 to 200 characters",
+        });
+        let (status, _, body) =
+            parts(ApiError::service(Profile::Rfc6749, refused_name()).into_response()).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, expected.clone()));
+        let (status, retry, body) = parts(AdminError::from(refused_name()).into_response()).await;
+        assert_eq!(
+            (status, retry, body),
+            (StatusCode::BAD_REQUEST, None, expected)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_a_retryable_409_on_the_admin_api_and_503_on_the_oauth_endpoints() {
+        let conflict = || ServiceError::Conflict("the client kept changing".into());
+        let (status, retry, body) = parts(AdminError::from(conflict()).into_response()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(
+            body,
+            json!({"error": "conflict", "error_description": "the client kept changing"})
+        );
+        let (status, retry, body) =
+            parts(ApiError::service(Profile::Moov, conflict()).into_response()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
     }
 }

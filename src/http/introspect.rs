@@ -68,19 +68,14 @@ pub struct IntrospectionResponse {
 )]
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
-    AuthenticatedClient {
-        client,
-        profile,
-        form,
-        ..
-    }: AuthenticatedClient,
+    auth: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
-    let token = form.token().map_err(|e| ApiError::oauth(profile, e))?;
+    let token = auth.form.token().map_err(|e| auth.error(e))?;
     let info = state
         .tessera
-        .introspect(&client, token)
+        .introspect(&auth.client, token)
         .await
-        .map_err(|e| ApiError::service(profile, e))?;
+        .map_err(|e| auth.error(e))?;
     let body = match info {
         None => IntrospectionResponse {
             active: false,

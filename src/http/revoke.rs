@@ -31,20 +31,15 @@ use crate::domain::client::Profile;
 )]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
-    AuthenticatedClient {
-        client,
-        profile,
-        form,
-        actor,
-    }: AuthenticatedClient,
+    auth: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
-    let token = form.token().map_err(|e| ApiError::oauth(profile, e))?;
+    let token = auth.form.token().map_err(|e| auth.error(e))?;
     state
         .tessera
-        .revoke(&client, token, &actor)
+        .revoke(&auth.client, token, &auth.actor)
         .await
-        .map_err(|e| ApiError::service(profile, e))?;
-    Ok(match profile {
+        .map_err(|e| auth.error(e))?;
+    Ok(match auth.profile {
         Profile::Rfc6749 => StatusCode::OK.into_response(),
         Profile::Seed | Profile::Moov => StatusCode::NO_CONTENT.into_response(),
     })

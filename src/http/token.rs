@@ -67,13 +67,9 @@ impl AuthToken {
 )]
 pub async fn token(
     State(state): State<Arc<AppState>>,
-    AuthenticatedClient {
-        client,
-        profile,
-        form,
-        actor,
-    }: AuthenticatedClient,
+    auth: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
+    let form = &auth.form;
     let request = TokenRequest {
         grant_type: form.get("grant_type"),
         scope: form.get("scope"),
@@ -84,8 +80,8 @@ pub async fn token(
     };
     let issued = state
         .tessera
-        .token(&client, &request, &actor)
+        .token(&auth.client, &request, &auth.actor)
         .await
-        .map_err(|e| ApiError::service(profile, e))?;
-    Ok(Json(AuthToken::render(profile, issued)).into_response())
+        .map_err(|e| auth.error(e))?;
+    Ok(Json(AuthToken::render(auth.profile, issued)).into_response())
 }

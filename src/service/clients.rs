@@ -477,3 +477,50 @@ impl Tessera {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::error::ErrorCode;
+
+    #[test]
+    fn a_refused_client_setting_is_invalid_naming_its_field() {
+        let e = parse_name("").map_err(ServiceError::refused_setting).err();
+        assert!(
+            matches!(&e, Some(ServiceError::Invalid { field: "name", reason })
+                if reason.starts_with("name ")),
+            "{e:?}"
+        );
+        let e = check_ttl("access_ttl", Some(0)).err();
+        assert!(
+            matches!(
+                &e,
+                Some(ServiceError::Invalid {
+                    field: "access_ttl",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            no_scopes(),
+            ServiceError::Invalid {
+                field: "scopes",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_refused_scope_pattern_stays_an_oauth_invalid_scope() {
+        let registry = Registry::with_extra::<&str>(&[]).ok();
+        let e = registry
+            .as_ref()
+            .and_then(|r| parse_patterns("/widgets.read", r).err())
+            .map(ServiceError::refused_setting);
+        assert!(
+            matches!(&e, Some(ServiceError::OAuth(o)) if o.code == ErrorCode::InvalidScope),
+            "{e:?}"
+        );
+    }
+}

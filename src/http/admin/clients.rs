@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AdminBody, AdminPath, AdminQuery, body, next_cursor, page_limit};
-use super::{AdminResult, admin_actor};
+use super::AdminResult;
+use super::extract::{AdminActor, AdminBody, AdminPath, AdminQuery, body, next_cursor, page_limit};
 use crate::domain::audit::Actor;
 use crate::domain::client::{Profile, TokenFormat};
 use crate::http::AppState;
@@ -122,7 +122,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
 #[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 409, description = "The new client id was taken at the same moment; nothing was created, retry (Retry-After)", body = GenericError), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: CreateClient = body(&bytes)?;
@@ -138,10 +138,7 @@ pub async fn create_client(
         resources: b.resources,
         resource_server: b.resource_server,
     };
-    let (client, secret) = state
-        .tessera
-        .create_client(spec, &admin_actor(actor))
-        .await?;
+    let (client, secret) = state.tessera.create_client(spec, &actor).await?;
     let mut v = serde_json::to_value(state.tessera.view(&client))
         .map_err(|e| AdminError::from(ServiceError::Internal(e.into())))?;
     if let Some(o) = v.as_object_mut() {
@@ -210,7 +207,7 @@ pub struct UpdateClient {
 #[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
@@ -228,29 +225,24 @@ pub async fn update_client(
         resource_server: b.resource_server,
         disabled: b.disabled,
     };
-    let c = state
-        .tessera
-        .update_client(&id, changes, &admin_actor(actor))
-        .await?;
+    let c = state.tessera.update_client(&id, changes, &actor).await?;
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
+/// Disables or enables a client (the only change the two endpoints make).
 async fn set_disabled(state: &AppState, actor: Actor, id: &str, disabled: bool) -> AdminResult {
     let changes = ClientChanges {
         disabled: Some(disabled),
         ..ClientChanges::default()
     };
-    let c = state
-        .tessera
-        .update_client(id, changes, &admin_actor(actor))
-        .await?;
+    let c = state.tessera.update_client(id, changes, &actor).await?;
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/clients/{id}/disable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn disable_client(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, true).await
@@ -259,7 +251,7 @@ pub async fn disable_client(
 #[utoipa::path(post, path = "/admin/clients/{id}/enable", tag = "clients", params(("id" = String, Path)), responses((status = 200, body = ClientView), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn enable_client(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
     set_disabled(&state, actor, &id, false).await
@@ -268,13 +260,10 @@ pub async fn enable_client(
 #[utoipa::path(delete, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), responses((status = 204, description = "Deleted with all its tokens"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn delete_client(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
-    state
-        .tessera
-        .delete_client(&id, &admin_actor(actor))
-        .await?;
+    state.tessera.delete_client(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -290,7 +279,7 @@ pub struct RotateSecret {
 #[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 400, description = "keep_old outside 0 to 2592000 (30 days), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
@@ -306,7 +295,7 @@ pub async fn rotate_secret(
                     .and_then(|s| u32::try_from(s).ok())
                     .unwrap_or(u32::MAX)
             }),
-            &admin_actor(actor),
+            &actor,
         )
         .await?;
     Ok(Json(NewSecret {

@@ -6,7 +6,28 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::domain::audit::Actor;
 use crate::http::error::AdminError;
+use crate::service::ServiceError;
+
+/// Who made an admin call, as audited: the request's actor with its source marked `admin@`.
+pub struct AdminActor(pub Actor);
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminActor {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let actor = parts.extensions.get::<Actor>().ok_or_else(|| {
+            AdminError::from(ServiceError::Internal(anyhow::anyhow!(
+                "no request envelope (Actor) set"
+            )))
+        })?;
+        Ok(Self(Actor {
+            request_id: actor.request_id.clone(),
+            source: Some(format!("admin@{}", actor.source.as_deref().unwrap_or("?"))),
+        }))
+    }
+}
 
 /// A request body, read whole; its failures in the admin error shape: `408` when it did not
 /// arrive within `body_timeout`, `413` past axum's default limit (2 MiB), `400` otherwise.

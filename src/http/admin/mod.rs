@@ -33,7 +33,6 @@ use super::AppState;
 use super::error::AdminError;
 #[allow(unused_imports)]
 use super::openapi::GenericError;
-use crate::domain::audit::Actor;
 
 /// What every admin handler answers.
 type AdminResult = Result<Response, AdminError>;
@@ -63,14 +62,6 @@ pub async fn require_admin(
     } else {
         tracing::warn!("admin API: missing or wrong admin credential");
         AdminError::unauthorized().into_response()
-    }
-}
-
-/// The actor of an admin call, as audited: the source address marked `admin@`.
-fn admin_actor(actor: Actor) -> Actor {
-    Actor {
-        request_id: actor.request_id,
-        source: Some(format!("admin@{}", actor.source.as_deref().unwrap_or("?"))),
     }
 }
 

@@ -3,15 +3,14 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{AdminBody, AdminPath, body};
-use super::{AdminResult, admin_actor};
-use crate::domain::audit::Actor;
+use super::AdminResult;
+use super::extract::{AdminActor, AdminBody, AdminPath, body};
 use crate::http::AppState;
 #[allow(unused_imports)]
 use crate::http::openapi::GenericError;
@@ -37,13 +36,10 @@ pub struct RevokedTokens {
 #[utoipa::path(post, path = "/admin/clients/{id}/revoke-tokens", tag = "revocation", params(("id" = String, Path)), responses((status = 200, body = RevokedFamilies), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 404, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_client_tokens(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
-    let n = state
-        .tessera
-        .revoke_client_tokens(&id, &admin_actor(actor))
-        .await?;
+    let n = state.tessera.revoke_client_tokens(&id, &actor).await?;
     Ok(Json(RevokedFamilies {
         client_id: id,
         revoked_families: n,
@@ -54,13 +50,10 @@ pub async fn revoke_client_tokens(
 #[utoipa::path(post, path = "/admin/families/{id}/revoke", tag = "revocation", params(("id" = String, Path)), responses((status = 204, description = "Revoked (idempotent)"), (status = 400, description = "The path parameter is not valid UTF-8 once percent-decoded", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_family(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
 ) -> AdminResult {
-    state
-        .tessera
-        .revoke_family_by_id(&id, &admin_actor(actor))
-        .await?;
+    state.tessera.revoke_family_by_id(&id, &actor).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -73,14 +66,11 @@ pub struct IssuedBefore {
 #[utoipa::path(post, path = "/admin/tokens/revoke-issued-before", tag = "revocation", request_body = IssuedBefore, responses((status = 200, body = RevokedTokens), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn revoke_issued_before(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
+    AdminActor(actor): AdminActor,
     AdminBody(bytes): AdminBody,
 ) -> AdminResult {
     let b: IssuedBefore = body(&bytes)?;
-    let n = state
-        .tessera
-        .revoke_issued_before(b.before, &admin_actor(actor))
-        .await?;
+    let n = state.tessera.revoke_issued_before(b.before, &actor).await?;
     Ok(Json(RevokedTokens {
         issued_before: b.before,
         revoked_tokens: n,
