@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AdminResult;
-use super::extract::{AdminActor, AdminBody, AdminPath, AdminQuery, body, next_cursor, page_limit};
+use super::extract::{AdminActor, AdminJson, AdminPath, AdminQuery, next_cursor, page_limit};
 use crate::domain::audit::Actor;
 use crate::domain::client::{Profile, TokenFormat};
 use crate::http::AppState;
@@ -123,9 +123,8 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,
-    AdminBody(bytes): AdminBody,
+    AdminJson(b): AdminJson<CreateClient>,
 ) -> AdminResult {
-    let b: CreateClient = body(&bytes)?;
     let spec = ClientSpec {
         name: b.name,
         scopes: b.scopes,
@@ -209,9 +208,8 @@ pub async fn update_client(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
-    AdminBody(bytes): AdminBody,
+    AdminJson(b): AdminJson<UpdateClient>,
 ) -> AdminResult {
-    let b: UpdateClient = body(&bytes)?;
     let changes = ClientChanges {
         name: b.name,
         scopes: b.scopes,
@@ -281,9 +279,8 @@ pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,
     AdminPath(id): AdminPath<String>,
-    AdminBody(bytes): AdminBody,
+    AdminJson(b): AdminJson<RotateSecret>,
 ) -> AdminResult {
-    let b: RotateSecret = body(&bytes)?;
     let (c, secret) = state
         .tessera
         .rotate_secret(

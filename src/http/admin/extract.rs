@@ -49,11 +49,20 @@ impl<S: Send + Sync> FromRequest<S> for AdminBody {
     }
 }
 
-/// Parses a JSON body strictly (unknown fields refused).
-pub fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, AdminError> {
-    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
-    serde_json::from_slice(bytes)
-        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+/// A JSON body parsed strictly (unknown fields refused; an empty body counts as `{}`),
+/// whatever the `Content-Type`; its failures in the admin error shape (see [`AdminBody`]).
+pub struct AdminJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
+    type Rejection = AdminError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let AdminBody(bytes) = AdminBody::from_request(req, state).await?;
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        serde_json::from_slice(bytes)
+            .map(Self)
+            .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+    }
 }
 
 /// A query string parsed strictly (unknown parameters refused), its failures answered in the

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AdminResult;
-use super::extract::{AdminActor, AdminBody, AdminPath, body};
+use super::extract::{AdminActor, AdminJson, AdminPath};
 use crate::http::AppState;
 #[allow(unused_imports)]
 use crate::http::openapi::GenericError;
@@ -67,9 +67,8 @@ pub struct IssuedBefore {
 pub async fn revoke_issued_before(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,
-    AdminBody(bytes): AdminBody,
+    AdminJson(b): AdminJson<IssuedBefore>,
 ) -> AdminResult {
-    let b: IssuedBefore = body(&bytes)?;
     let n = state.tessera.revoke_issued_before(b.before, &actor).await?;
     Ok(Json(RevokedTokens {
         issued_before: b.before,
