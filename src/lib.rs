@@ -25,3 +25,17 @@ pub mod domain;
 pub mod http;
 pub mod service;
 pub mod store;
+
+/// The parsers a client or operator reaches, gathered for the fuzz targets in `fuzz/`
+/// (docs/fuzzing.md). Not an API: names here may change with the targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::domain::client::{ClientType, normalize_origin, parse_origin, parse_resource};
+    pub use crate::domain::jwt::{decode as decode_jwt, looks_like_jwt};
+    pub use crate::domain::scope::{Registry, Scope, ScopePattern, ScopeSet, parse_patterns};
+    pub use crate::domain::token::{OpaqueKind, verify as verify_opaque};
+    pub use crate::http::admin::fuzzing as admin;
+    pub use crate::http::middleware::valid_moov_version;
+    pub use crate::http::request::{parse_basic, parse_body};
+    pub use crate::service::clients::check_changes;
+}

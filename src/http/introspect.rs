@@ -57,6 +57,7 @@ pub struct IntrospectionResponse {
     post,
     path = "/oauth2/introspect",
     tag = "oauth2",
+    security(("client_basic" = [])),
     request_body(content(
         (TokenFieldRequestDoc = "application/json"),
         (TokenFieldRequestDoc = "application/x-www-form-urlencoded")

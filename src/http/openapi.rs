@@ -12,16 +12,20 @@ use utoipa::{OpenApi, ToSchema};
 #[allow(dead_code)]
 pub struct TokenRequestDoc {
     /// `client_credentials` or `refresh_token`.
+    #[schema(value_type = GrantTypeDoc)]
     grant_type: String,
     /// Client id (or HTTP Basic username).
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
-    /// Space-delimited scopes (required for `client_credentials`; narrows on refresh).
+    /// Space-delimited scopes (required for `client_credentials`; narrows on refresh): each
+    /// 1 to 512 characters of RFC 6749 §3.3, at most 100.
+    #[schema(pattern = r"^[!#-\[\]-~ ]*$")]
     scope: Option<String>,
     /// The refresh token (for `refresh_token`).
     refresh_token: Option<String>,
     /// `web` (default), `device`, `service`, or `w`, `d`, `s`.
+    #[schema(value_type = Option<ClientTypeDoc>)]
     client_type: Option<String>,
     /// RFC 8707 resource indicator: the audience asked for.
     resource: Option<String>,
@@ -32,13 +36,53 @@ pub struct TokenRequestDoc {
 #[allow(dead_code)]
 pub struct TokenFieldRequestDoc {
     /// The token.
+    #[schema(min_length = 1)]
     token: String,
     /// `access_token` or `refresh_token`.
+    #[schema(value_type = Option<TokenTypeHintDoc>)]
     token_type_hint: Option<String>,
     /// Client id (or HTTP Basic username).
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
+}
+
+/// `grant_type` of a token request.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum GrantTypeDoc {
+    /// A client's own token.
+    client_credentials,
+    /// A refresh token exchanged for a new pair.
+    refresh_token,
+}
+
+/// `client_type` of a token request (Moov's one-letter aliases included).
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum ClientTypeDoc {
+    /// A browser (the default).
+    web,
+    /// A device application.
+    device,
+    /// A back-end service.
+    service,
+    /// `web`.
+    w,
+    /// `device`.
+    d,
+    /// `service`.
+    s,
+}
+
+/// `token_type_hint` of a revocation or introspection request.
+#[derive(ToSchema)]
+#[allow(dead_code, non_camel_case_types)]
+pub enum TokenTypeHintDoc {
+    /// An access token.
+    access_token,
+    /// A refresh token.
+    refresh_token,
 }
 
 /// `token_type` of an AuthToken: the format in the `seed` profile, `Bearer` otherwise.
@@ -184,11 +228,106 @@ pub struct Health {
         TokenRequestDoc,
         TokenFieldRequestDoc,
         TokenTypeDoc,
+        GrantTypeDoc,
+        ClientTypeDoc,
+        TokenTypeHintDoc,
         Jwks,
         Health
-    ))
+    )),
+    modifiers(&Envelope, &SecuritySchemes)
 )]
 pub struct PublicApi;
+
+/// The two ways a client authenticates: HTTP Basic with its id and secret (on the OAuth
+/// endpoints the id and secret may come in the body instead), and a Bearer access token
+/// (`/ping`).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "Client id and secret, each form-urlencoded (RFC 6749 §2.3.1); on the \
+                         OAuth endpoints they may be sent as `client_id` and `client_secret` in \
+                         the body instead.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An access token issued by this server."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// What `X-Moov-Version` must look like when it is sent: the pattern of
+/// [`super::middleware::valid_moov_version`].
+pub const MOOV_VERSION_PATTERN: &str = r"^(latest|v[0-9]{4}\.(0[1-9]|1[0-2])\.[0-9]{2})$";
+
+/// Documents what the request envelope ([`super::middleware::envelope`]) does on every public
+/// endpoint: it reads an optional `X-Moov-Version` header and answers `400` when it is malformed.
+struct Envelope;
+
+impl utoipa::Modify for Envelope {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, ResponseBuilder};
+
+        let header = ParameterBuilder::new()
+            .name("X-Moov-Version")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::False)
+            .description(Some(
+                "The Moov API version the client expects: `vYYYY.MM.BB` or `latest`.",
+            ))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(MOOV_VERSION_PATTERN)),
+            ))
+            .build();
+        let bad_request = ResponseBuilder::new()
+            .description("Malformed request (for example a malformed `X-Moov-Version`)")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("GenericError")))
+                    .build(),
+            )
+            .build();
+        for item in api.paths.paths.values_mut() {
+            item.parameters
+                .get_or_insert_with(Vec::new)
+                .push(RefOr::T(header.clone()));
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.responses
+                    .responses
+                    .entry("400".to_owned())
+                    .or_insert_with(|| RefOr::T(bad_request.clone()));
+            }
+        }
+    }
+}
 
 /// The admin API.
 #[derive(OpenApi)]
@@ -228,4 +367,42 @@ pub async fn public() -> Response {
 /// `GET /openapi.json` on the admin listener.
 pub async fn admin() -> Response {
     Json(AdminApi::openapi()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::middleware::valid_moov_version;
+
+    #[test]
+    fn the_documented_moov_version_pattern_accepts_what_the_server_accepts() {
+        let validator = jsonschema::validator_for(&serde_json::json!({
+            "type": "string",
+            "pattern": MOOV_VERSION_PATTERN,
+        }))
+        .unwrap();
+        for v in [
+            "latest",
+            "v2025.01.00",
+            "v0000.12.99",
+            "v2025.00.00",
+            "v2025.13.00",
+            "v2025.1.00",
+            "v2025.01.0",
+            "v2025.01.00.0",
+            "2025.01.00",
+            "vlatest",
+            "latest ",
+            " v2025.01.00",
+            "v2025-01-00",
+            "v２０２５.01.00",
+            "",
+        ] {
+            assert_eq!(
+                validator.is_valid(&serde_json::json!(v)),
+                valid_moov_version(v),
+                "{v:?}"
+            );
+        }
+    }
 }

@@ -46,6 +46,7 @@ fn challenge(status: StatusCode, www: &str, error: &str, description: &str) -> R
     get,
     path = "/ping",
     tag = "oauth2",
+    security(("access_token" = []), ("client_basic" = [])),
     responses(
         (status = 200, description = "Valid credentials (no body)"),
         (status = 401, description = "Missing or invalid credentials; see `WWW-Authenticate`", body = GenericError),

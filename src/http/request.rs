@@ -301,9 +301,10 @@ pub fn parse_basic(headers: &HeaderMap) -> Option<Result<(String, String), ()>> 
     let Some((id, secret)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
         return Some(Err(()));
     };
-    // RFC 6749 §2.3.1: both parts are form-urlencoded before being joined.
+    // RFC 6749 §2.3.1: both parts are form-urlencoded before being joined. Each part is one
+    // value, so a literal `&` in it is a character, not the start of another parameter.
     let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("v={s}").as_bytes())
+        form_urlencoded::parse(format!("v={}", s.replace('&', "%26")).as_bytes())
             .next()
             .map(|(_, v)| v.into_owned())
             .unwrap_or_default()
@@ -380,5 +381,19 @@ mod tests {
         let mut bad = HeaderMap::new();
         bad.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!!"));
         assert_eq!(parse_basic(&bad), Some(Err(())));
+    }
+
+    #[test]
+    fn basic_credentials_keep_a_literal_ampersand_and_equals_sign() {
+        // Each part is one value: `&` and `=` in it are characters (fuzz target basic_header).
+        let mut h = HeaderMap::new();
+        let v = STANDARD.encode("a&b=c:s&e%26cret+x");
+        if let Ok(v) = HeaderValue::from_str(&format!("Basic {v}")) {
+            h.insert(header::AUTHORIZATION, v);
+        }
+        assert_eq!(
+            parse_basic(&h),
+            Some(Ok(("a&b=c".into(), "s&e&cret x".into())))
+        );
     }
 }

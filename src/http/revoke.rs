@@ -19,6 +19,7 @@ use crate::domain::client::Profile;
     post,
     path = "/oauth2/revoke",
     tag = "oauth2",
+    security(("client_basic" = [])),
     request_body(content(
         (TokenFieldRequestDoc = "application/json"),
         (TokenFieldRequestDoc = "application/x-www-form-urlencoded")

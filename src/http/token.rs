@@ -56,6 +56,7 @@ impl AuthToken {
     post,
     path = "/oauth2/token",
     tag = "oauth2",
+    security(("client_basic" = [])),
     request_body(content(
         (TokenRequestDoc = "application/json"),
         (TokenRequestDoc = "application/x-www-form-urlencoded")

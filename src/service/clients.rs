@@ -214,6 +214,16 @@ impl CheckedChanges {
     }
 }
 
+/// Runs the checks an update applies to `changes` (the same checks a new client's settings
+/// get), without a store: the entry point of the admin-body fuzz target (docs/fuzzing.md).
+///
+/// # Errors
+/// The 400 the update would answer.
+#[doc(hidden)]
+pub fn check_changes(changes: ClientChanges, registry: &Registry) -> Result<(), ServiceError> {
+    CheckedChanges::check(changes, registry).map(|_| ())
+}
+
 /// How many times a client change is tried when the client keeps changing under it. Each lost
 /// try means another change of the client went through first, so with N changes racing each
 /// other none loses more than N - 1 times; 16 is far more than operators make at once (the

@@ -463,3 +463,73 @@ fn the_check_itself_rejects_a_body_that_does_not_match() {
         assert!(caught.is_err(), "{bad} should not validate");
     }
 }
+
+#[tokio::test]
+async fn a_malformed_moov_version_is_a_documented_400_on_every_public_endpoint() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", &[]).await.json();
+    let bad = [("x-moov-version", "v2025.13.00")];
+    let mut seen = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let param = item["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "X-Moov-Version"));
+        assert_eq!(
+            param.map(|p| (&p["in"], &p["required"])),
+            Some((&json!("header"), &json!(false))),
+            "{path} documents X-Moov-Version"
+        );
+        for method in ["get", "post"] {
+            if item[method].is_null() {
+                continue;
+            }
+            let reply = if method == "get" {
+                app.get(path, &bad).await
+            } else {
+                app.post(path, Some(FORM), form(&[]), &bad).await
+            };
+            assert_eq!(reply.status, 400, "{method} {path}: {}", reply.text);
+            assert_eq!(reply.json()["error"], "invalid_request", "{method} {path}");
+            check(&doc, path, method, &reply);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 8, "every public operation was tried");
+}
+
+#[tokio::test]
+async fn the_public_document_says_how_each_endpoint_authenticates() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", &[]).await.json();
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["client_basic"]["type"], "http");
+    assert_eq!(schemes["client_basic"]["scheme"], "basic");
+    assert_eq!(schemes["access_token"]["type"], "http");
+    assert_eq!(schemes["access_token"]["scheme"], "bearer");
+    let basic = json!([{ "client_basic": [] }]);
+    for path in ["/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"] {
+        assert_eq!(doc["paths"][path]["post"]["security"], basic, "{path}");
+    }
+    assert_eq!(
+        doc["paths"]["/ping"]["get"]["security"],
+        json!([{ "access_token": [] }, { "client_basic": [] }])
+    );
+    for path in ["/.well-known/jwks.json", "/healthz", "/readyz"] {
+        assert!(doc["paths"][path]["get"]["security"].is_null(), "{path}");
+    }
+    // Without credentials each secured endpoint answers 401 (what schemathesis' ignored_auth
+    // check relies on).
+    let none: [(&str, &str); 0] = [];
+    assert_eq!(app.get("/ping", &none).await.status, 401);
+    for path in ["/oauth2/token", "/oauth2/revoke", "/oauth2/introspect"] {
+        let reply = app
+            .post(
+                path,
+                Some(FORM),
+                form(&[("token", "x"), ("grant_type", "client_credentials")]),
+                &none,
+            )
+            .await;
+        assert_eq!(reply.status, 401, "{path}: {}", reply.text);
+    }
+}

@@ -112,6 +112,25 @@ pub struct CreateClient {
     resource_server: Option<String>,
 }
 
+impl CreateClient {
+    /// The new client's settings; `format` and `profile` parsed, the rest checked by the
+    /// service.
+    pub(super) fn spec(self) -> Result<ClientSpec, AdminError> {
+        Ok(ClientSpec {
+            name: self.name,
+            scopes: self.scopes,
+            format: parse_opt::<TokenFormat>(self.format)?,
+            profile: parse_opt::<Profile>(self.profile)?,
+            access_ttl: self.access_ttl,
+            refresh_ttl: self.refresh_ttl,
+            origins: self.origins,
+            audience: self.audience,
+            resources: self.resources,
+            resource_server: self.resource_server,
+        })
+    }
+}
+
 fn parse_opt<T: std::str::FromStr<Err = String>>(
     v: Option<String>,
 ) -> Result<Option<T>, AdminError> {
@@ -125,19 +144,7 @@ pub async fn create_client(
     AdminActor(actor): AdminActor,
     AdminJson(b): AdminJson<CreateClient>,
 ) -> AdminResult {
-    let spec = ClientSpec {
-        name: b.name,
-        scopes: b.scopes,
-        format: parse_opt::<TokenFormat>(b.format)?,
-        profile: parse_opt::<Profile>(b.profile)?,
-        access_ttl: b.access_ttl,
-        refresh_ttl: b.refresh_ttl,
-        origins: b.origins,
-        audience: b.audience,
-        resources: b.resources,
-        resource_server: b.resource_server,
-    };
-    let (client, secret) = state.tessera.create_client(spec, &actor).await?;
+    let (client, secret) = state.tessera.create_client(b.spec()?, &actor).await?;
     let mut v = serde_json::to_value(state.tessera.view(&client))
         .map_err(|e| AdminError::from(ServiceError::Internal(e.into())))?;
     if let Some(o) = v.as_object_mut() {
@@ -203,6 +210,25 @@ pub struct UpdateClient {
     disabled: Option<bool>,
 }
 
+impl UpdateClient {
+    /// The changes; `format` and `profile` parsed, the rest checked by the service.
+    pub(super) fn changes(self) -> Result<ClientChanges, AdminError> {
+        Ok(ClientChanges {
+            name: self.name,
+            scopes: self.scopes,
+            format: parse_opt::<TokenFormat>(self.format)?,
+            profile: self.profile.map(parse_opt::<Profile>).transpose()?,
+            access_ttl: self.access_ttl,
+            refresh_ttl: self.refresh_ttl,
+            origins: self.origins,
+            audience: self.audience,
+            resources: self.resources,
+            resource_server: self.resource_server,
+            disabled: self.disabled,
+        })
+    }
+}
+
 #[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
@@ -210,20 +236,10 @@ pub async fn update_client(
     AdminPath(id): AdminPath<String>,
     AdminJson(b): AdminJson<UpdateClient>,
 ) -> AdminResult {
-    let changes = ClientChanges {
-        name: b.name,
-        scopes: b.scopes,
-        format: parse_opt::<TokenFormat>(b.format)?,
-        profile: b.profile.map(parse_opt::<Profile>).transpose()?,
-        access_ttl: b.access_ttl,
-        refresh_ttl: b.refresh_ttl,
-        origins: b.origins,
-        audience: b.audience,
-        resources: b.resources,
-        resource_server: b.resource_server,
-        disabled: b.disabled,
-    };
-    let c = state.tessera.update_client(&id, changes, &actor).await?;
+    let c = state
+        .tessera
+        .update_client(&id, b.changes()?, &actor)
+        .await?;
     Ok(Json(state.tessera.view(&c)).into_response())
 }
 
@@ -274,6 +290,18 @@ pub struct RotateSecret {
     keep_old: Option<serde_json::Number>,
 }
 
+impl RotateSecret {
+    /// `keep_old` in seconds, 86,400 when absent. Any other number (negative, fractional,
+    /// huge) becomes one out of range too: the service refuses it, naming the bound.
+    pub(super) fn keep_old_seconds(&self) -> u32 {
+        self.keep_old.as_ref().map_or(86_400, |n| {
+            n.as_u64()
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(u32::MAX)
+        })
+    }
+}
+
 #[utoipa::path(post, path = "/admin/clients/{id}/rotate-secret", tag = "clients", params(("id" = String, Path)), request_body = RotateSecret, responses((status = 200, body = NewSecret), (status = 400, description = "keep_old outside 0 to 2592000 (30 days), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn rotate_secret(
     State(state): State<Arc<AppState>>,
@@ -283,17 +311,7 @@ pub async fn rotate_secret(
 ) -> AdminResult {
     let (c, secret) = state
         .tessera
-        .rotate_secret(
-            &id,
-            // Any other number (negative, fractional, huge) is out of range too: the service
-            // refuses it, naming the bound.
-            b.keep_old.map_or(86_400, |n| {
-                n.as_u64()
-                    .and_then(|s| u32::try_from(s).ok())
-                    .unwrap_or(u32::MAX)
-            }),
-            &actor,
-        )
+        .rotate_secret(&id, b.keep_old_seconds(), &actor)
         .await?;
     Ok(Json(NewSecret {
         previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),

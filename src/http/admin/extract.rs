@@ -58,11 +58,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let AdminBody(bytes) = AdminBody::from_request(req, state).await?;
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(Self)
-            .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+        parse_json(&bytes).map(Self)
     }
+}
+
+/// Parses an admin JSON body as [`AdminJson`] does.
+///
+/// # Errors
+/// `400 invalid_request` naming what is wrong with it.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// A query string parsed strictly (unknown parameters refused), its failures answered in the

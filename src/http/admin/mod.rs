@@ -12,6 +12,8 @@
 pub mod audit;
 pub mod clients;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod tokens;
 

@@ -60,7 +60,7 @@ pub async fn revoke_family(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssuedBefore {
-    before: i64,
+    pub(super) before: i64,
 }
 
 #[utoipa::path(post, path = "/admin/tokens/revoke-issued-before", tag = "revocation", request_body = IssuedBefore, responses((status = 200, body = RevokedTokens), (status = 400, body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
