@@ -215,6 +215,7 @@ fn fail(e: crate::service::ServiceError) -> anyhow::Error {
     use crate::service::ServiceError;
     match e {
         ServiceError::OAuth(e) => anyhow::anyhow!("{}", e.description),
+        ServiceError::Invalid { reason, .. } => anyhow::anyhow!("{reason}"),
         ServiceError::Conflict(what)
         | ServiceError::Store(crate::store::StoreError::Conflict(what)) => {
             anyhow::anyhow!("conflict: {what}")

@@ -5,7 +5,7 @@
 //! | failure | `seed` / `moov` | `rfc6749` |
 //! |---|---|---|
 //! | client authentication | `401 {"error": "invalid_client", …}` | same |
-//! | about one request field | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
+//! | about one request field (an OAuth refusal naming it, or [`ServiceError::Invalid`]) | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
 //! | about the request as a whole | `400 {"error": "<code>", "error_description": …}` | same |
 //! | body too large | `413 {"error": "invalid_request", …}` | same |
 //! | body not received within `body_timeout` | `408 {"error": "invalid_request", …}`, `Connection: close` | same |
@@ -15,6 +15,10 @@
 //! `WWW-Authenticate: Basic` accompanies a 401 when the client used Basic authentication or
 //! sent no credentials at all. Internal errors are logged with their cause chain and shown to
 //! the client only as `server_error`.
+//!
+//! The admin listener has one shape, [`AdminError`], mapped from the same [`ServiceError`]s
+//! below: an OAuth refusal is `400` with its code, [`ServiceError::Invalid`] `400
+//! invalid_request`, [`ServiceError::Conflict`] `409 conflict` with `Retry-After`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -69,6 +73,10 @@ impl ApiError {
     pub fn service(profile: Profile, error: ServiceError) -> Self {
         let kind = match error {
             ServiceError::OAuth(e) => Kind::OAuth(e),
+            // A refused value reads, on the OAuth wire, as a refused request field.
+            ServiceError::Invalid { field, reason } => {
+                Kind::OAuth(OAuthError::field(ErrorCode::InvalidRequest, field, reason))
+            }
             ServiceError::NotFound(what) => Kind::NotFound(what),
             // The OAuth vocabulary has no conflict: a lost race is answered as "retry later".
             ServiceError::Conflict(cause) | ServiceError::Store(StoreError::Conflict(cause)) => {
@@ -269,6 +277,56 @@ impl AdminError {
 }
 
 impl AdminError {
+    /// A `401 unauthorized`: no admin token, or a wrong one (sent with the Bearer challenge).
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            description: "a valid admin token is required (Authorization: Bearer …)".into(),
+        }
+    }
+
+    /// A `404 not_found`: no such client, key or endpoint.
+    #[must_use]
+    pub fn not_found(description: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            description: description.into(),
+        }
+    }
+
+    /// A `405`: the route exists with other methods.
+    #[must_use]
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "invalid_request",
+            description: "this endpoint does not accept this HTTP method".into(),
+        }
+    }
+
+    /// A `408`: the body did not arrive within `body_timeout` (the reason says so).
+    #[must_use]
+    pub fn body_timeout(reason: String) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "invalid_request",
+            description: reason,
+        }
+    }
+
+    /// An axum extractor's refusal (e.g. `413` past the body limit), with its status and text.
+    #[must_use]
+    pub fn rejected(status: StatusCode, text: String) -> Self {
+        Self {
+            status,
+            code: "invalid_request",
+            description: text,
+        }
+    }
+
     /// A `409 conflict`: a concurrent change won; nothing was changed, and trying again is
     /// safe (sent with `Retry-After`).
     #[must_use]
@@ -289,11 +347,8 @@ impl From<ServiceError> for AdminError {
                 code: e.code.as_str(),
                 description: e.description.into_owned(),
             },
-            ServiceError::NotFound(what) => Self {
-                status: StatusCode::NOT_FOUND,
-                code: "not_found",
-                description: what,
-            },
+            ServiceError::Invalid { reason, .. } => Self::bad_request(reason),
+            ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Conflict(what) | ServiceError::Store(StoreError::Conflict(what)) => {
                 Self::conflict(what)
             }
@@ -339,5 +394,69 @@ impl IntoResponse for AdminError {
             _ => {}
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parts(resp: Response) -> (StatusCode, Option<String>, serde_json::Value) {
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or_default();
+        (status, retry, body)
+    }
+
+    fn refused_name() -> ServiceError {
+        ServiceError::invalid("name", "name must be 1 to 200 characters")
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_is_a_field_error_in_the_moov_profiles() {
+        let (status, _, body) =
+            parts(ApiError::service(Profile::Moov, refused_name()).into_response()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body, json!({"name": "name must be 1 to 200 characters"}));
+    }
+
+    #[tokio::test]
+    async fn a_refused_value_is_400_invalid_request_in_rfc6749_and_on_the_admin_api() {
+        let expected = json!({
+            "error": "invalid_request",
+            "error_description": "name must be 1 to 200 characters",
+        });
+        let (status, _, body) =
+            parts(ApiError::service(Profile::Rfc6749, refused_name()).into_response()).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, expected.clone()));
+        let (status, retry, body) = parts(AdminError::from(refused_name()).into_response()).await;
+        assert_eq!(
+            (status, retry, body),
+            (StatusCode::BAD_REQUEST, None, expected)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_a_retryable_409_on_the_admin_api_and_503_on_the_oauth_endpoints() {
+        let conflict = || ServiceError::Conflict("the client kept changing".into());
+        let (status, retry, body) = parts(AdminError::from(conflict()).into_response()).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(
+            body,
+            json!({"error": "conflict", "error_description": "the client kept changing"})
+        );
+        let (status, retry, body) =
+            parts(ApiError::service(Profile::Moov, conflict()).into_response()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
     }
 }

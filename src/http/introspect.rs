@@ -3,20 +3,16 @@
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
-use super::request::OAuthRequest;
-use super::revoke::token_field;
-use super::token::authenticate;
-use crate::domain::audit::Actor;
 
 /// The introspection response (RFC 7662 §2.2).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -73,17 +69,14 @@ pub struct IntrospectionResponse {
 )]
 pub async fn introspect(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
-    req: OAuthRequest,
+    auth: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req, &actor).await?;
-    let profile = state.tessera.profile_of(&client);
-    let token = token_field(&req, profile)?;
+    let token = auth.form.token().map_err(|e| auth.error(e))?;
     let info = state
         .tessera
-        .introspect(&client, token)
+        .introspect(&auth.client, token)
         .await
-        .map_err(|e| ApiError::service(profile, e))?;
+        .map_err(|e| auth.error(e))?;
     let body = match info {
         None => IntrospectionResponse {
             active: false,

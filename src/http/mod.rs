@@ -7,6 +7,7 @@
 //! connection timeouts and caps.
 
 pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod introspect;
 pub mod limits;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::auth::check_secret;
 use super::error::{ApiError, BASIC_CHALLENGE};
 #[allow(unused_imports)]
 use super::openapi::GenericError;
@@ -110,39 +111,12 @@ pub async fn ping(
             ));
         };
         // Basic on /ping checks a secret: the same limits as the token endpoint apply.
-        let profile = state.tessera.policy().default_profile;
-        let source = actor.source.as_deref();
         state
             .limits
-            .source(source)
-            .map_err(|l| ApiError::limited(profile, l))?;
-        return match state.tessera.authenticate(&id, &secret, &actor).await {
-            Ok(client) => {
-                tracing::Span::current().record("client_id", client.id.as_str());
-                state
-                    .limits
-                    .client(&client.id)
-                    .map_err(|l| ApiError::limited(profile, l))?;
-                Ok(StatusCode::OK.into_response())
-            }
-            Err(e) => {
-                let err = ApiError::service(profile, e);
-                if err.is_invalid_client() {
-                    state
-                        .limits
-                        .auth_failure(&id, source)
-                        .map_err(|l| ApiError::limited(profile, l))?;
-                    Ok(challenge(
-                        StatusCode::UNAUTHORIZED,
-                        BASIC_CHALLENGE,
-                        "invalid_client",
-                        "client authentication failed",
-                    ))
-                } else {
-                    Err(err)
-                }
-            }
-        };
+            .source(actor.source.as_deref())
+            .map_err(|l| ApiError::limited(state.tessera.policy().default_profile, l))?;
+        check_secret(&state, &id, &secret, true, &actor).await?;
+        return Ok(StatusCode::OK.into_response());
     }
     Ok(challenge(
         StatusCode::UNAUTHORIZED,

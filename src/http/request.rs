@@ -75,6 +75,26 @@ impl OAuthRequest {
         self.origin.as_deref()
     }
 
+    /// The `token` field of revocation and introspection, with `token_type_hint` checked
+    /// (RFC 7009 §2.1, RFC 7662 §2.1). The hint is otherwise not needed: every Tessera token
+    /// says what it is (prefix or JWT shape).
+    ///
+    /// # Errors
+    /// A missing token, or a hint other than `access_token` / `refresh_token`.
+    pub fn token(&self) -> Result<&str, OAuthError> {
+        let token = self
+            .get("token")
+            .ok_or_else(|| OAuthError::missing("token"))?;
+        match self.get("token_type_hint") {
+            None | Some("access_token" | "refresh_token") => Ok(token),
+            Some(_) => Err(OAuthError::field(
+                ErrorCode::UnsupportedTokenType,
+                "token_type_hint",
+                "token_type_hint must be access_token or refresh_token",
+            )),
+        }
+    }
+
     /// The client credentials, from Basic, the body, or both (which must agree).
     ///
     /// # Errors

@@ -1,21 +1,19 @@
-//! `POST /oauth2/token`: authenticate the client, run the grant, answer an AuthToken in the
-//! client's wire profile.
+//! `POST /oauth2/token`: run the grant for the authenticated client, answer an AuthToken in its
+//! wire profile.
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenRequestDoc, TokenTypeDoc};
-use super::request::OAuthRequest;
-use crate::domain::audit::Actor;
-use crate::domain::client::{Client, Profile};
+use crate::domain::client::Profile;
 use crate::service::tokens::{Issued, TokenRequest};
 
 /// The AuthToken (SPEC §1).
@@ -53,45 +51,6 @@ impl AuthToken {
     }
 }
 
-/// Authenticates the client of an OAuth request; errors are in the server's default profile.
-///
-/// # Errors
-/// The `invalid_client`/`invalid_request` answer.
-pub async fn authenticate(
-    state: &AppState,
-    req: &OAuthRequest,
-    actor: &Actor,
-) -> Result<Client, ApiError> {
-    let default = state.tessera.policy().default_profile;
-    let source = actor.source.as_deref();
-    state
-        .limits
-        .source(source)
-        .map_err(|l| ApiError::limited(default, l))?;
-    let creds = req
-        .credentials()
-        .map_err(|(e, challenge)| ApiError::oauth(default, e).with_basic_challenge(challenge))?;
-    let client = state
-        .tessera
-        .authenticate(&creds.client_id, &creds.secret, actor)
-        .await
-        .map_err(|e| {
-            let err = ApiError::service(default, e).with_basic_challenge(creds.basic);
-            if err.is_invalid_client()
-                && let Err(l) = state.limits.auth_failure(&creds.client_id, source)
-            {
-                return ApiError::limited(default, l);
-            }
-            err
-        })?;
-    state
-        .limits
-        .client(&client.id)
-        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
-    tracing::Span::current().record("client_id", client.id.as_str());
-    Ok(client)
-}
-
 /// The handler.
 #[utoipa::path(
     post,
@@ -109,23 +68,21 @@ pub async fn authenticate(
 )]
 pub async fn token(
     State(state): State<Arc<AppState>>,
-    Extension(actor): Extension<Actor>,
-    req: OAuthRequest,
+    auth: AuthenticatedClient,
 ) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &req, &actor).await?;
-    let profile = state.tessera.profile_of(&client);
+    let form = &auth.form;
     let request = TokenRequest {
-        grant_type: req.get("grant_type"),
-        scope: req.get("scope"),
-        refresh_token: req.get("refresh_token"),
-        client_type: req.get("client_type"),
-        origin: req.origin(),
-        resource: req.get("resource"),
+        grant_type: form.get("grant_type"),
+        scope: form.get("scope"),
+        refresh_token: form.get("refresh_token"),
+        client_type: form.get("client_type"),
+        origin: form.origin(),
+        resource: form.get("resource"),
     };
     let issued = state
         .tessera
-        .token(&client, &request, &actor)
+        .token(&auth.client, &request, &auth.actor)
         .await
-        .map_err(|e| ApiError::service(profile, e))?;
-    Ok(Json(AuthToken::render(profile, issued)).into_response())
+        .map_err(|e| auth.error(e))?;
+    Ok(Json(AuthToken::render(auth.profile, issued)).into_response())
 }

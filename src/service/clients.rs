@@ -11,7 +11,6 @@ use crate::domain::client::{
     parse_origins, parse_resource_server, parse_resources,
 };
 use crate::domain::clock::UnixTime;
-use crate::domain::error::OAuthError;
 use crate::domain::scope::{Registry, ScopePattern, parse_patterns};
 use crate::domain::token;
 
@@ -107,15 +106,16 @@ pub struct ClientView {
     pub updated_at: UnixTime,
 }
 
-fn invalid(msg: impl Into<String>) -> ServiceError {
-    ServiceError::OAuth(OAuthError::invalid_request(msg.into()))
+fn no_scopes() -> ServiceError {
+    ServiceError::invalid("scopes", "a client needs at least one allowed scope")
 }
 
-fn check_ttl(name: &str, ttl: Option<u32>) -> Result<(), ServiceError> {
+fn check_ttl(name: &'static str, ttl: Option<u32>) -> Result<(), ServiceError> {
     match ttl {
-        Some(t) if t == 0 || t > MAX_TTL => Err(invalid(format!(
-            "{name} must be between 1 and {MAX_TTL} seconds"
-        ))),
+        Some(t) if t == 0 || t > MAX_TTL => Err(ServiceError::invalid(
+            name,
+            format!("{name} must be between 1 and {MAX_TTL} seconds"),
+        )),
         _ => Ok(()),
     }
 }
@@ -138,12 +138,17 @@ struct CheckedChanges {
 
 impl CheckedChanges {
     fn check(changes: ClientChanges, registry: &Registry) -> Result<Self, ServiceError> {
-        let name = changes.name.as_deref().map(parse_name).transpose()?;
+        let name = changes
+            .name
+            .as_deref()
+            .map(parse_name)
+            .transpose()
+            .map_err(ServiceError::refused_setting)?;
         let scopes = match changes.scopes {
             Some(scopes) => {
                 let parsed = parse_patterns(&scopes, registry)?;
                 if parsed.is_empty() {
-                    return Err(invalid("a client needs at least one allowed scope"));
+                    return Err(no_scopes());
                 }
                 Some(parsed)
             }
@@ -162,20 +167,28 @@ impl CheckedChanges {
             profile: changes.profile,
             access_ttl: changes.access_ttl,
             refresh_ttl: changes.refresh_ttl,
-            origins: changes.origins.as_deref().map(parse_origins).transpose()?,
+            origins: changes
+                .origins
+                .as_deref()
+                .map(parse_origins)
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
             audience: changes
                 .audience
                 .map(|a| parse_audience(a.as_deref()))
-                .transpose()?,
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
             resources: changes
                 .resources
                 .as_deref()
                 .map(parse_resources)
-                .transpose()?,
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
             resource_server: changes
                 .resource_server
                 .map(|r| parse_resource_server(r.as_deref()))
-                .transpose()?,
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
             disabled: changes.disabled,
         })
     }
@@ -244,23 +257,26 @@ impl Tessera {
     /// Creates a client; returns it with its secret, which is never available again.
     ///
     /// # Errors
-    /// `invalid_request`/`invalid_scope` for bad settings; store failures.
+    /// [`ServiceError::Invalid`] for a refused setting, `invalid_scope` for a refused scope
+    /// pattern; store failures.
     pub async fn create_client(
         &self,
         spec: ClientSpec,
         actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
-        let name = parse_name(&spec.name)?;
+        let name = parse_name(&spec.name).map_err(ServiceError::refused_setting)?;
         let scopes = parse_patterns(&spec.scopes, &self.registry)?;
         if scopes.is_empty() {
-            return Err(invalid("a client needs at least one allowed scope"));
+            return Err(no_scopes());
         }
         check_ttl("access_ttl", spec.access_ttl)?;
         check_ttl("refresh_ttl", spec.refresh_ttl)?;
-        let origins = parse_origins(&spec.origins)?;
-        let audience = parse_audience(spec.audience.as_deref())?;
-        let resources = parse_resources(&spec.resources)?;
-        let resource_server = parse_resource_server(spec.resource_server.as_deref())?;
+        let origins = parse_origins(&spec.origins).map_err(ServiceError::refused_setting)?;
+        let audience =
+            parse_audience(spec.audience.as_deref()).map_err(ServiceError::refused_setting)?;
+        let resources = parse_resources(&spec.resources).map_err(ServiceError::refused_setting)?;
+        let resource_server = parse_resource_server(spec.resource_server.as_deref())
+            .map_err(ServiceError::refused_setting)?;
         let secret = token::new_secret()?;
         let now = self.clock.now();
         let client = Client {
@@ -396,7 +412,7 @@ impl Tessera {
         keep_old: u32,
         actor: &Actor,
     ) -> Result<(Client, String), ServiceError> {
-        let keep_old = check_keep_old(keep_old)?;
+        let keep_old = check_keep_old(keep_old).map_err(ServiceError::refused_setting)?;
         let secret = token::new_secret()?;
         let hash = SecretHash(self.keys.hash_secret(&secret));
         let c = self
@@ -469,5 +485,52 @@ impl Tessera {
         } else {
             Err(ServiceError::NotFound(format!("no client {id:?}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::error::ErrorCode;
+
+    #[test]
+    fn a_refused_client_setting_is_invalid_naming_its_field() {
+        let e = parse_name("").map_err(ServiceError::refused_setting).err();
+        assert!(
+            matches!(&e, Some(ServiceError::Invalid { field: "name", reason })
+                if reason.starts_with("name ")),
+            "{e:?}"
+        );
+        let e = check_ttl("access_ttl", Some(0)).err();
+        assert!(
+            matches!(
+                &e,
+                Some(ServiceError::Invalid {
+                    field: "access_ttl",
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        assert!(matches!(
+            no_scopes(),
+            ServiceError::Invalid {
+                field: "scopes",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_refused_scope_pattern_stays_an_oauth_invalid_scope() {
+        let registry = Registry::with_extra::<&str>(&[]).ok();
+        let e = registry
+            .as_ref()
+            .and_then(|r| parse_patterns("/widgets.read", r).err())
+            .map(ServiceError::refused_setting);
+        assert!(
+            matches!(&e, Some(ServiceError::OAuth(o)) if o.code == ErrorCode::InvalidScope),
+            "{e:?}"
+        );
     }
 }

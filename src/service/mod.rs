@@ -12,6 +12,7 @@ pub mod keys;
 pub mod signing;
 pub mod tokens;
 
+use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context as _;
@@ -44,14 +45,55 @@ pub enum ServiceError {
     /// The named thing does not exist (operator calls).
     #[error("{0}")]
     NotFound(String),
+    /// A value an operator (admin API, CLI) gave, refused by a client-setting or key rule:
+    /// the field it is about and the reason, which starts with the field's name. Not an OAuth
+    /// refusal and not retryable as it stands. The admin API answers `400 invalid_request`;
+    /// a refused scope pattern stays [`ServiceError::OAuth`] (`invalid_scope`), the scope
+    /// grammar being OAuth's.
+    #[error("{reason}")]
+    Invalid {
+        /// The refused field.
+        field: &'static str,
+        /// Why, safe to show (never a secret).
+        reason: Cow<'static, str>,
+    },
     /// A concurrent change won a race this call lost (two key rotations at once, a client that
     /// kept changing, a key whose state changed meanwhile). Nothing was changed by this call;
-    /// trying again is safe. The admin API answers `409 conflict`.
+    /// trying again is safe. The admin API answers `409 conflict` with `Retry-After`, the OAuth
+    /// endpoints `503` with `Retry-After`.
     #[error("{0}")]
     Conflict(String),
     /// A bug or an environment failure (e.g. the random source).
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl ServiceError {
+    /// An [`ServiceError::Invalid`] refusal of `field`.
+    pub fn invalid(field: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Invalid {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// A domain rule's refusal of an operator's value: [`ServiceError::Invalid`] when it is
+    /// `invalid_request` about one field (the client-setting rules of `domain::client`), the
+    /// OAuth refusal as it is otherwise.
+    #[must_use]
+    pub fn refused_setting(e: OAuthError) -> Self {
+        match e {
+            OAuthError {
+                code: crate::domain::error::ErrorCode::InvalidRequest,
+                field: Some(field),
+                description,
+            } => Self::Invalid {
+                field,
+                reason: description,
+            },
+            other => Self::OAuth(other),
+        }
+    }
 }
 
 /// Token policy: the server-wide defaults a client can override.

@@ -210,9 +210,7 @@ impl Tessera {
             }
             KeyState::Retired => {}
             KeyState::Revoked => {
-                return Err(ServiceError::OAuth(
-                    crate::domain::error::OAuthError::invalid_request("the key is revoked"),
-                ));
+                return Err(ServiceError::invalid("kid", "the key is revoked"));
             }
         }
         self.reload_keys().await?;
