@@ -24,6 +24,15 @@ pub const MAX_CONNECTION_TIMEOUT: u32 = 3600;
 /// 192 bits; `openssl rand -base64 32` gives 44.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
 
+/// Where the store lives: what [`crate::store::open`] needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// `sqlite:` URL, plain file path, or `postgres://` URL.
+    pub url: String,
+    /// Most pooled connections (PostgreSQL).
+    pub max_connections: u32,
+}
+
 /// How a setting's text (from the environment or a flag) becomes a TOML value.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
@@ -252,6 +261,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The database settings.
+    #[must_use]
+    pub fn database(&self) -> DatabaseSettings {
+        DatabaseSettings {
+            url: self.database_url.clone(),
+            max_connections: self.database_max_connections,
+        }
+    }
+
     /// Layers the TOML file (if any), the process environment and `flags` (setting name →
     /// text) over the defaults, and validates the result.
     ///

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 
 use super::{
     AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, Store, StoreResult, StoredKey,
+    Purged, RotateOutcome, AuditStore, CleanupPolicy, ClientStore, KeyStore, Maintenance, TokenStore, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -34,34 +34,7 @@ async fn timed<T>(op: &'static str, fut: impl Future<Output = StoreResult<T>>) -
 }
 
 #[async_trait]
-impl<S: Store> Store for Metered<S> {
-    async fn migrate(&self) -> StoreResult<()> {
-        timed("migrate", self.0.migrate()).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        timed("ping", self.0.ping()).await
-    }
-    async fn ready(&self) -> StoreResult<()> {
-        timed("ready", self.0.ready()).await
-    }
-    fn pool_stats(&self) -> PoolStats {
-        self.0.pool_stats()
-    }
-    fn cleanup_holds_up_writes(&self) -> bool {
-        self.0.cleanup_holds_up_writes()
-    }
-    async fn close(&self) {
-        self.0.close().await;
-    }
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
-        timed("meta_get", self.0.meta_get(key)).await
-    }
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
-        timed("meta_insert_or_get", self.0.meta_insert_or_get(key, value)).await
-    }
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
-        timed("meta_replace", self.0.meta_replace(key, expected, value)).await
-    }
+impl<S: ClientStore> ClientStore for Metered<S> {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         timed("insert_client", self.0.insert_client(client)).await
     }
@@ -76,6 +49,19 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         timed("delete_client", self.0.delete_client(id)).await
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for Metered<S> {
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        timed("meta_get", self.0.meta_get(key)).await
+    }
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
+        timed("meta_insert_or_get", self.0.meta_insert_or_get(key, value)).await
+    }
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        timed("meta_replace", self.0.meta_replace(key, expected, value)).await
     }
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
         timed("list_keys", self.0.list_keys()).await
@@ -114,6 +100,10 @@ impl<S: Store> Store for Metered<S> {
         )
         .await
     }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for Metered<S> {
     async fn issue(
         &self,
         family: &NewFamily,
@@ -179,11 +169,37 @@ impl<S: Store> Store for Metered<S> {
         )
         .await
     }
+}
+
+#[async_trait]
+impl<S: AuditStore> AuditStore for Metered<S> {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         timed("record_audit", self.0.record_audit(event)).await
     }
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         timed("list_audit", self.0.list_audit(query)).await
+    }
+}
+
+#[async_trait]
+impl<S: Maintenance> Maintenance for Metered<S> {
+    async fn migrate(&self) -> StoreResult<()> {
+        timed("migrate", self.0.migrate()).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        timed("ping", self.0.ping()).await
+    }
+    async fn ready(&self) -> StoreResult<()> {
+        timed("ready", self.0.ready()).await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        self.0.pool_stats()
+    }
+    fn cleanup_policy(&self) -> CleanupPolicy {
+        self.0.cleanup_policy()
+    }
+    async fn close(&self) {
+        self.0.close().await;
     }
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         timed("purge_audit", self.0.purge_audit(before, batch)).await

@@ -1,4 +1,7 @@
-//! Persistence: one [`Store`] abstraction, one implementation per database.
+//! Persistence: one role trait per kind of data ([`ClientStore`], [`KeyStore`],
+//! [`TokenStore`], [`AuditStore`]) and one for the database itself ([`Maintenance`]: schema,
+//! health, and the cleanup policy each backend owns); [`Store`] is all of them, implemented once
+//! per database, and [`open`] picks the database a URL names.
 //!
 //! The store speaks in domain types and in whole units of work: each method is one transaction
 //! that either commits entirely or not at all, so the service never sees a half-written grant.
@@ -6,6 +9,7 @@
 //! WHERE consumed_at IS NULL`, and only the caller whose update touched the row may issue its
 //! successor.
 
+pub mod cleanup;
 pub mod metered;
 pub mod postgres;
 mod postgres_batch;
@@ -17,8 +21,14 @@ mod sqlite_files;
 mod sqlite_read;
 mod sqlite_writer;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use async_trait::async_trait;
 
+pub use cleanup::{CleanupPolicy, CleanupRound, CleanupRun, Retention};
+
+use crate::config::DatabaseSettings;
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, TokenFormat};
 use crate::domain::clock::UnixTime;
@@ -196,7 +206,7 @@ pub enum RotateOutcome {
     Lost,
 }
 
-/// The outcome of a client update ([`Store::update_client`]).
+/// The outcome of a client update ([`ClientStore::update_client`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientUpdate {
     /// Written; the stored revision is one more than the one the update was made from.
@@ -214,8 +224,9 @@ pub struct Purged {
     pub rows: u64,
     /// How long the deletes held the database: on SQLite the job's time in the group writer,
     /// without its wait for its turn or the shared commit (which every request batched with it
-    /// waits for); on PostgreSQL the transaction's. The cleanup sizes its rounds by it.
-    pub busy: std::time::Duration,
+    /// waits for); on PostgreSQL the transaction's. The cleanup sizes and paces its rounds by it
+    /// ([`cleanup`]).
+    pub(crate) busy: std::time::Duration,
 }
 
 impl Purged {
@@ -248,34 +259,9 @@ pub struct PoolStats {
     pub idle: u32,
 }
 
-/// Tessera's persistence.
+/// The clients.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies the embedded migrations.
-    async fn migrate(&self) -> StoreResult<()>;
-    /// A cheap query proving the database answers.
-    async fn ping(&self) -> StoreResult<()>;
-    /// Whether the store can serve requests, writes included (`/readyz`). By default a
-    /// [`ping`](Self::ping); the SQLite store also checks its files and commits a probe write.
-    async fn ready(&self) -> StoreResult<()> {
-        self.ping().await
-    }
-    /// Connection pool figures.
-    fn pool_stats(&self) -> PoolStats;
-    /// Whether the requests' writes wait while a cleanup round runs, so that rounds must stay
-    /// short: true on SQLite, where a round is a job in the one group writer's batch; false on
-    /// PostgreSQL, where it runs on a connection of its own and skips locked rows.
-    fn cleanup_holds_up_writes(&self) -> bool;
-    /// Closes the connections (on shutdown), after in-flight work finished.
-    async fn close(&self);
-
-    /// Stores `value` under `key` unless a value is already there; returns the stored value.
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
-    /// Reads the value under `key` (a read: no write transaction).
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
-    /// Replaces the value under `key` if it is still `expected`; false otherwise.
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
-
+pub trait ClientStore: Send + Sync {
     /// Inserts a new client; `Conflict` if the id exists.
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
     /// Finds a client by id.
@@ -289,6 +275,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update_client(&self, client: &Client) -> StoreResult<ClientUpdate>;
     /// Deletes a client and every token it holds; false if it did not exist.
     async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// The signing keys, and the small named values (`meta`) the root key is kept in.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores `value` under `key` unless a value is already there; returns the stored value.
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Reads the value under `key` (a read: no write transaction).
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Replaces the value under `key` if it is still `expected`; false otherwise.
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
 
     /// Every signing key.
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
@@ -314,7 +311,11 @@ pub trait Store: Send + Sync + 'static {
         state: &str,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool>;
+}
 
+/// Token families and their access and refresh tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Writes a new family with its first access and refresh tokens and the audit event,
     /// atomically.
     async fn issue(
@@ -363,11 +364,38 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64>;
+}
 
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Records an event on its own.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// Reads events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// The database itself: schema, health, connections, and the cleanup of what expired. Each
+/// backend owns its cleanup policy whole ([`CleanupPolicy`]: how rounds are sized and how many
+/// audit events a round takes); [`Maintenance::cleanup_round`] applies it.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Applies the embedded migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap query proving the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Whether the store can serve requests, writes included (`/readyz`). By default a
+    /// [`ping`](Self::ping); the SQLite store also checks its files and commits a probe write.
+    async fn ready(&self) -> StoreResult<()> {
+        self.ping().await
+    }
+    /// Connection pool figures.
+    fn pool_stats(&self) -> PoolStats;
+    /// Closes the connections (on shutdown), after in-flight work finished.
+    async fn close(&self);
+
+    /// This backend's cleanup policy.
+    fn cleanup_policy(&self) -> CleanupPolicy;
     /// Deletes up to `batch` events older than `before`.
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
     /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
@@ -376,4 +404,50 @@ pub trait Store: Send + Sync + 'static {
     /// deletes its tokens. A deleted token is unknown afterwards, which every caller treats like
     /// a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
+    /// One round of the cleanup `run`: one batch of expired and revoked tokens, then the old
+    /// audit events this backend's policy allows; returns what went and when the next round
+    /// may start ([`CleanupRound`]).
+    async fn cleanup_round(
+        &self,
+        run: &mut CleanupRun,
+        retention: Retention,
+    ) -> StoreResult<CleanupRound> {
+        cleanup::round(self, run, retention).await
+    }
+}
+
+/// Tessera's persistence: every role, on one database.
+pub trait Store: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
+
+impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
+
+/// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+#[must_use]
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store `settings.url` names: PostgreSQL for `postgres://` and `postgresql://`
+/// URLs, otherwise SQLite (`sqlite:` URL or a plain file path). Operations are measured
+/// ([`metered`]). The schema is not touched: see [`Maintenance::migrate`].
+///
+/// # Errors
+/// An unsupported URL or a database that cannot be opened.
+pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.url.as_str();
+    if is_postgres_url(url) {
+        let store = postgres::PostgresStore::open(url, settings.max_connections)
+            .await
+            .with_context(|| format!("opening {}", postgres::redact_url(url)))?;
+        return Ok(Arc::new(metered::Metered(store)));
+    }
+    let url = if url.starts_with("sqlite:") {
+        url.to_owned()
+    } else {
+        format!("sqlite://{url}")
+    };
+    let store = sqlite::SqliteStore::open(&url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    Ok(Arc::new(metered::Metered(store)))
 }

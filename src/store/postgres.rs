@@ -12,7 +12,7 @@
 //!   then re-checks `<condition>` against the row as that transaction left it (PostgreSQL's
 //!   "EvalPlanQual" recheck), so at most one of several racing conditional updates wins. The
 //!   family row is the lock that orders a refresh against a revocation: see
-//!   [`PostgresStore::rotate_refresh`](Store::rotate_refresh).
+//!   [`PostgresStore::rotate_refresh`](super::TokenStore::rotate_refresh).
 //! - **Uniqueness** that SQLite gets from its single writer is a constraint here: partial
 //!   unique indexes allow one `active` and one `next` signing key, and inserts that could race
 //!   use `ON CONFLICT DO NOTHING`.
@@ -49,7 +49,7 @@ use super::rows::{
 };
 use super::{
     AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    Purged, RotateOutcome, AuditStore, CleanupPolicy, ClientStore, KeyStore, Maintenance, TokenStore, StoreError, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -125,7 +125,7 @@ pub fn redact_url(url: &str) -> String {
 impl PostgresStore {
     /// Connects to the database named by a `postgres://` or `postgresql://` URL, with at most
     /// `max_connections` pooled connections. The database must exist; the schema is created by
-    /// [`Store::migrate`].
+    /// [`super::Maintenance::migrate`].
     ///
     /// # Errors
     /// A malformed URL, or a database that does not answer.
@@ -496,116 +496,7 @@ fn revoke_one(
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[async_trait]
-impl Store for PostgresStore {
-    /// Applies the embedded migrations on a connection of its own.
-    ///
-    /// Several instances may start at once: sqlx's PostgreSQL migrator takes a session-level
-    /// `pg_advisory_lock` (keyed on the database name) before it even creates its
-    /// `_sqlx_migrations` table, and releases it when done (sqlx-postgres 0.9,
-    /// `src/migrate.rs`, `lock`/`unlock`, called first and last by `Migrator::run_direct`). The
-    /// others wait on that lock, then find every migration applied. The connection is a pool
-    /// of one of its own, closed afterwards, so the session lock cannot outlive a failed run
-    /// inside a connection the requests share. No [`OPERATION_TIMEOUT`] here: waiting for
-    /// another instance's migration is correct.
-    async fn migrate(&self) -> StoreResult<()> {
-        let single = PgPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(OPERATION_TIMEOUT)
-            // "relation _sqlx_migrations already exists, skipping" on every start is noise.
-            .connect_with(
-                self.options
-                    .clone()
-                    .options([("client_min_messages", "warning")]),
-            )
-            .await
-            .map_err(unavailable)?;
-        let outcome = MIGRATOR
-            .run(&single)
-            .await
-            .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
-        single.close().await;
-        outcome
-    }
-
-    fn cleanup_holds_up_writes(&self) -> bool {
-        false
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
-        }
-    }
-
-    async fn close(&self) {
-        self.pool.close().await;
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            sqlx::query("SELECT 1")
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
-        self.bounded(async {
-            let mut conn = self.conn().await?;
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map_err)
-        })
-        .await
-    }
-
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
-        let (key, value) = (key.to_owned(), value.to_owned());
-        self.detached(move |store| async move {
-            let mut tx = store.begin().await?;
-            // If another instance inserts the same key concurrently, ON CONFLICT waits for its
-            // transaction and then does nothing; the SELECT, a new statement, sees its value.
-            sqlx::query(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(&key)
-            .bind(&value)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-            let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-                .bind(&key)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(map_err)?;
-            tx.commit().await.map_err(map_err)?;
-            Ok(stored)
-        })
-        .await
-    }
-
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
-        self.written(async {
-            let mut conn = self.conn().await?;
-            let done = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
-                .bind(value)
-                .bind(key)
-                .bind(expected)
-                .execute(&mut *conn)
-                .await
-                .map_err(map_err)?;
-            Ok(done.rows_affected() == 1)
-        })
-        .await
-    }
-
+impl ClientStore for PostgresStore {
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
         self.written(async {
             let mut conn = self.conn().await?;
@@ -629,14 +520,12 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
         if !storable(id) {
             return Ok(None);
         }
         self.bounded(self.clients.submit(id.to_owned())).await
     }
-
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
         if after.is_some_and(|a| !storable(a)) {
             return Ok(Vec::new());
@@ -656,7 +545,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     /// One statement: the update, and whether the client exists (in the statement's snapshot,
     /// so a client deleted meanwhile reads as not found, not as stale).
     async fn update_client(&self, c: &Client) -> StoreResult<ClientUpdate> {
@@ -689,7 +577,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         if !storable(id) {
             return Ok(false);
@@ -717,7 +604,59 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl KeyStore for PostgresStore {
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)
+        })
+        .await
+    }
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.detached(move |store| async move {
+            let mut tx = store.begin().await?;
+            // If another instance inserts the same key concurrently, ON CONFLICT waits for its
+            // transaction and then does nothing; the SELECT, a new statement, sees its value.
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(&value)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+            let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(&key)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            tx.commit().await.map_err(map_err)?;
+            Ok(stored)
+        })
+        .await
+    }
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        self.written(async {
+            let mut conn = self.conn().await?;
+            let done = sqlx::query("UPDATE meta SET value = $1 WHERE key = $2 AND value = $3")
+                .bind(value)
+                .bind(key)
+                .bind(expected)
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(done.rows_affected() == 1)
+        })
+        .await
+    }
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
         self.bounded(async {
             let mut conn = self.conn().await?;
@@ -732,7 +671,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
         self.written(async {
             let mut conn = self.conn().await?;
@@ -756,7 +694,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
         self.written(async {
             let mut conn = self.conn().await?;
@@ -777,7 +714,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn activate_next_key(
         &self,
         next_kid: &str,
@@ -823,7 +759,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn set_key_state(
         &self,
         kid: &str,
@@ -847,7 +782,10 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl TokenStore for PostgresStore {
     async fn issue(
         &self,
         family: &NewFamily,
@@ -863,7 +801,6 @@ impl Store for PostgresStore {
         };
         self.written(self.grants.submit(grant)).await
     }
-
     /// Found by the id inside the token, checking the stored hash (migration 0003 says why);
     /// a token minted before ids were embedded by the id that migration gave its row.
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
@@ -877,14 +814,13 @@ impl Store for PostgresStore {
         }
         self.bounded(self.refresh.submit(lookup)).await
     }
-
     /// Why this is race-free across instances, at `READ COMMITTED` ([`ROTATE_SQL`] is one
     /// statement inside a transaction):
     ///
     /// 1. The family row is updated first, `WHERE revoked_at IS NULL` (the token update reads
     ///    the family's id from that update, so it cannot run before it). That takes the
     ///    family's row lock and holds it until commit. A concurrent rotation (of any token of
-    ///    the family) or [`revoke_family`](Store::revoke_family) on another instance needs the
+    ///    the family) or [`revoke_family`](super::TokenStore::revoke_family) on another instance needs the
     ///    same lock, so they run one after the other, never interleaved. If a revocation
     ///    committed while we waited, PostgreSQL re-checks the `WHERE` against the row's
     ///    newest version, it fails, no family id comes out, and nothing is consumed: `Lost`.
@@ -930,7 +866,6 @@ impl Store for PostgresStore {
         }
         self.written(self.rotations.submit(rotation)).await
     }
-
     async fn revoke_family(
         &self,
         family_id: &str,
@@ -949,7 +884,6 @@ impl Store for PostgresStore {
         }
         self.written(self.revocations.submit(revocation)).await
     }
-
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
         let lookup = match key {
             AccessKey::Opaque(TokenRef { id: Some(id), hash }) => TokenLookup {
@@ -988,7 +922,6 @@ impl Store for PostgresStore {
         }
         self.bounded(self.access.submit(lookup)).await
     }
-
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
         self.written(async {
             let query = sqlx::query(REVOKE_ACCESS_SQL).bind(now).bind(id);
@@ -1000,7 +933,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
@@ -1018,7 +950,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn revoke_issued_before(
         &self,
         before: UnixTime,
@@ -1051,7 +982,10 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl AuditStore for PostgresStore {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         self.written(async {
             bind_audit_event(sqlx::query(INSERT_AUDIT_SQL), event)
@@ -1062,7 +996,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         let texts = [
             q.client_id.as_deref(),
@@ -1092,7 +1025,69 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl Maintenance for PostgresStore {
+    /// Applies the embedded migrations on a connection of its own.
+    ///
+    /// Several instances may start at once: sqlx's PostgreSQL migrator takes a session-level
+    /// `pg_advisory_lock` (keyed on the database name) before it even creates its
+    /// `_sqlx_migrations` table, and releases it when done (sqlx-postgres 0.9,
+    /// `src/migrate.rs`, `lock`/`unlock`, called first and last by `Migrator::run_direct`). The
+    /// others wait on that lock, then find every migration applied. The connection is a pool
+    /// of one of its own, closed afterwards, so the session lock cannot outlive a failed run
+    /// inside a connection the requests share. No [`OPERATION_TIMEOUT`] here: waiting for
+    /// another instance's migration is correct.
+    async fn migrate(&self) -> StoreResult<()> {
+        let single = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(OPERATION_TIMEOUT)
+            // "relation _sqlx_migrations already exists, skipping" on every start is noise.
+            .connect_with(
+                self.options
+                    .clone()
+                    .options([("client_min_messages", "warning")]),
+            )
+            .await
+            .map_err(unavailable)?;
+        let outcome = MIGRATOR
+            .run(&single)
+            .await
+            .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
+        single.close().await;
+        outcome
+    }
+    /// Nothing waits for a cleanup round here: it runs on a connection of its own and skips
+    /// locked rows. Rounds sized to a few milliseconds shrank to the floor under a saturating
+    /// load and the soak's database grew without levelling off; at one batch of audit events a
+    /// round the audit trail fell behind (BENCHMARKS.md, "Soak"). So every round is a full
+    /// batch and takes as many audit events as token rows.
+    fn cleanup_policy(&self) -> CleanupPolicy {
+        CleanupPolicy {
+            requests_wait: false,
+        }
+    }
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        }
+    }
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        self.bounded(async {
+            let mut conn = self.conn().await?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         self.written(async {
             let started = std::time::Instant::now();
@@ -1110,7 +1105,6 @@ impl Store for PostgresStore {
         })
         .await
     }
-
     /// Every instance runs the cleanup. `FOR UPDATE SKIP LOCKED` makes concurrent runs take
     /// disjoint batches instead of waiting on (or deadlocking with) each other, and never
     /// blocks on a family a request is refreshing at that moment.

@@ -33,7 +33,7 @@ use super::sqlite_read::ReadPool;
 use super::sqlite_writer::{GroupWriter, is_environmental_code, map_err as writer_err};
 use super::{
     AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, Store, StoreError, StoreResult, StoredKey,
+    Purged, RotateOutcome, AuditStore, CleanupPolicy, ClientStore, KeyStore, Maintenance, TokenStore, StoreError, StoreResult, StoredKey,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -306,136 +306,7 @@ static SELECT_CLIENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[async_trait]
-impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        // A migration may change the `clients` table: other processes must reload. Only when
-        // one is pending: every CLI command migrates when it starts, and a signal for nothing
-        // made a running server reload every client it had cached, at each `client list`.
-        let pending = self.migrations_pending().await;
-        let _signal = pending.then(|| self.clients.signal_after());
-        if !pending {
-            // Nothing to apply (and applied migrations are never undone): the run only checks
-            // the applied ones against this binary's, with no write, so it needs no lock. Every
-            // CLI command migrates when it starts; this keeps it off a busy server's write lock.
-            return MIGRATOR
-                .run(&self.writer)
-                .await
-                .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
-        }
-        // The whole run in one write transaction: SQLite's write lock serialises processes
-        // migrating the same file at once (sqlx's migrator takes no lock on SQLite, so two of
-        // them would both see a migration as pending and the second fail to apply it). The
-        // other process waits on the busy timeout, then finds everything applied; each
-        // migration runs in a savepoint inside this transaction.
-        // `run_direct` is `run` on a connection already in hand; sqlx keeps it public for
-        // callers in `async_trait` methods, where `run`'s `Acquire` bound does not compile.
-        let mut tx = self.begin_write().await?;
-        MIGRATOR
-            .run_direct(None, &mut *tx, false)
-            .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => match map_err(e) {
-                    StoreError::Other(e) => {
-                        StoreError::Other(anyhow::anyhow!("migration failed: {e}"))
-                    }
-                    transient => transient,
-                },
-                e => StoreError::Other(anyhow::anyhow!("migration failed: {e}")),
-            })?;
-        self.commit(tx).await
-    }
-
-    /// Ready when the database files are still those this process opened, a read answers,
-    /// and a write commits: a small update of one `meta` row through the group writer, so that
-    /// a full disk or a failing device shows here as it does to the token requests (and the
-    /// first probe that commits again reports ready, with no restart).
-    async fn ready(&self) -> StoreResult<()> {
-        self.files.check()?;
-        self.ping().await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.group
-            .write(move |conn| {
-                change(
-                    conn,
-                    "INSERT INTO meta (key, value) VALUES ('readiness_probe', ?1) \
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![now.to_string()],
-                )?;
-                Ok(((), true))
-            })
-            .await
-    }
-
-    fn cleanup_holds_up_writes(&self) -> bool {
-        true
-    }
-
-    fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.reader.size() + self.writer.size(),
-            idle: u32::try_from(self.reader.num_idle() + self.writer.num_idle())
-                .unwrap_or(u32::MAX),
-        }
-    }
-
-    async fn close(&self) {
-        // The writer finishes its queue first; then every connection closes, the last one
-        // checkpointing the log into the database file.
-        let group = self.group.clone();
-        let _ = tokio::task::spawn_blocking(move || group.close()).await;
-        self.point_reads.close();
-        self.writer.close().await;
-        self.reader.close().await;
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map_err(map_err)?;
-        Ok(())
-    }
-
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        self.commit(tx).await?;
-        Ok(stored)
-    }
-
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE meta SET value = ? WHERE key = ? AND value = ?")
-            .bind(value)
-            .bind(key)
-            .bind(expected)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
-        self.commit(tx).await?;
-        Ok(done.rows_affected() == 1)
-    }
-
+impl ClientStore for SqliteStore {
     async fn insert_client(&self, c: &Client) -> StoreResult<()> {
         let mut tx = self.begin_client_write().await?;
         // Signals after the commit (an absent entry cached for this id must go), or when this
@@ -457,7 +328,6 @@ impl Store for SqliteStore {
             .map_err(map_err)?;
         self.commit(tx).await
     }
-
     /// Through the client cache (`sqlite_clients.rs`), which every client write above
     /// invalidates, in this process and in every other one on the same file.
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
@@ -470,7 +340,6 @@ impl Store for SqliteStore {
             row.map(Client::try_from).transpose()
         })
     }
-
     async fn list_clients(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Client>> {
         let rows: Vec<ClientRow> = sqlx::query_as(
             "SELECT * FROM clients WHERE (?1 IS NULL OR client_id > ?1) ORDER BY client_id LIMIT ?2",
@@ -482,7 +351,6 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         rows.into_iter().map(Client::try_from).collect()
     }
-
     /// The signal fires whatever the outcome: after a stale update, this process's cached copy
     /// (which the caller may have read) is reloaded too.
     async fn update_client(&self, c: &Client) -> StoreResult<ClientUpdate> {
@@ -518,7 +386,6 @@ impl Store for SqliteStore {
         self.commit(tx).await?;
         Ok(outcome)
     }
-
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         let mut tx = self.begin_client_write().await?;
         let _signal = self.clients.signal_after();
@@ -530,7 +397,45 @@ impl Store for SqliteStore {
         self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
+}
 
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(map_err)
+    }
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let stored: String = sqlx::query_scalar("SELECT value FROM meta WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        self.commit(tx).await?;
+        Ok(stored)
+    }
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE meta SET value = ? WHERE key = ? AND value = ?")
+            .bind(value)
+            .bind(key)
+            .bind(expected)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        self.commit(tx).await?;
+        Ok(done.rows_affected() == 1)
+    }
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT kid, alg, state, private_key, created_at, published_until FROM signing_keys \
@@ -541,7 +446,6 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         Ok(rows.into_iter().map(StoredKey::from).collect())
     }
-
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -559,7 +463,6 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         self.commit(tx).await
     }
-
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
@@ -576,7 +479,6 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         self.commit(tx).await
     }
-
     async fn activate_next_key(
         &self,
         next_kid: &str,
@@ -608,7 +510,6 @@ impl Store for SqliteStore {
         self.commit(tx).await?;
         Ok(true)
     }
-
     async fn set_key_state(
         &self,
         kid: &str,
@@ -631,7 +532,10 @@ impl Store for SqliteStore {
         self.commit(tx).await?;
         Ok(done.rows_affected() == 1)
     }
+}
 
+#[async_trait]
+impl TokenStore for SqliteStore {
     async fn issue(
         &self,
         family: &NewFamily,
@@ -667,7 +571,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
         let id = token.refresh_row_id();
         let row = self.point_reads.read(|conn| {
@@ -682,7 +585,6 @@ impl Store for SqliteStore {
         })?;
         row.map(RefreshRecord::try_from).transpose()
     }
-
     async fn rotate_refresh(
         &self,
         old: &TokenRef,
@@ -751,7 +653,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn revoke_family(
         &self,
         family_id: &str,
@@ -771,7 +672,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
         macro_rules! select_access {
             ($where:literal) => {
@@ -809,7 +709,6 @@ impl Store for SqliteStore {
         })?;
         row.map(AccessRecord::try_from).transpose()
     }
-
     async fn revoke_access(&self, id: &str, now: UnixTime, audit: &AuditEvent) -> StoreResult<()> {
         let (id, audit) = (id.to_owned(), audit.clone());
         self.group
@@ -824,7 +723,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn revoke_client_tokens(
         &self,
         client_id: &str,
@@ -844,7 +742,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn revoke_issued_before(
         &self,
         before: UnixTime,
@@ -869,7 +766,10 @@ impl Store for SqliteStore {
             })
             .await
     }
+}
 
+#[async_trait]
+impl AuditStore for SqliteStore {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         let event = event.clone();
         self.group
@@ -879,7 +779,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn list_audit(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         let rows: Vec<AuditRow> = sqlx::query_as(
             "SELECT id, at, event, client_id, request_id, source, detail FROM audit_events \
@@ -897,7 +796,100 @@ impl Store for SqliteStore {
         .map_err(map_err)?;
         rows.into_iter().map(AuditEvent::try_from).collect()
     }
+}
 
+#[async_trait]
+impl Maintenance for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        // A migration may change the `clients` table: other processes must reload. Only when
+        // one is pending: every CLI command migrates when it starts, and a signal for nothing
+        // made a running server reload every client it had cached, at each `client list`.
+        let pending = self.migrations_pending().await;
+        let _signal = pending.then(|| self.clients.signal_after());
+        if !pending {
+            // Nothing to apply (and applied migrations are never undone): the run only checks
+            // the applied ones against this binary's, with no write, so it needs no lock. Every
+            // CLI command migrates when it starts; this keeps it off a busy server's write lock.
+            return MIGRATOR
+                .run(&self.writer)
+                .await
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")));
+        }
+        // The whole run in one write transaction: SQLite's write lock serialises processes
+        // migrating the same file at once (sqlx's migrator takes no lock on SQLite, so two of
+        // them would both see a migration as pending and the second fail to apply it). The
+        // other process waits on the busy timeout, then finds everything applied; each
+        // migration runs in a savepoint inside this transaction.
+        // `run_direct` is `run` on a connection already in hand; sqlx keeps it public for
+        // callers in `async_trait` methods, where `run`'s `Acquire` bound does not compile.
+        let mut tx = self.begin_write().await?;
+        MIGRATOR
+            .run_direct(None, &mut *tx, false)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => match map_err(e) {
+                    StoreError::Other(e) => {
+                        StoreError::Other(anyhow::anyhow!("migration failed: {e}"))
+                    }
+                    transient => transient,
+                },
+                e => StoreError::Other(anyhow::anyhow!("migration failed: {e}")),
+            })?;
+        self.commit(tx).await
+    }
+    /// Ready when the database files are still those this process opened, a read answers,
+    /// and a write commits: a small update of one `meta` row through the group writer, so that
+    /// a full disk or a failing device shows here as it does to the token requests (and the
+    /// first probe that commits again reports ready, with no restart).
+    async fn ready(&self) -> StoreResult<()> {
+        self.files.check()?;
+        self.ping().await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.group
+            .write(move |conn| {
+                change(
+                    conn,
+                    "INSERT INTO meta (key, value) VALUES ('readiness_probe', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![now.to_string()],
+                )?;
+                Ok(((), true))
+            })
+            .await
+    }
+    /// A cleanup round is a job in the one group writer's batch, and every request batched
+    /// with it waits for it: rounds are sized to a few milliseconds of deletes, with one batch
+    /// of audit events each.
+    fn cleanup_policy(&self) -> CleanupPolicy {
+        CleanupPolicy {
+            requests_wait: true,
+        }
+    }
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.reader.size() + self.writer.size(),
+            idle: u32::try_from(self.reader.num_idle() + self.writer.num_idle())
+                .unwrap_or(u32::MAX),
+        }
+    }
+    async fn close(&self) {
+        // The writer finishes its queue first; then every connection closes, the last one
+        // checkpointing the log into the database file.
+        let group = self.group.clone();
+        let _ = tokio::task::spawn_blocking(move || group.close()).await;
+        self.point_reads.close();
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         // Through the group writer like the hot path: a cleanup on its own connection would
         // contend with it for SQLite's write lock, and the loser sleeps in the busy handler.
@@ -914,7 +906,6 @@ impl Store for SqliteStore {
             })
             .await
     }
-
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         // Through the group writer (see `purge_audit`), in one job so that it commits at once.
         self.group

@@ -17,7 +17,7 @@ mod suite;
 
 use std::sync::Arc;
 
-use tessera::store::Store;
+use tessera::store::{KeyStore as _, Maintenance as _, Store};
 use tessera::store::postgres::PostgresStore;
 use tessera::store::sqlite::SqliteStore;
 
