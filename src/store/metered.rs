@@ -7,8 +7,9 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, AuditStore, CleanupPolicy, ClientStore, KeyStore, Maintenance, TokenStore, StoreResult, StoredKey,
+    AccessKey, AccessRecord, AuditStore, CleanupPolicy, ClientStore, ClientUpdate, KeyStore,
+    Maintenance, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, Purged, RotateOutcome,
+    StoreResult, StoredKey, TokenStore,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;

@@ -12,7 +12,7 @@
 pub mod cleanup;
 pub mod metered;
 pub mod postgres;
-mod postgres_batch;
+
 pub mod queue;
 mod rows;
 pub mod sqlite;
@@ -419,7 +419,8 @@ pub trait Maintenance: Send + Sync {
 /// Tessera's persistence: every role, on one database.
 pub trait Store: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
 
-impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
+impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static
+{}
 
 /// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
 #[must_use]

@@ -32,8 +32,9 @@ use super::sqlite_files::DatabaseFiles;
 use super::sqlite_read::ReadPool;
 use super::sqlite_writer::{GroupWriter, is_environmental_code, map_err as writer_err};
 use super::{
-    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, AuditStore, CleanupPolicy, ClientStore, KeyStore, Maintenance, TokenStore, StoreError, StoreResult, StoredKey,
+    AccessKey, AccessRecord, AuditStore, CleanupPolicy, ClientStore, ClientUpdate, KeyStore,
+    Maintenance, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, Purged, RotateOutcome,
+    StoreError, StoreResult, StoredKey, TokenStore,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;

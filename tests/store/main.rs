@@ -17,9 +17,9 @@ mod suite;
 
 use std::sync::Arc;
 
-use tessera::store::{KeyStore as _, Maintenance as _, Store};
 use tessera::store::postgres::PostgresStore;
 use tessera::store::sqlite::SqliteStore;
+use tessera::store::{KeyStore as _, Maintenance as _, Store};
 
 /// Keeps a test's database alive until the test ends.
 #[allow(dead_code)]
