@@ -16,10 +16,6 @@ pub mod postgres;
 pub mod queue;
 mod rows;
 pub mod sqlite;
-mod sqlite_clients;
-mod sqlite_files;
-mod sqlite_read;
-mod sqlite_writer;
 
 use std::sync::Arc;
 
