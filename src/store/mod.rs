@@ -125,7 +125,7 @@ impl NewAccessToken {
     #[must_use]
     pub fn key(&self) -> TokenRef {
         TokenRef {
-            id: Some(self.id.clone()),
+            id: self.id.clone(),
             hash: self.hash,
         }
     }
@@ -136,7 +136,7 @@ impl NewRefreshToken {
     #[must_use]
     pub fn key(&self) -> TokenRef {
         TokenRef {
-            id: Some(self.id.clone()),
+            id: self.id.clone(),
             hash: self.hash,
         }
     }
@@ -169,8 +169,7 @@ pub struct AccessRecord {
 /// How to find an access token.
 #[derive(Debug, Clone, Copy)]
 pub enum AccessKey<'a> {
-    /// An opaque token: by its id (or, for one minted before ids were embedded, its hash),
-    /// and only if the stored hash matches.
+    /// An opaque token: by its id, and only if the stored hash matches.
     Opaque(&'a TokenRef),
     /// By the `jti` of a JWT.
     Id(&'a str),
@@ -322,7 +321,7 @@ pub trait TokenStore: Send + Sync {
         audit: &AuditEvent,
     ) -> StoreResult<()>;
     /// Finds a refresh token with its family's facts (by id, and only if the stored hash
-    /// matches; by hash for a token without an id).
+    /// matches).
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>>;
     /// Consumes refresh token `old` and writes its successors, atomically, if and only if the
     /// token and its family are unrevoked and the token is unconsumed (or was consumed at or

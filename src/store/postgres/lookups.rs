@@ -17,7 +17,7 @@ use crate::domain::grant::RefreshRecord;
 
 /// The columns of an access-token lookup, its revocation facts folded into `revoked` (token,
 /// family, disabled client, revoked signing key), and the tables they come from after
-/// `access_tokens a`. Shared by the one-token statements and the batch.
+/// `access_tokens a`.
 macro_rules! access_columns {
     () => {
         "a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, a.issued_at, \
@@ -32,11 +32,10 @@ macro_rules! access_joins {
          LEFT JOIN signing_keys k ON k.kid = a.signing_kid "
     };
 }
-pub(super) use {access_columns, access_joins};
 
 /// One token lookup: by id, and (for an opaque token) only if the stored hash is this.
 pub struct TokenLookup {
-    /// The token id (an opaque token's embedded id or its row's key, or a JWT's `jti`).
+    /// The token id (the id inside an opaque token, or a JWT's `jti`).
     pub id: String,
     /// The presented opaque token's hash; `None` for a JWT, whose signature was checked.
     pub hash: Option<Vec<u8>>,

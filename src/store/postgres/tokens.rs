@@ -4,14 +4,14 @@
 
 use async_trait::async_trait;
 
-use super::super::rows::{AccessRow, bind_audit_event};
+use super::super::rows::bind_audit_event;
 use super::super::{
     AccessKey, AccessRecord, AuditStore as _, NewAccessToken, NewFamily, NewRefreshToken,
     RotateOutcome, StoreResult, TokenStore,
 };
 use super::audit::insert_audit;
 use super::grants::Grant;
-use super::lookups::{TokenLookup, access_columns, access_joins};
+use super::lookups::TokenLookup;
 use super::revocations::FamilyRevocation;
 use super::rotations::Rotation;
 use super::{PostgresStore, map_err, storable};
@@ -66,11 +66,10 @@ impl TokenStore for PostgresStore {
         };
         self.written(self.grants.submit(grant)).await
     }
-    /// Found by the id inside the token, checking the stored hash (migration 0003 says why);
-    /// a token minted before ids were embedded by the id that migration gave its row.
+    /// Found by the id inside the token, checking the stored hash.
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
         let lookup = TokenLookup {
-            id: token.refresh_row_id(),
+            id: token.id.clone(),
             hash: Some(token.hash.0.to_vec()),
         };
         // A NUL cannot be stored, and in a batch it would fail every lookup with it.
@@ -118,7 +117,7 @@ impl TokenStore for PostgresStore {
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
         let rotation = Rotation {
-            old_id: old.refresh_row_id(),
+            old_id: old.id.clone(),
             old_hash: old.hash.0.to_vec(),
             reuse_cutoff,
             family_expires_at: access.expires_at.max(refresh.expires_at),
@@ -151,7 +150,7 @@ impl TokenStore for PostgresStore {
     }
     async fn find_access(&self, key: AccessKey<'_>) -> StoreResult<Option<AccessRecord>> {
         let lookup = match key {
-            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => TokenLookup {
+            AccessKey::Opaque(TokenRef { id, hash }) => TokenLookup {
                 id: id.clone(),
                 hash: Some(hash.0.to_vec()),
             },
@@ -159,27 +158,6 @@ impl TokenStore for PostgresStore {
                 id: id.to_owned(),
                 hash: None,
             },
-            // Minted before ids were embedded: the partial index of such rows (0003). Rare,
-            // so not batched.
-            AccessKey::Opaque(TokenRef { id: None, hash }) => {
-                return self
-                    .bounded(async {
-                        let mut conn = self.conn().await?;
-                        let row: Option<AccessRow> = sqlx::query_as(concat!(
-                            "SELECT ",
-                            access_columns!(),
-                            "FROM access_tokens a ",
-                            access_joins!(),
-                            "WHERE a.token_hash = $1 AND a.legacy_hash"
-                        ))
-                        .bind(hash.0.to_vec())
-                        .fetch_optional(&mut *conn)
-                        .await
-                        .map_err(map_err)?;
-                        row.map(AccessRecord::try_from).transpose()
-                    })
-                    .await;
-            }
         };
         // A NUL cannot be stored, and in a batch it would fail every lookup with it.
         if !storable(&lookup.id) {

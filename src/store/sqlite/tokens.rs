@@ -93,7 +93,7 @@ impl TokenStore for SqliteStore {
             .await
     }
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>> {
-        let id = token.refresh_row_id();
+        let id = &token.id;
         let row = self.point_reads.read(|conn| {
             conn.prepare_cached(
                 "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
@@ -114,7 +114,7 @@ impl TokenStore for SqliteStore {
         refresh: &NewRefreshToken,
         audit: &AuditEvent,
     ) -> StoreResult<RotateOutcome> {
-        let (old_id, old_hash) = (old.refresh_row_id(), old.hash);
+        let (old_id, old_hash) = (old.id.clone(), old.hash);
         let (access, refresh, audit) = (access.clone(), refresh.clone(), audit.clone());
         self.group
             .write(move |conn| {
@@ -210,18 +210,11 @@ impl TokenStore for SqliteStore {
             };
         }
         let row = self.point_reads.read(|conn| match key {
-            AccessKey::Opaque(TokenRef { id: Some(id), hash }) => conn
+            AccessKey::Opaque(TokenRef { id, hash }) => conn
                 .prepare_cached(select_access!(
                     "WHERE a.token_id = ?1 AND a.token_hash = ?2"
                 ))?
                 .query_row(params![id, &hash.0[..]], AccessRow::from_rusqlite)
-                .optional(),
-            // Minted before ids were embedded: the partial index of such rows (migration 0005).
-            AccessKey::Opaque(TokenRef { id: None, hash }) => conn
-                .prepare_cached(select_access!(
-                    "WHERE a.token_hash = ?1 AND a.legacy_hash = 1"
-                ))?
-                .query_row([&hash.0[..]], AccessRow::from_rusqlite)
                 .optional(),
             AccessKey::Id(id) => conn
                 .prepare_cached(select_access!("WHERE a.token_id = ?1"))?
