@@ -235,7 +235,7 @@ impl KeyRing {
     ) -> anyhow::Result<Self> {
         let mut ring = Vec::new();
         for k in store.list_keys().await? {
-            let state: KeyState = k.state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let state = k.state;
             if state == KeyState::Revoked {
                 continue;
             }
@@ -335,7 +335,7 @@ async fn create_key(
     let stored = StoredKey {
         kid: key.kid().to_owned(),
         alg: key.alg().as_str().to_owned(),
-        state: state.as_str().to_owned(),
+        state,
         sealed_private_key: keys.seal(&pkcs8, key.kid().as_bytes())?,
         created_at: now,
         published_until: None,
@@ -360,10 +360,10 @@ pub async fn ensure_keys(
     now: UnixTime,
 ) -> anyhow::Result<()> {
     let stored = store.list_keys().await?;
-    if !stored.iter().any(|k| k.state == KeyState::Active.as_str()) {
+    if !stored.iter().any(|k| k.state == KeyState::Active) {
         create_key(store, keys, alg, KeyState::Active, now).await?;
     }
-    if !stored.iter().any(|k| k.state == KeyState::Next.as_str()) {
+    if !stored.iter().any(|k| k.state == KeyState::Next) {
         create_key(store, keys, alg, KeyState::Next, now).await?;
     }
     Ok(())

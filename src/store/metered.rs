@@ -15,6 +15,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
+use crate::domain::jwt::KeyState;
 use crate::domain::token::TokenRef;
 
 /// Wraps a store and measures it.
@@ -92,7 +93,7 @@ impl<S: KeyStore> KeyStore for Metered<S> {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool> {
         timed(

@@ -29,6 +29,7 @@ use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
+use crate::domain::jwt::KeyState;
 use crate::domain::token::{TokenHash, TokenRef};
 
 /// A failure of the store.
@@ -182,8 +183,8 @@ pub struct StoredKey {
     pub kid: String,
     /// JOSE algorithm name.
     pub alg: String,
-    /// `next`, `active`, `retired` or `revoked`.
-    pub state: String,
+    /// Its place in the lifecycle.
+    pub state: KeyState,
     /// PKCS#8, sealed under the key-encryption key with the kid as associated data.
     pub sealed_private_key: Vec<u8>,
     /// Creation time.
@@ -303,7 +304,7 @@ pub trait KeyStore: Send + Sync {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool>;
 }

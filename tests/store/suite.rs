@@ -9,6 +9,7 @@ use tessera::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 
 use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
 use tessera::domain::clock::UnixTime;
+use tessera::domain::jwt::KeyState;
 use tessera::domain::scope::ScopePattern;
 use tessera::domain::token::{TokenHash, TokenRef};
 use tessera::store::{
@@ -144,7 +145,7 @@ fn key(kid: &str, created_at: UnixTime) -> StoredKey {
     StoredKey {
         kid: kid.to_owned(),
         alg: "EdDSA".into(),
-        state: "active".into(),
+        state: KeyState::Active,
         sealed_private_key: kid.as_bytes().to_vec(),
         created_at,
         published_until: None,
@@ -157,7 +158,7 @@ async fn key_states(store: &dyn Store) -> Vec<(String, String, Option<UnixTime>)
         .await
         .expect("list_keys")
         .into_iter()
-        .map(|k| (k.kid, k.state, k.published_until))
+        .map(|k| (k.kid, k.state.as_str().to_owned(), k.published_until))
         .collect()
 }
 
@@ -615,12 +616,27 @@ pub async fn signing_keys_follow_their_lifecycle(store: Arc<dyn Store>) {
     );
 
     // The active key cannot be retired or revoked directly; a revoked key stays revoked.
-    assert!(!store.set_key_state("k2", "revoked", None).await.unwrap());
-    assert!(!store.set_key_state("nope", "revoked", None).await.unwrap());
-    assert!(store.set_key_state("k1", "revoked", None).await.unwrap());
     assert!(
         !store
-            .set_key_state("k1", "retired", Some(T0))
+            .set_key_state("k2", KeyState::Revoked, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_key_state("nope", KeyState::Revoked, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_key_state("k1", KeyState::Revoked, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_key_state("k1", KeyState::Retired, Some(T0))
             .await
             .unwrap()
     );
@@ -662,7 +678,12 @@ pub async fn revoking_a_key_revokes_the_jwts_it_signed(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!((before.format, before.revoked), (TokenFormat::Jwt, false));
-    assert!(store.set_key_state("old", "revoked", None).await.unwrap());
+    assert!(
+        store
+            .set_key_state("old", KeyState::Revoked, None)
+            .await
+            .unwrap()
+    );
     assert!(
         store
             .find_access(AccessKey::Id(&jti))
@@ -940,7 +961,7 @@ pub async fn instances_creating_the_first_key_at_once_agree_on_one(store: Arc<dy
         .await
         .unwrap()
         .into_iter()
-        .filter(|k| k.state == "active")
+        .filter(|k| k.state == KeyState::Active)
         .collect();
     assert_eq!(active.len(), 1);
 

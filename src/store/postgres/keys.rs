@@ -6,6 +6,36 @@ use super::super::rows::KeyRow;
 use super::super::{KeyStore, StoreResult, StoredKey};
 use super::{PostgresStore, map_err};
 use crate::domain::clock::UnixTime;
+use crate::domain::jwt::KeyState;
+
+impl PostgresStore {
+    /// Inserts `k` in `state` (active or next, with its activation time if active) unless a
+    /// key in that state exists already. NOT EXISTS alone would let two instances starting
+    /// together both insert (neither sees the other's uncommitted row); the unique index on
+    /// each of the two states makes the second insert wait for the first and then do nothing.
+    async fn insert_key_unless_one_is(&self, k: &StoredKey, state: KeyState) -> StoreResult<()> {
+        self.written(async {
+            let mut conn = self.conn().await?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, state, private_key, created_at, activated_at) \
+                 SELECT $1, $2, $3, $4, $5, $6 \
+                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&k.kid)
+            .bind(&k.alg)
+            .bind(state.as_str())
+            .bind(&k.sealed_private_key)
+            .bind(k.created_at)
+            .bind((state == KeyState::Active).then_some(k.created_at))
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
 
 #[async_trait]
 impl KeyStore for PostgresStore {
@@ -68,52 +98,15 @@ impl KeyStore for PostgresStore {
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
-            Ok(rows.into_iter().map(StoredKey::from).collect())
+            rows.into_iter().map(StoredKey::try_from).collect()
         })
         .await
     }
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
-        self.written(async {
-            let mut conn = self.conn().await?;
-            // NOT EXISTS alone would let two instances starting together both insert (neither
-            // sees the other's uncommitted row); the unique index on the active state makes the
-            // second insert wait for the first and then do nothing.
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, state, private_key, created_at, activated_at) \
-                 SELECT $1, $2, 'active', $3, $4, $4 \
-                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'active') \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&k.kid)
-            .bind(&k.alg)
-            .bind(&k.sealed_private_key)
-            .bind(k.created_at)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        self.insert_key_unless_one_is(k, KeyState::Active).await
     }
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
-        self.written(async {
-            let mut conn = self.conn().await?;
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, state, private_key, created_at) \
-                 SELECT $1, $2, 'next', $3, $4 \
-                 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'next') \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(&k.kid)
-            .bind(&k.alg)
-            .bind(&k.sealed_private_key)
-            .bind(k.created_at)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            Ok(())
-        })
-        .await
+        self.insert_key_unless_one_is(k, KeyState::Next).await
     }
     async fn activate_next_key(
         &self,
@@ -163,7 +156,7 @@ impl KeyStore for PostgresStore {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool> {
         self.written(async {
@@ -173,7 +166,7 @@ impl KeyStore for PostgresStore {
                  retired_at = COALESCE(retired_at, $2) \
                  WHERE kid = $3 AND state NOT IN ('active', 'revoked')",
             )
-            .bind(state)
+            .bind(state.as_str())
             .bind(published_until)
             .bind(kid)
             .execute(&mut *conn)

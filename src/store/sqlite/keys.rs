@@ -4,7 +4,31 @@ use super::super::rows::KeyRow;
 use super::super::{KeyStore, StoreResult, StoredKey};
 use super::{SqliteStore, map_err};
 use crate::domain::clock::UnixTime;
+use crate::domain::jwt::KeyState;
 use async_trait::async_trait;
+
+impl SqliteStore {
+    /// Inserts `k` in `state` (active or next, with its activation time if active) unless a
+    /// key in that state exists already.
+    async fn insert_key_unless_one_is(&self, k: &StoredKey, state: KeyState) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, state, private_key, created_at, activated_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = ?3)",
+        )
+        .bind(&k.kid)
+        .bind(&k.alg)
+        .bind(state.as_str())
+        .bind(&k.sealed_private_key)
+        .bind(k.created_at)
+        .bind((state == KeyState::Active).then_some(k.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        self.commit(tx).await
+    }
+}
 
 #[async_trait]
 impl KeyStore for SqliteStore {
@@ -51,40 +75,13 @@ impl KeyStore for SqliteStore {
         .fetch_all(&self.reader)
         .await
         .map_err(map_err)?;
-        Ok(rows.into_iter().map(StoredKey::from).collect())
+        rows.into_iter().map(StoredKey::try_from).collect()
     }
     async fn insert_first_active_key(&self, k: &StoredKey) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, state, private_key, created_at, activated_at) \
-             SELECT ?, ?, 'active', ?, ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'active')",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(&k.sealed_private_key)
-        .bind(k.created_at)
-        .bind(k.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        self.commit(tx).await
+        self.insert_key_unless_one_is(k, KeyState::Active).await
     }
     async fn insert_next_key(&self, k: &StoredKey) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, state, private_key, created_at) \
-             SELECT ?, ?, 'next', ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE state = 'next')",
-        )
-        .bind(&k.kid)
-        .bind(&k.alg)
-        .bind(&k.sealed_private_key)
-        .bind(k.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        self.commit(tx).await
+        self.insert_key_unless_one_is(k, KeyState::Next).await
     }
     async fn activate_next_key(
         &self,
@@ -120,7 +117,7 @@ impl KeyStore for SqliteStore {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
@@ -129,7 +126,7 @@ impl KeyStore for SqliteStore {
              retired_at = COALESCE(retired_at, ?) \
              WHERE kid = ? AND state NOT IN ('active', 'revoked')",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(published_until)
         .bind(published_until)
         .bind(kid)
