@@ -19,7 +19,7 @@ pub struct CleanupSchedule {
 
 /// Deletes expired and revoked tokens (older than `retention` seconds) in small rounds, so
 /// each write transaction stays short; runs until its task is aborted. Every instance runs it;
-/// on PostgreSQL concurrent runs take disjoint rows.
+/// the store keeps concurrent runs on one database from getting in each other's way.
 ///
 /// Every `interval` a run starts, and its rounds go on while each finds a backlog. How large a
 /// round is and how many audit events it takes is the store's cleanup policy

@@ -63,7 +63,7 @@ pub async fn resolve_master_key(
                      file from your backup, or give the key with TESSERA_MASTER_KEY or \
                      master_key_file",
                     path.display(),
-                    crate::store::postgres::redact_url(&settings.database_url),
+                    crate::store::redact_url(&settings.database_url),
                 );
             }
             if settings.master_key_file.is_some() {
@@ -133,23 +133,8 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
     MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
 }
 
-/// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
-/// in-memory databases. Where generated credentials are handed to the operator.
-#[must_use]
-pub fn beside_database(database_url: &str, suffix: &str) -> Option<PathBuf> {
-    if super::is_postgres_url(database_url) {
-        return None;
-    }
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .unwrap_or(database_url);
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}{suffix}")))
-}
-
 fn default_key_file(database_url: &str) -> Option<PathBuf> {
-    beside_database(database_url, ".master-key")
+    crate::store::beside_database(database_url, ".master-key")
 }
 
 /// Writes a credential to a file only its owner can read (mode 0600), flushed to disk.

@@ -27,8 +27,6 @@ use crate::domain::error::OAuthError;
 use crate::domain::scope::Registry;
 use crate::store::{CleanupRound, CleanupRun, Retention, Store, StoreError};
 
-pub use crate::store::is_postgres_url;
-
 pub use keys::KeyRing;
 
 /// Why a service call failed.

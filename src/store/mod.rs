@@ -12,7 +12,6 @@
 pub mod cleanup;
 pub mod metered;
 pub mod postgres;
-
 pub mod queue;
 mod rows;
 pub mod sqlite;
@@ -50,7 +49,7 @@ impl StoreError {
     /// The same failure again, for each of several callers a single failure answers (a batch
     /// of writes, a batch of reads): kind and message are kept.
     #[must_use]
-    pub fn duplicate(&self) -> Self {
+    pub(crate) fn duplicate(&self) -> Self {
         match self {
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Conflict(m) => Self::Conflict(m.clone()),
@@ -423,6 +422,24 @@ impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + 
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
+
+/// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
+/// in-memory databases. Where generated credentials are handed to the operator.
+#[must_use]
+pub fn beside_database(database_url: &str, suffix: &str) -> Option<std::path::PathBuf> {
+    if is_postgres_url(database_url) {
+        return None;
+    }
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .unwrap_or(database_url);
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:")
+        .then(|| std::path::PathBuf::from(format!("{path}{suffix}")))
+}
+
+pub use postgres::redact_url;
 
 /// Opens the store `settings.url` names: PostgreSQL for `postgres://` and `postgresql://`
 /// URLs, otherwise SQLite (`sqlite:` URL or a plain file path). Operations are measured
