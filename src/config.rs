@@ -560,12 +560,6 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| format!("http://{}", self.server.listen))
     }
-
-    /// The database settings.
-    #[must_use]
-    pub fn database(&self) -> &DatabaseSettings {
-        &self.database
-    }
 }
 
 fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {

@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::domain::audit::Actor;
 use crate::domain::crypto::MasterKey;
 use crate::service::keys::{resolve_master_key, rotate_master_key};
-use crate::service::{ServiceError, Tessera, open_store};
+use crate::service::{ServiceError, Tessera};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum KeysCommand {
@@ -147,7 +147,7 @@ pub(super) async fn run_master(cmd: MasterKeyCommand, settings: &Settings) -> an
                 }
             };
             let new = MasterKey::parse(&text).context("the new master key")?;
-            let store = open_store(settings).await?;
+            let store = crate::store::open(&settings.database).await?;
             store.migrate().await?;
             let current = resolve_master_key(settings, store.as_ref()).await?;
             let now = crate::domain::clock::Clock::now(&crate::domain::clock::SystemClock);

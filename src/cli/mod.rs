@@ -244,7 +244,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Migrate => {
             let settings = Settings::load(cli.config.as_deref(), &flags)?;
             init_logging(settings.server.log_format, "warn");
-            let store = crate::service::open_store(&settings).await?;
+            let store = crate::store::open(&settings.database).await?;
             store.migrate().await.context("applying migrations")?;
             println!(
                 "migrations applied to {}",

@@ -186,7 +186,7 @@ pub struct Client {
     pub updated_at: UnixTime,
     /// Counts the changes since creation (0 when created). An update is written only over the
     /// revision it was made from, so two concurrent changes cannot undo each other
-    /// ([`crate::store::Store::update_client`]).
+    /// ([`crate::store::ClientStore::update_client`]).
     pub revision: i64,
 }
 

@@ -16,9 +16,6 @@
 //! write-ahead log grew by about 18 KiB per grant instead of about 4.5 KiB (see BENCHMARKS.md).
 //! The store looks a token up by its id and then requires the stored hash to match, so knowing
 //! an id (or even the MAC key) is not enough to use a token.
-//!
-//! Tokens minted before the id was embedded (body of 48 bytes: random ‖ MAC) still verify; they
-//! carry no id and the store finds them by their hash ([`TokenRef::id`] is `None`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,7 +26,6 @@ const ID_LEN: usize = 16;
 const RANDOM_LEN: usize = 32;
 const MAC_LEN: usize = 16;
 const BODY_LEN: usize = 86; // base64url of 64 bytes: id ‖ random ‖ MAC
-const LEGACY_BODY_LEN: usize = 64; // base64url of 48 bytes: random ‖ MAC
 
 /// The two kinds of opaque token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,31 +82,10 @@ impl std::fmt::Debug for TokenHash {
 /// How the store finds an opaque token: by the id inside it, checking the stored hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRef {
-    /// The token's id (hyphenated UUID); `None` for a token minted before ids were embedded,
-    /// which the store finds by its hash.
-    pub id: Option<String>,
+    /// The token's id (hyphenated UUID).
+    pub id: String,
     /// SHA-256 of the whole token string.
     pub hash: TokenHash,
-}
-
-impl TokenRef {
-    /// The key under which the store files a refresh token minted before ids were embedded:
-    /// `h:` and its hash in lower-case hex (the migrations that embedded ids gave such rows
-    /// this id).
-    #[must_use]
-    pub fn legacy_id(hash: &TokenHash) -> String {
-        format!("h:{}", hex(&hash.0))
-    }
-
-    /// The key of a refresh token's row: the id inside the token, or for a token minted
-    /// before ids were embedded the [`legacy_id`](Self::legacy_id) the migrations gave its
-    /// row (SQLite 0005, PostgreSQL 0003).
-    #[must_use]
-    pub fn refresh_row_id(&self) -> String {
-        self.id
-            .clone()
-            .unwrap_or_else(|| Self::legacy_id(&self.hash))
-    }
 }
 
 /// A freshly minted opaque token: the string to hand out once, and what to store.
@@ -157,7 +132,7 @@ fn mac_for(kind: OpaqueKind, signed: &[u8], keys: &DerivedKeys) -> [u8; 32] {
 #[must_use]
 pub fn verify(kind: OpaqueKind, token: &str, keys: &DerivedKeys) -> Option<TokenRef> {
     let body = token.strip_prefix(kind.prefix())?;
-    if body.len() != BODY_LEN && body.len() != LEGACY_BODY_LEN {
+    if body.len() != BODY_LEN {
         return None;
     }
     let raw = URL_SAFE_NO_PAD.decode(body).ok()?;
@@ -166,28 +141,11 @@ pub fn verify(kind: OpaqueKind, token: &str, keys: &DerivedKeys) -> Option<Token
     if !constant_time_eq(mac, expected.get(..MAC_LEN)?) {
         return None;
     }
-    let id = if body.len() == BODY_LEN {
-        let bytes: [u8; ID_LEN] = signed.get(..ID_LEN)?.try_into().ok()?;
-        Some(uuid::Uuid::from_bytes(bytes).to_string())
-    } else {
-        None
-    };
+    let bytes: [u8; ID_LEN] = signed.get(..ID_LEN)?.try_into().ok()?;
     Some(TokenRef {
-        id,
+        id: uuid::Uuid::from_bytes(bytes).to_string(),
         hash: TokenHash::of(token),
     })
-}
-
-/// Mints a token in the format used before ids were embedded (random ‖ MAC), as a server of
-/// that version did: for tests that prove such tokens keep working after an upgrade.
-///
-/// # Errors
-/// Fails only if the system random source fails.
-#[doc(hidden)]
-pub fn mint_legacy(kind: OpaqueKind, keys: &DerivedKeys) -> anyhow::Result<MintedToken> {
-    let mut random = [0u8; RANDOM_LEN];
-    random_fill(&mut random)?;
-    Ok(seal(kind, &random, keys))
 }
 
 /// The prefix of client secrets.
@@ -235,17 +193,8 @@ mod tests {
             assert_eq!(
                 found,
                 Some(TokenRef {
-                    id: Some(id.to_string()),
+                    id: id.to_string(),
                     hash: t.hash
-                })
-            );
-            // Tokens of the earlier format still verify, and have no id.
-            let old = mint_legacy(kind, &keys)?;
-            assert_eq!(
-                verify(kind, &old.token, &keys),
-                Some(TokenRef {
-                    id: None,
-                    hash: old.hash
                 })
             );
         }

@@ -35,7 +35,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::service::Tessera;
+use crate::service::{Tessera, jobs};
 use error::ApiError;
 
 /// What every handler shares.
@@ -179,12 +179,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state;
-        let cleanup = tokio::spawn(cleanup_loop(
-            state.clone(),
-            self.cleanup_interval,
-            self.cleanup_batch,
-            self.token_retention,
-        ));
+        let schedule = jobs::CleanupSchedule {
+            interval: self.cleanup_interval,
+            batch: self.cleanup_batch,
+            retention: self.token_retention,
+        };
+        let cleanup_state = state.clone();
+        let cleanup = tokio::spawn(async move {
+            jobs::cleanup(&cleanup_state.tessera, schedule, &cleanup_state.in_flight).await;
+        });
+        let limits = tokio::spawn(limits_upkeep_loop(state.clone(), self.cleanup_interval));
         let reload = tokio::spawn(key_reload_loop(state.clone()));
         let upkeep = tokio::spawn(async {
             loop {
@@ -246,6 +250,7 @@ impl Application {
             }
         }
         cleanup.abort();
+        limits.abort();
         reload.abort();
         upkeep.abort();
         state.tessera.close().await;
@@ -302,110 +307,10 @@ async fn key_reload_loop(state: Arc<AppState>) {
     }
 }
 
-/// Deletes expired and revoked tokens (older than `retention` seconds) in small batches, so each
-/// write transaction stays short. Every instance runs it; on PostgreSQL concurrent runs take
-/// disjoint rows.
-///
-/// **Batch size.** `batch` (the `cleanup_batch` setting) is the most rows per table a round
-/// deletes. On SQLite each round is sized to take about [`CLEANUP_ROUND_TARGET`] of deletes
-/// ([`next_cleanup_size`]): a round is a job of the group writer, and every request batched
-/// with it waits for it. On PostgreSQL nothing waits for a round (it has a connection of its
-/// own and skips locked rows), so every round is `batch` rows: sized like SQLite's, rounds
-/// under a saturating load shrank to the floor and the 10-minute soak's database grew without
-/// levelling off (BENCHMARKS.md, round 5).
-///
-/// **Pacing.** While a backlog remains, a round starts at the earliest twice its deletes' time
-/// after the previous round started, so the cleanup gets at most half of the writer; five times
-/// (a fifth) while requests are in flight during the first `interval` of a run, so that a
-/// burst's backlog drains gently under the load that follows it. The period counts from the
-/// round's start, so its wait for the writer's turn counts towards it.
-///
-/// docs/design.md ("Cleanup of expired and revoked tokens") and BENCHMARKS.md ("Soak") record
-/// the measurements behind each rule, and the policies that failed.
-async fn cleanup_loop(state: Arc<AppState>, interval: Duration, batch: u32, retention: u32) {
-    let sized = state.tessera.cleanup_holds_up_writes();
-    let mut size = batch;
+/// Lets the rate limiters forget idle clients and addresses, every `interval`.
+async fn limits_upkeep_loop(state: Arc<AppState>, interval: Duration) {
     loop {
         tokio::time::sleep(interval).await;
         state.limits.forget_idle();
-        let run_started = std::time::Instant::now();
-        loop {
-            let started = std::time::Instant::now();
-            match state.tessera.purge_expired(size, retention).await {
-                Ok(purged) if purged.rows >= u64::from(size) => {
-                    size = next_cleanup_size(sized, size, purged.busy, batch);
-                    let yield_more = run_started.elapsed() < interval
-                        && state.in_flight.load(Ordering::Relaxed) > 0;
-                    let period = purged.busy * if yield_more { 5 } else { 2 };
-                    tokio::time::sleep(period.saturating_sub(started.elapsed())).await;
-                }
-                Ok(purged) => {
-                    if purged.rows > 0 {
-                        tracing::debug!(rows = purged.rows, "expired tokens deleted");
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "expired-token cleanup failed; will retry");
-                    break;
-                }
-            }
-        }
-    }
-}
-
-/// How long one cleanup round should hold the database. On SQLite every request batched with a
-/// round waits for it, so this bounds what the cleanup adds to a request's latency. The time is
-/// the deletes' own ([`crate::store::Purged::busy`]), not the wait for the writer's turn: sized
-/// by the round trip, rounds shrank to the floor under sustained load while the wait alone
-/// exceeded the target, and the 10-minute soak's database grew to 4.1 GB without levelling off.
-const CLEANUP_ROUND_TARGET: Duration = Duration::from_millis(4);
-
-/// The fewest rows per table a round asks for, however slow rounds are: it keeps the cleanup
-/// moving when the database is slow for other reasons.
-const CLEANUP_MIN_SIZE: u32 = 32;
-
-/// The next round's size after one of `size` rows took `took`, at most `max` (the configured
-/// `cleanup_batch`) and at least [`CLEANUP_MIN_SIZE`] (or `max`, if that is smaller). Unless
-/// the round was `sized` (the store's writes wait for it), always `max`.
-fn next_cleanup_size(sized: bool, size: u32, took: Duration, max: u32) -> u32 {
-    let floor = CLEANUP_MIN_SIZE.min(max);
-    if !sized {
-        max
-    } else if took > CLEANUP_ROUND_TARGET {
-        (size / 2).max(floor)
-    } else if took < CLEANUP_ROUND_TARGET / 2 {
-        size.saturating_mul(2).min(max)
-    } else {
-        size
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cleanup_rounds_shrink_when_slow_and_grow_back_when_fast() {
-        let slow = CLEANUP_ROUND_TARGET * 3;
-        let fast = CLEANUP_ROUND_TARGET / 4;
-        let steady = CLEANUP_ROUND_TARGET * 3 / 4;
-        assert_eq!(next_cleanup_size(true, 500, slow, 500), 250);
-        assert_eq!(next_cleanup_size(true, 40, slow, 500), CLEANUP_MIN_SIZE);
-        assert_eq!(
-            next_cleanup_size(true, CLEANUP_MIN_SIZE, slow, 500),
-            CLEANUP_MIN_SIZE
-        );
-        assert_eq!(next_cleanup_size(true, 100, fast, 500), 200);
-        assert_eq!(next_cleanup_size(true, 400, fast, 500), 500);
-        assert_eq!(next_cleanup_size(true, 500, fast, 500), 500);
-        assert_eq!(next_cleanup_size(true, 120, steady, 500), 120);
-        // A configured batch below the floor is never exceeded.
-        assert_eq!(next_cleanup_size(true, 10, slow, 10), 10);
-        assert_eq!(next_cleanup_size(true, 5, fast, 10), 10);
-        assert_eq!(next_cleanup_size(true, u32::MAX, fast, u32::MAX), u32::MAX);
-        // Where nothing waits for a round (PostgreSQL), slow rounds keep their full size.
-        assert_eq!(next_cleanup_size(false, 500, slow, 500), 500);
-        assert_eq!(next_cleanup_size(false, 32, fast, 500), 500);
     }
 }

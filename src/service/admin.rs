@@ -14,8 +14,9 @@ use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::crypto::{constant_time_eq, hex};
 use crate::domain::token;
 
-use super::keys::{beside_database, write_private_file};
+use super::keys::write_private_file;
 use super::{ServiceError, Tessera};
+use crate::store::beside_database;
 
 const ADMIN_TOKEN_HASH: &str = "admin_token_hash";
 const ADMIN_TOKEN_PREFIX: &str = "tes_ak_";

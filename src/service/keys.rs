@@ -63,7 +63,7 @@ pub async fn resolve_master_key(
                      file from your backup, or give the key with TESSERA_MASTER_KEY or \
                      master_key_file",
                     path.display(),
-                    crate::store::postgres::redact_url(&settings.database.url),
+                    crate::store::redact_url(&settings.database.url),
                 );
             }
             if settings.tokens.master_key_file.is_some() {
@@ -133,23 +133,8 @@ fn read_key_file(path: &std::path::Path) -> anyhow::Result<MasterKey> {
     MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
 }
 
-/// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
-/// in-memory databases. Where generated credentials are handed to the operator.
-#[must_use]
-pub fn beside_database(database_url: &str, suffix: &str) -> Option<PathBuf> {
-    if super::is_postgres_url(database_url) {
-        return None;
-    }
-    let path = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        .unwrap_or(database_url);
-    let path = path.split('?').next().unwrap_or(path);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(format!("{path}{suffix}")))
-}
-
 fn default_key_file(database_url: &str) -> Option<PathBuf> {
-    beside_database(database_url, ".master-key")
+    crate::store::beside_database(database_url, ".master-key")
 }
 
 /// Writes a credential to a file only its owner can read (mode 0600), flushed to disk.
@@ -235,7 +220,7 @@ impl KeyRing {
     ) -> anyhow::Result<Self> {
         let mut ring = Vec::new();
         for k in store.list_keys().await? {
-            let state: KeyState = k.state.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            let state = k.state;
             if state == KeyState::Revoked {
                 continue;
             }
@@ -335,7 +320,7 @@ async fn create_key(
     let stored = StoredKey {
         kid: key.kid().to_owned(),
         alg: key.alg().as_str().to_owned(),
-        state: state.as_str().to_owned(),
+        state,
         sealed_private_key: keys.seal(&pkcs8, key.kid().as_bytes())?,
         created_at: now,
         published_until: None,
@@ -360,10 +345,10 @@ pub async fn ensure_keys(
     now: UnixTime,
 ) -> anyhow::Result<()> {
     let stored = store.list_keys().await?;
-    if !stored.iter().any(|k| k.state == KeyState::Active.as_str()) {
+    if !stored.iter().any(|k| k.state == KeyState::Active) {
         create_key(store, keys, alg, KeyState::Active, now).await?;
     }
-    if !stored.iter().any(|k| k.state == KeyState::Next.as_str()) {
+    if !stored.iter().any(|k| k.state == KeyState::Next) {
         create_key(store, keys, alg, KeyState::Next, now).await?;
     }
     Ok(())

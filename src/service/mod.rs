@@ -8,14 +8,13 @@
 pub mod admin;
 pub mod clients;
 pub mod introspect;
+pub mod jobs;
 pub mod keys;
 pub mod signing;
 pub mod tokens;
 
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
-
-use anyhow::Context as _;
 
 use crate::config::Settings;
 use serde_json::json;
@@ -27,9 +26,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::crypto::DerivedKeys;
 use crate::domain::error::OAuthError;
 use crate::domain::scope::Registry;
-use crate::store::postgres::{PostgresStore, redact_url};
-use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{CleanupRound, CleanupRun, Retention, Store, StoreError};
 
 pub use keys::KeyRing;
 
@@ -140,36 +137,6 @@ impl std::fmt::Debug for Tessera {
     }
 }
 
-/// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
-#[must_use]
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// Opens the store named by `settings.database.url`: PostgreSQL for `postgres://` and
-/// `postgresql://` URLs, otherwise SQLite (`sqlite:` URL or a plain file path).
-///
-/// # Errors
-/// An unsupported URL or a database that cannot be opened.
-pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    let url = settings.database.url.as_str();
-    if is_postgres_url(url) {
-        let store = PostgresStore::open(url, settings.database.max_connections)
-            .await
-            .with_context(|| format!("opening {}", redact_url(url)))?;
-        return Ok(Arc::new(crate::store::metered::Metered(store)));
-    }
-    let url = if url.starts_with("sqlite:") {
-        url.to_owned()
-    } else {
-        format!("sqlite://{url}")
-    };
-    let store = SqliteStore::open(&url)
-        .await
-        .with_context(|| format!("opening {url}"))?;
-    Ok(Arc::new(crate::store::metered::Metered(store)))
-}
-
 impl Tessera {
     /// Opens the database, applies migrations, loads the master key and the signing keys
     /// (creating the first one if there is none).
@@ -177,7 +144,7 @@ impl Tessera {
     /// # Errors
     /// Anything that prevents serving: unreachable database, wrong master key, bad settings.
     pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
-        let store = open_store(settings).await?;
+        let store = crate::store::open(&settings.database).await?;
         store.migrate().await?;
         Self::with_store(settings, store, Arc::new(SystemClock)).await
     }
@@ -286,7 +253,8 @@ impl Tessera {
         Ok(())
     }
 
-    /// True if the store can serve requests, writes included ([`Store::ready`]); why not is
+    /// True if the store can serve requests, writes included
+    /// ([`crate::store::Maintenance::ready`]); why not is
     /// logged.
     pub async fn ready(&self) -> bool {
         match self.store.ready().await {
@@ -388,15 +356,27 @@ impl Tessera {
         Ok(n)
     }
 
-    /// Whether the store's requests wait for a cleanup round ([`Store::cleanup_holds_up_writes`]).
-    #[must_use]
-    pub fn cleanup_holds_up_writes(&self) -> bool {
-        self.store.cleanup_holds_up_writes()
+    /// One round of the cleanup `run` ([`crate::store::Maintenance::cleanup_round`]): tokens that expired
+    /// or were revoked more than `retention` seconds ago, and audit events older than
+    /// `audit_retention`, as many as the store's cleanup policy allows.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn cleanup_round(
+        &self,
+        run: &mut CleanupRun,
+        retention: u32,
+    ) -> Result<CleanupRound, ServiceError> {
+        let now = self.clock.now();
+        let retention = Retention {
+            tokens_before: now - i64::from(retention),
+            audit_before: now - i64::from(self.policy.audit_retention),
+        };
+        Ok(self.store.cleanup_round(run, retention).await?)
     }
 
-    /// Deletes one batch of tokens that expired or were revoked more than `retention` seconds
-    /// ago, and as many audit events older than `audit_retention` (one batch at least); returns
-    /// the rows removed and how long the deletes held the database.
+    /// One full-size cleanup round of at most `batch` rows per table (see
+    /// [`Self::cleanup_round`]).
     ///
     /// # Errors
     /// A store failure.
@@ -404,25 +384,9 @@ impl Tessera {
         &self,
         batch: u32,
         retention: u32,
-    ) -> Result<crate::store::Purged, ServiceError> {
-        let now = self.clock.now();
-        let tokens = self
-            .store
-            .purge_expired(now - i64::from(retention), batch)
-            .await?;
-        let allowance = audit_allowance(self.store.cleanup_holds_up_writes(), tokens.rows, batch);
-        let before = now - i64::from(self.policy.audit_retention);
-        let mut purged = tokens;
-        let mut events = 0;
-        while events < allowance {
-            let audit = self.store.purge_audit(before, batch).await?;
-            events += audit.rows;
-            purged = purged + audit;
-            if audit.rows < u64::from(batch) {
-                break;
-            }
-        }
-        Ok(purged)
+    ) -> Result<CleanupRound, ServiceError> {
+        self.cleanup_round(&mut CleanupRun::new(batch), retention)
+            .await
     }
 
     /// Closes the store's connections.
@@ -434,43 +398,5 @@ impl Tessera {
     #[must_use]
     pub fn pool_stats(&self) -> crate::store::PoolStats {
         self.store.pool_stats()
-    }
-}
-
-/// How many old audit events a cleanup round deletes, after it deleted `token_rows` token rows
-/// in rounds of `batch`.
-///
-/// Audit events are the table written most (one per grant, refresh and revocation, against
-/// one family per grant) and the cheapest to delete (one table, no cascade). On PostgreSQL, at
-/// one batch a round, they fell behind a saturating load while the token tables kept up:
-/// 428,000 events past their retention after 16 minutes, the database growing without
-/// levelling off (BENCHMARKS.md, round 6). There a round deletes as many events as token rows,
-/// and at least one batch. On SQLite, where requests wait for the cleanup's rounds and a round
-/// is sized to a few milliseconds of deletes in all (see `http::cleanup_loop`), more events a
-/// round would mean fewer token rows: the SQLite soak's token tables then fell behind (2.4 M
-/// expired access tokens after 10 minutes, the database at 3.2 GB and climbing), while at one
-/// batch of events a round both kept up (6,100, level at 1.2 GB; BENCHMARKS.md, "Soak of round
-/// 6 (600 s, SQLite)"). So SQLite keeps one batch.
-fn audit_allowance(cleanup_holds_up_writes: bool, token_rows: u64, batch: u32) -> u64 {
-    if cleanup_holds_up_writes {
-        u64::from(batch)
-    } else {
-        token_rows.max(u64::from(batch))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cleanup_round_keeps_up_with_the_audit_trail_where_nothing_waits_for_it() {
-        // PostgreSQL: as many events as token rows, one batch at least.
-        assert_eq!(audit_allowance(false, 1_300, 500), 1_300);
-        assert_eq!(audit_allowance(false, 20, 500), 500);
-        assert_eq!(audit_allowance(false, 0, 500), 500);
-        // SQLite: one batch, whatever the round deleted.
-        assert_eq!(audit_allowance(true, 1_300, 500), 500);
-        assert_eq!(audit_allowance(true, 0, 32), 32);
     }
 }

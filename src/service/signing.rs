@@ -84,7 +84,7 @@ impl Tessera {
             .map(|k| KeyView {
                 kid: k.kid,
                 alg: k.alg,
-                state: k.state,
+                state: k.state.as_str().to_owned(),
                 created_at: k.created_at,
                 published_until: k.published_until,
             })
@@ -121,11 +121,11 @@ impl Tessera {
         // (`ensure_keys` has just made sure there was one).
         let next = before
             .iter()
-            .find(|k| k.state == KeyState::Next.as_str())
+            .find(|k| k.state == KeyState::Next)
             .ok_or_else(concurrent_rotation)?;
         let retired = before
             .iter()
-            .find(|k| k.state == KeyState::Active.as_str())
+            .find(|k| k.state == KeyState::Active)
             .map(|k| k.kid.clone());
         let until = self.retired_until(now).await?;
         if !self.store.activate_next_key(&next.kid, now, until).await? {
@@ -145,7 +145,7 @@ impl Tessera {
             retired,
             next: after
                 .iter()
-                .find(|k| k.state == KeyState::Next.as_str())
+                .find(|k| k.state == KeyState::Next)
                 .map(|k| k.kid.clone()),
         };
         tracing::info!(active = %rotation.active, retired = ?rotation.retired, "signing keys rotated");
@@ -177,9 +177,7 @@ impl Tessera {
             .into_iter()
             .find(|k| k.kid == kid)
             .ok_or_else(|| not_found(kid))?;
-        key.state
-            .parse::<KeyState>()
-            .map_err(|e| anyhow::anyhow!(e).into())
+        Ok(key.state)
     }
 
     /// Stops a key from signing; it stays published until its tokens have expired. Retiring
@@ -195,7 +193,7 @@ impl Tessera {
                 // It never signed anything: it only has to outlive cached JWKS copies.
                 if !self
                     .store
-                    .set_key_state(kid, KeyState::Retired.as_str(), Some(now))
+                    .set_key_state(kid, KeyState::Retired, Some(now))
                     .await?
                 {
                     return Err(key_changed(kid));
@@ -240,7 +238,7 @@ impl Tessera {
         }
         if !self
             .store
-            .set_key_state(kid, KeyState::Revoked.as_str(), None)
+            .set_key_state(kid, KeyState::Revoked, None)
             .await?
         {
             // Revoked meanwhile by another call: done, as the early return above.

@@ -7,13 +7,15 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    AccessKey, AccessRecord, ClientUpdate, NewAccessToken, NewFamily, NewRefreshToken, PoolStats,
-    Purged, RotateOutcome, Store, StoreResult, StoredKey,
+    AccessKey, AccessRecord, AuditStore, CleanupPolicy, ClientStore, ClientUpdate, KeyStore,
+    Maintenance, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, Purged, RotateOutcome,
+    StoreResult, StoredKey, TokenStore,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
+use crate::domain::jwt::KeyState;
 use crate::domain::token::TokenRef;
 
 /// Wraps a store and measures it.
@@ -34,34 +36,7 @@ async fn timed<T>(op: &'static str, fut: impl Future<Output = StoreResult<T>>) -
 }
 
 #[async_trait]
-impl<S: Store> Store for Metered<S> {
-    async fn migrate(&self) -> StoreResult<()> {
-        timed("migrate", self.0.migrate()).await
-    }
-    async fn ping(&self) -> StoreResult<()> {
-        timed("ping", self.0.ping()).await
-    }
-    async fn ready(&self) -> StoreResult<()> {
-        timed("ready", self.0.ready()).await
-    }
-    fn pool_stats(&self) -> PoolStats {
-        self.0.pool_stats()
-    }
-    fn cleanup_holds_up_writes(&self) -> bool {
-        self.0.cleanup_holds_up_writes()
-    }
-    async fn close(&self) {
-        self.0.close().await;
-    }
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
-        timed("meta_get", self.0.meta_get(key)).await
-    }
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
-        timed("meta_insert_or_get", self.0.meta_insert_or_get(key, value)).await
-    }
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
-        timed("meta_replace", self.0.meta_replace(key, expected, value)).await
-    }
+impl<S: ClientStore> ClientStore for Metered<S> {
     async fn insert_client(&self, client: &Client) -> StoreResult<()> {
         timed("insert_client", self.0.insert_client(client)).await
     }
@@ -76,6 +51,19 @@ impl<S: Store> Store for Metered<S> {
     }
     async fn delete_client(&self, id: &str) -> StoreResult<bool> {
         timed("delete_client", self.0.delete_client(id)).await
+    }
+}
+
+#[async_trait]
+impl<S: KeyStore> KeyStore for Metered<S> {
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>> {
+        timed("meta_get", self.0.meta_get(key)).await
+    }
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String> {
+        timed("meta_insert_or_get", self.0.meta_insert_or_get(key, value)).await
+    }
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool> {
+        timed("meta_replace", self.0.meta_replace(key, expected, value)).await
     }
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>> {
         timed("list_keys", self.0.list_keys()).await
@@ -105,7 +93,7 @@ impl<S: Store> Store for Metered<S> {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool> {
         timed(
@@ -114,6 +102,10 @@ impl<S: Store> Store for Metered<S> {
         )
         .await
     }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for Metered<S> {
     async fn issue(
         &self,
         family: &NewFamily,
@@ -179,11 +171,37 @@ impl<S: Store> Store for Metered<S> {
         )
         .await
     }
+}
+
+#[async_trait]
+impl<S: AuditStore> AuditStore for Metered<S> {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()> {
         timed("record_audit", self.0.record_audit(event)).await
     }
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         timed("list_audit", self.0.list_audit(query)).await
+    }
+}
+
+#[async_trait]
+impl<S: Maintenance> Maintenance for Metered<S> {
+    async fn migrate(&self) -> StoreResult<()> {
+        timed("migrate", self.0.migrate()).await
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        timed("ping", self.0.ping()).await
+    }
+    async fn ready(&self) -> StoreResult<()> {
+        timed("ready", self.0.ready()).await
+    }
+    fn pool_stats(&self) -> PoolStats {
+        self.0.pool_stats()
+    }
+    fn cleanup_policy(&self) -> CleanupPolicy {
+        self.0.cleanup_policy()
+    }
+    async fn close(&self) {
+        self.0.close().await;
     }
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
         timed("purge_audit", self.0.purge_audit(before, batch)).await

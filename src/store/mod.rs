@@ -1,4 +1,7 @@
-//! Persistence: one [`Store`] abstraction, one implementation per database.
+//! Persistence: one role trait per kind of data ([`ClientStore`], [`KeyStore`],
+//! [`TokenStore`], [`AuditStore`]) and one for the database itself ([`Maintenance`]: schema,
+//! health, and the cleanup policy each backend owns); [`Store`] is all of them, implemented once
+//! per database, and [`open`] picks the database a URL names.
 //!
 //! The store speaks in domain types and in whole units of work: each method is one transaction
 //! that either commits entirely or not at all, so the service never sees a half-written grant.
@@ -6,23 +9,26 @@
 //! WHERE consumed_at IS NULL`, and only the caller whose update touched the row may issue its
 //! successor.
 
+pub mod cleanup;
 pub mod metered;
 pub mod postgres;
-mod postgres_batch;
 pub mod queue;
 mod rows;
 pub mod sqlite;
-mod sqlite_clients;
-mod sqlite_files;
-mod sqlite_read;
-mod sqlite_writer;
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use async_trait::async_trait;
 
+pub use cleanup::{CleanupPolicy, CleanupRound, CleanupRun, Retention};
+
+use crate::config::DatabaseSettings;
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::{Client, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
+use crate::domain::jwt::KeyState;
 use crate::domain::token::{TokenHash, TokenRef};
 
 /// A failure of the store.
@@ -43,7 +49,7 @@ impl StoreError {
     /// The same failure again, for each of several callers a single failure answers (a batch
     /// of writes, a batch of reads): kind and message are kept.
     #[must_use]
-    pub fn duplicate(&self) -> Self {
+    pub(crate) fn duplicate(&self) -> Self {
         match self {
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
             Self::Conflict(m) => Self::Conflict(m.clone()),
@@ -119,7 +125,7 @@ impl NewAccessToken {
     #[must_use]
     pub fn key(&self) -> TokenRef {
         TokenRef {
-            id: Some(self.id.clone()),
+            id: self.id.clone(),
             hash: self.hash,
         }
     }
@@ -130,7 +136,7 @@ impl NewRefreshToken {
     #[must_use]
     pub fn key(&self) -> TokenRef {
         TokenRef {
-            id: Some(self.id.clone()),
+            id: self.id.clone(),
             hash: self.hash,
         }
     }
@@ -163,8 +169,7 @@ pub struct AccessRecord {
 /// How to find an access token.
 #[derive(Debug, Clone, Copy)]
 pub enum AccessKey<'a> {
-    /// An opaque token: by its id (or, for one minted before ids were embedded, its hash),
-    /// and only if the stored hash matches.
+    /// An opaque token: by its id, and only if the stored hash matches.
     Opaque(&'a TokenRef),
     /// By the `jti` of a JWT.
     Id(&'a str),
@@ -177,8 +182,8 @@ pub struct StoredKey {
     pub kid: String,
     /// JOSE algorithm name.
     pub alg: String,
-    /// `next`, `active`, `retired` or `revoked`.
-    pub state: String,
+    /// Its place in the lifecycle.
+    pub state: KeyState,
     /// PKCS#8, sealed under the key-encryption key with the kid as associated data.
     pub sealed_private_key: Vec<u8>,
     /// Creation time.
@@ -196,7 +201,7 @@ pub enum RotateOutcome {
     Lost,
 }
 
-/// The outcome of a client update ([`Store::update_client`]).
+/// The outcome of a client update ([`ClientStore::update_client`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientUpdate {
     /// Written; the stored revision is one more than the one the update was made from.
@@ -214,8 +219,9 @@ pub struct Purged {
     pub rows: u64,
     /// How long the deletes held the database: on SQLite the job's time in the group writer,
     /// without its wait for its turn or the shared commit (which every request batched with it
-    /// waits for); on PostgreSQL the transaction's. The cleanup sizes its rounds by it.
-    pub busy: std::time::Duration,
+    /// waits for); on PostgreSQL the transaction's. The cleanup sizes and paces its rounds by it
+    /// ([`cleanup`]).
+    pub(crate) busy: std::time::Duration,
 }
 
 impl Purged {
@@ -248,34 +254,9 @@ pub struct PoolStats {
     pub idle: u32,
 }
 
-/// Tessera's persistence.
+/// The clients.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Applies the embedded migrations.
-    async fn migrate(&self) -> StoreResult<()>;
-    /// A cheap query proving the database answers.
-    async fn ping(&self) -> StoreResult<()>;
-    /// Whether the store can serve requests, writes included (`/readyz`). By default a
-    /// [`ping`](Self::ping); the SQLite store also checks its files and commits a probe write.
-    async fn ready(&self) -> StoreResult<()> {
-        self.ping().await
-    }
-    /// Connection pool figures.
-    fn pool_stats(&self) -> PoolStats;
-    /// Whether the requests' writes wait while a cleanup round runs, so that rounds must stay
-    /// short: true on SQLite, where a round is a job in the one group writer's batch; false on
-    /// PostgreSQL, where it runs on a connection of its own and skips locked rows.
-    fn cleanup_holds_up_writes(&self) -> bool;
-    /// Closes the connections (on shutdown), after in-flight work finished.
-    async fn close(&self);
-
-    /// Stores `value` under `key` unless a value is already there; returns the stored value.
-    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
-    /// Reads the value under `key` (a read: no write transaction).
-    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
-    /// Replaces the value under `key` if it is still `expected`; false otherwise.
-    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
-
+pub trait ClientStore: Send + Sync {
     /// Inserts a new client; `Conflict` if the id exists.
     async fn insert_client(&self, client: &Client) -> StoreResult<()>;
     /// Finds a client by id.
@@ -289,6 +270,17 @@ pub trait Store: Send + Sync + 'static {
     async fn update_client(&self, client: &Client) -> StoreResult<ClientUpdate>;
     /// Deletes a client and every token it holds; false if it did not exist.
     async fn delete_client(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// The signing keys, and the small named values (`meta`) the root key is kept in.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Stores `value` under `key` unless a value is already there; returns the stored value.
+    async fn meta_insert_or_get(&self, key: &str, value: &str) -> StoreResult<String>;
+    /// Reads the value under `key` (a read: no write transaction).
+    async fn meta_get(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Replaces the value under `key` if it is still `expected`; false otherwise.
+    async fn meta_replace(&self, key: &str, expected: &str, value: &str) -> StoreResult<bool>;
 
     /// Every signing key.
     async fn list_keys(&self) -> StoreResult<Vec<StoredKey>>;
@@ -311,10 +303,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_key_state(
         &self,
         kid: &str,
-        state: &str,
+        state: KeyState,
         published_until: Option<UnixTime>,
     ) -> StoreResult<bool>;
+}
 
+/// Token families and their access and refresh tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Writes a new family with its first access and refresh tokens and the audit event,
     /// atomically.
     async fn issue(
@@ -325,7 +321,7 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditEvent,
     ) -> StoreResult<()>;
     /// Finds a refresh token with its family's facts (by id, and only if the stored hash
-    /// matches; by hash for a token without an id).
+    /// matches).
     async fn find_refresh(&self, token: &TokenRef) -> StoreResult<Option<RefreshRecord>>;
     /// Consumes refresh token `old` and writes its successors, atomically, if and only if the
     /// token and its family are unrevoked and the token is unconsumed (or was consumed at or
@@ -363,11 +359,38 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         audit: &AuditEvent,
     ) -> StoreResult<u64>;
+}
 
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Records an event on its own.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     /// Reads events, newest first.
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+}
+
+/// The database itself: schema, health, connections, and the cleanup of what expired. Each
+/// backend owns its cleanup policy whole ([`CleanupPolicy`]: how rounds are sized and how many
+/// audit events a round takes); [`Maintenance::cleanup_round`] applies it.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Applies the embedded migrations.
+    async fn migrate(&self) -> StoreResult<()>;
+    /// A cheap query proving the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// Whether the store can serve requests, writes included (`/readyz`). By default a
+    /// [`ping`](Self::ping); the SQLite store also checks its files and commits a probe write.
+    async fn ready(&self) -> StoreResult<()> {
+        self.ping().await
+    }
+    /// Connection pool figures.
+    fn pool_stats(&self) -> PoolStats;
+    /// Closes the connections (on shutdown), after in-flight work finished.
+    async fn close(&self);
+
+    /// This backend's cleanup policy.
+    fn cleanup_policy(&self) -> CleanupPolicy;
     /// Deletes up to `batch` events older than `before`.
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
     /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
@@ -376,4 +399,69 @@ pub trait Store: Send + Sync + 'static {
     /// deletes its tokens. A deleted token is unknown afterwards, which every caller treats like
     /// a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
+    /// One round of the cleanup `run`: one batch of expired and revoked tokens, then the old
+    /// audit events this backend's policy allows; returns what went and when the next round
+    /// may start ([`CleanupRound`]).
+    async fn cleanup_round(
+        &self,
+        run: &mut CleanupRun,
+        retention: Retention,
+    ) -> StoreResult<CleanupRound> {
+        cleanup::round(self, run, retention).await
+    }
+}
+
+/// Tessera's persistence: every role, on one database.
+pub trait Store: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
+
+impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static
+{}
+
+/// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+#[must_use]
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `<database file><suffix>` for a SQLite database that is a file; `None` for PostgreSQL and
+/// in-memory databases. Where generated credentials are handed to the operator.
+#[must_use]
+pub fn beside_database(database_url: &str, suffix: &str) -> Option<std::path::PathBuf> {
+    if is_postgres_url(database_url) {
+        return None;
+    }
+    let path = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        .unwrap_or(database_url);
+    let path = path.split('?').next().unwrap_or(path);
+    (!path.is_empty() && path != ":memory:")
+        .then(|| std::path::PathBuf::from(format!("{path}{suffix}")))
+}
+
+pub use postgres::redact_url;
+
+/// Opens the store `settings.url` names: PostgreSQL for `postgres://` and `postgresql://`
+/// URLs, otherwise SQLite (`sqlite:` URL or a plain file path). Operations are measured
+/// ([`metered`]). The schema is not touched: see [`Maintenance::migrate`].
+///
+/// # Errors
+/// An unsupported URL or a database that cannot be opened.
+pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
+    let url = settings.url.as_str();
+    if is_postgres_url(url) {
+        let store = postgres::PostgresStore::open(url, settings.max_connections)
+            .await
+            .with_context(|| format!("opening {}", postgres::redact_url(url)))?;
+        return Ok(Arc::new(metered::Metered(store)));
+    }
+    let url = if url.starts_with("sqlite:") {
+        url.to_owned()
+    } else {
+        format!("sqlite://{url}")
+    };
+    let store = sqlite::SqliteStore::open(&url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
+    Ok(Arc::new(metered::Metered(store)))
 }

@@ -287,16 +287,18 @@ pub(super) struct KeyRow {
     published_until: Option<UnixTime>,
 }
 
-impl From<KeyRow> for StoredKey {
-    fn from(row: KeyRow) -> Self {
-        StoredKey {
+impl TryFrom<KeyRow> for StoredKey {
+    type Error = StoreError;
+
+    fn try_from(row: KeyRow) -> StoreResult<Self> {
+        Ok(StoredKey {
+            state: row.state.parse().map_err(|e| corrupt("key state", e))?,
             kid: row.kid,
             alg: row.alg,
-            state: row.state,
             sealed_private_key: row.private_key,
             created_at: row.created_at,
             published_until: row.published_until,
-        }
+        })
     }
 }
 

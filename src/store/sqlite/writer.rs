@@ -44,9 +44,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
-use super::queue::{self, QUEUE_TIMEOUT, Ticket};
-use super::sqlite_files::DatabaseFiles;
-use super::{StoreError, StoreResult};
+use super::super::queue::{self, QUEUE_TIMEOUT, Ticket};
+use super::super::{StoreError, StoreResult};
+use super::files::DatabaseFiles;
 
 /// Most jobs in one transaction.
 pub const MAX_BATCH: usize = 512;

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::StoreResult;
-use super::sqlite_writer::map_err;
+use super::super::StoreResult;
+use super::writer::map_err;
 
 /// Idle connections kept for reuse; more concurrent readers open (and then drop) extra ones.
 pub const MAX_IDLE: usize = 8;

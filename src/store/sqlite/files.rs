@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::{StoreError, StoreResult};
+use super::super::{StoreError, StoreResult};
 
 /// `(device, inode)` of a file.
 type Identity = (u64, u64);
