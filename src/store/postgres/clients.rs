@@ -96,6 +96,17 @@ impl ClientStore for PostgresStore {
         let id = id.to_owned();
         self.detached(move |store| async move {
             let mut tx = store.begin().await?;
+            // Two deletions of one client are serialised on its row first. Without that, each
+            // could lock a different set of families (a grant committing between their
+            // snapshots), then wait in the cascade for the families the other one holds: a
+            // deadlock. `FOR NO KEY UPDATE` does not block the `KEY SHARE` locks that grants
+            // and rotations take on the client row through their foreign keys while they hold
+            // a family's lock, so the order below stays deadlock-free against them.
+            sqlx::query("SELECT 1 FROM clients WHERE client_id = $1 FOR NO KEY UPDATE")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
             // The deletion cascades to the client's families and their tokens; locking the
             // families first, in family-id order, keeps the lock order of
             // `super::rotations`.

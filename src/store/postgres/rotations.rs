@@ -53,8 +53,9 @@ pub struct Rotation {
 /// The lock order, kept by every PostgreSQL writer that locks more than one row of these
 /// tables: a family before its refresh tokens, and families (or the tokens of several
 /// families) in family-id order. The one-rotation statement locks its family, then its token;
-/// a family revocation locks one family; a client's revocation and deletion lock its families
-/// in order; the revocation of everything issued before a time locks refresh tokens in
+/// a family revocation locks one family; a client's revocation locks its families in order,
+/// and its deletion the client row (`FOR NO KEY UPDATE`), then its families in order; the
+/// revocation of everything issued before a time locks refresh tokens in
 /// family-id order; the cleanup skips locked rows.
 pub struct Rotations;
 
