@@ -2,7 +2,8 @@
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers
 /// across two worker threads, and under load glibc's `malloc`/`free` (with its arena
-/// consolidation) was the largest single item of the worker threads' profile (BENCHMARKS.md).
+/// consolidation) is the largest single item of the worker threads' profile without it
+/// (docs/benchmarks-history.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -12,8 +12,9 @@
 //! SHA-256 without a key is sufficient here because the token itself carries 256 bits of
 //! entropy: nothing can be guessed from the hash. The id is not secret (it is the `jti` that
 //! introspection reports); it is there so that the store finds a token by a time-ordered key.
-//! Keyed by the hash, every new token landed on a random page of two B-trees, and the
-//! write-ahead log grew by about 18 KiB per grant instead of about 4.5 KiB (see BENCHMARKS.md).
+//! Keyed by the hash, every new token would land on a random page of two B-trees, and the
+//! write-ahead log would grow by about four times as much per grant
+//! (docs/benchmarks-history.md).
 //! The store looks a token up by its id and then requires the stored hash to match, so knowing
 //! an id (or even the MAC key) is not enough to use a token.
 

@@ -3,8 +3,8 @@
 //! same code for every backend; each backend states its own [`CleanupPolicy`] (whether its
 //! requests wait for a round, and so whether rounds must stay short).
 //!
-//! docs/design.md ("Cleanup of expired and revoked tokens") and BENCHMARKS.md ("Soak") record
-//! the measurements behind each rule, and the policies that failed.
+//! docs/design.md ("Cleanup of expired and revoked tokens") states the rules, and
+//! docs/benchmarks-history.md the soaks behind each.
 
 use std::time::Duration;
 
@@ -139,11 +139,12 @@ fn next_size(policy: CleanupPolicy, size: u32, took: Duration, max: u32) -> u32 
 ///
 /// Audit events are the table written most (one per grant, refresh and revocation, against
 /// one family per grant) and the cheapest to delete (one table, no cascade). Where nothing
-/// waits for a round, one batch a round fell behind a saturating load while the token tables
-/// kept up, so a round deletes as many events as token rows, and at least one batch. Where
+/// waits for a round, one batch a round falls behind a saturating load while the token tables
+/// keep up, so a round deletes as many events as token rows, and at least one batch. Where
 /// requests wait and a round is sized to a few milliseconds of deletes in all, more events a
-/// round would mean fewer token rows, and the token tables fell behind instead, while one batch
-/// of events a round kept both level (BENCHMARKS.md, "Soak"). So there a round takes one batch.
+/// round mean fewer token rows, and the token tables fall behind instead, while one batch of
+/// events a round keeps both level (the soaks: docs/benchmarks-history.md). So there a round
+/// takes one batch.
 fn audit_allowance(policy: CleanupPolicy, token_rows: u64, batch: u32) -> u64 {
     if policy.requests_wait {
         u64::from(batch)

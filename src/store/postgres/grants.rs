@@ -4,7 +4,7 @@
 //! A `client_credentials` grant is four inserts. As one statement per grant, PostgreSQL spends
 //! most of its time not on the rows but around them: opening four tables and their indexes,
 //! building an executor, and flushing its write-ahead log at each commit (profiled in
-//! BENCHMARKS.md). So grants waiting at the same moment are written together ([`super::batch`]):
+//! docs/benchmarks-history.md). So grants waiting at the same moment are written together ([`super::batch`]):
 //! one statement that inserts every family, access token, refresh token and audit event of the
 //! batch from arrays (`UNNEST`), and one commit. A caller is answered only after that commit, so
 //! a `2xx` still means the grant is durable.

@@ -42,10 +42,10 @@ impl Maintenance for PostgresStore {
         outcome
     }
     /// Nothing waits for a cleanup round here: it runs on a connection of its own and skips
-    /// locked rows. Rounds sized to a few milliseconds shrank to the floor under a saturating
-    /// load and the soak's database grew without levelling off; at one batch of audit events a
-    /// round the audit trail fell behind (BENCHMARKS.md, "Soak"). So every round is a full
-    /// batch and takes as many audit events as token rows.
+    /// locked rows. So every round is a full batch (rounds sized to a few milliseconds shrink
+    /// to the floor under a saturating load, and the database grows without bound) and takes as
+    /// many audit events as token rows (one batch a round falls behind the audit trail); the
+    /// soaks behind both rules are in docs/benchmarks-history.md.
     fn cleanup_policy(&self) -> CleanupPolicy {
         CleanupPolicy {
             requests_wait: false,

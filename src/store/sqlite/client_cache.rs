@@ -3,8 +3,8 @@
 //! Every token, revocation and introspection request reads its client. On SQLite that read is a
 //! read transaction, and beginning and ending one takes SQLite's shared-memory locks: `fcntl`
 //! calls on the `-shm` file and a process-wide mutex. Under load that locking, not the B-tree
-//! lookup, was about a quarter of the server's CPU for introspection, which reads twice (the
-//! caller, then the token): BENCHMARKS.md. So the store keeps the clients it has read.
+//! lookup, is about a quarter of the server's CPU for introspection, which reads twice (the
+//! caller, then the token): docs/benchmarks-history.md. So the store keeps the clients it has read.
 //!
 //! A cached client must never outlive a change to it, whichever process makes the change (the
 //! CLI writes the same file while the server runs). Every change to the `clients` table goes
