@@ -355,7 +355,9 @@ impl utoipa::Modify for Envelope {
         super::admin::audit,
         super::admin::metrics,
     ),
-    components(schemas(GenericError, crate::service::clients::ClientView))
+    components(schemas(GenericError, crate::service::clients::ClientView)),
+    // The request envelope (and its `X-Moov-Version` check) is shared by both listeners.
+    modifiers(&Envelope)
 )]
 pub struct AdminApi;
 
