@@ -383,3 +383,29 @@ fn serve_refuses_to_start_with_an_empty_short_or_unprintable_admin_token() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_value_of_the_wrong_type_is_refused_naming_its_field() {
+    let app = spawn_app().await;
+    let c = app.client("/ping.read", &[]);
+    let path = format!("/admin/clients/{}", c.id);
+    for (field, value) in [
+        ("access_ttl", json!("soon")),
+        ("name", json!(7)),
+        ("disabled", json!("yes")),
+        ("origins", json!("https://a.example")),
+    ] {
+        let r = app
+            .admin("PATCH", &path, Some(json!({ field: value })))
+            .await;
+        assert_refused(&r, field);
+    }
+    let r = app
+        .admin(
+            "POST",
+            &format!("{path}/rotate-secret"),
+            Some(json!({"keep_old": "1d"})),
+        )
+        .await;
+    assert_refused(&r, "keep_old");
+}

@@ -68,8 +68,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AdminJson<T> {
 /// `400 invalid_request` naming what is wrong with it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AdminError> {
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { bytes };
-    serde_json::from_slice(bytes)
-        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A value of the wrong type names its field first, as every other refusal does; a
+        // body that is not JSON, or an unknown field, is about the body as a whole.
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        if field == "." || field.is_empty() || inner.is_syntax() || inner.is_eof() {
+            AdminError::bad_request(format!("invalid JSON body: {inner}"))
+        } else {
+            AdminError::bad_request(format!("{field} is not valid: {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| AdminError::bad_request(format!("invalid JSON body: {e}")))?;
+    Ok(parsed)
 }
 
 /// A query string parsed strictly (unknown parameters refused), its failures answered in the
