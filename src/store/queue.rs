@@ -64,30 +64,80 @@ impl Ticket {
     }
 }
 
-/// Waits for the answer of a write queued with `ticket`: its real outcome if a batch takes it
-/// within [`QUEUE_TIMEOUT`] (then however long the batch takes), or "unavailable" if none did
-/// and the caller withdrew it. `what` names the queue in that error.
-///
-/// # Errors
-/// The write's own error, or [`StoreError::Unavailable`] when it was withdrawn or its queue's
-/// worker has stopped.
-pub async fn outcome<R>(
-    ticket: &Ticket,
+/// The batch's end of a queued write: where its answer goes, and its [`Ticket`].
+#[derive(Debug)]
+pub struct Reply<R> {
+    sender: oneshot::Sender<StoreResult<R>>,
+    ticket: Ticket,
+}
+
+/// The caller's end of a queued write: [`Waiting::outcome`] gives its answer.
+#[derive(Debug)]
+pub struct Waiting<R> {
     answer: oneshot::Receiver<StoreResult<R>>,
-    what: &str,
-) -> StoreResult<R> {
-    let stopped = || StoreError::Unavailable(format!("{what} has stopped"));
-    let mut answer = answer;
-    if let Ok(reply) = tokio::time::timeout(QUEUE_TIMEOUT, &mut answer).await {
-        return reply.map_err(|_| stopped())?;
+    ticket: Ticket,
+}
+
+/// A new queued write's two ends.
+#[must_use]
+pub fn queued<R>() -> (Reply<R>, Waiting<R>) {
+    let (sender, answer) = oneshot::channel();
+    let ticket = Ticket::new();
+    (
+        Reply {
+            sender,
+            ticket: ticket.clone(),
+        },
+        Waiting { answer, ticket },
+    )
+}
+
+impl<R> Reply<R> {
+    /// Makes the write the batch's to run; false if its caller withdrew it or went away (the
+    /// HTTP client disconnected), and nobody would see its answer: the batch skips it.
+    #[must_use]
+    pub fn take(&self) -> bool {
+        !self.sender.is_closed() && self.ticket.take()
     }
-    if ticket.withdraw() {
-        metrics::counter!("tessera_store_writes_withdrawn_total").increment(1);
-        return Err(StoreError::Unavailable(format!(
-            "the write waited {QUEUE_TIMEOUT:?} for {what} and was withdrawn; nothing was written"
-        )));
+
+    /// Answers the caller (who may have gone: the work stands anyway).
+    pub fn send(self, result: StoreResult<R>) {
+        let _ = self.sender.send(result);
     }
-    answer.await.map_err(|_| stopped())?
+}
+
+impl<R> Waiting<R> {
+    /// The answer if it has been sent, without waiting (unit tests that run a batch by hand).
+    ///
+    /// # Errors
+    /// No answer yet, or the batch dropped the write.
+    #[cfg(test)]
+    pub fn try_recv(&mut self) -> Result<StoreResult<R>, oneshot::error::TryRecvError> {
+        self.answer.try_recv()
+    }
+
+    /// The write's real outcome if a batch takes it within [`QUEUE_TIMEOUT`] (then however
+    /// long the batch takes), or "unavailable" if none did and the caller withdrew it. `what`
+    /// names the queue in that error.
+    ///
+    /// # Errors
+    /// The write's own error, or [`StoreError::Unavailable`] when it was withdrawn or its
+    /// queue's worker has stopped.
+    pub async fn outcome(self, what: &str) -> StoreResult<R> {
+        let stopped = || StoreError::Unavailable(format!("{what} has stopped"));
+        let Self { mut answer, ticket } = self;
+        if let Ok(reply) = tokio::time::timeout(QUEUE_TIMEOUT, &mut answer).await {
+            return reply.map_err(|_| stopped())?;
+        }
+        if ticket.withdraw() {
+            metrics::counter!("tessera_store_writes_withdrawn_total").increment(1);
+            return Err(StoreError::Unavailable(format!(
+                "the write waited {QUEUE_TIMEOUT:?} for {what} and was withdrawn; nothing was \
+                 written"
+            )));
+        }
+        answer.await.map_err(|_| stopped())?
+    }
 }
 
 #[cfg(test)]
@@ -108,26 +158,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_write_nobody_took_is_withdrawn_after_the_queue_timeout() {
-        let ticket = Ticket::new();
-        let (_reply, answer) = oneshot::channel::<StoreResult<()>>();
-        let out = outcome(&ticket, answer, "the test queue").await;
+        let (reply, waiting) = queued::<()>();
+        let out = waiting.outcome("the test queue").await;
         assert!(matches!(out, Err(StoreError::Unavailable(m)) if m.contains("withdrawn")));
-        assert!(!ticket.take(), "a withdrawn write must not run");
+        assert!(!reply.ticket.take(), "a withdrawn write must not run");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_taken_write_waits_for_its_real_outcome_past_the_queue_timeout() {
-        let ticket = Ticket::new();
-        let (reply, answer) = oneshot::channel::<StoreResult<u8>>();
-        assert!(ticket.take());
+        let (reply, waiting) = queued::<u8>();
+        assert!(reply.take());
         let batch = tokio::spawn(async move {
             tokio::time::sleep(QUEUE_TIMEOUT * 3).await;
-            let _ = reply.send(Ok(7));
+            reply.send(Ok(7));
         });
-        assert_eq!(
-            outcome(&ticket, answer, "the test queue").await.ok(),
-            Some(7)
-        );
+        assert_eq!(waiting.outcome("the test queue").await.ok(), Some(7));
         batch.await.ok();
     }
 }

@@ -21,9 +21,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::postgres::PgPool;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 
-use super::super::queue::{self, QUEUE_TIMEOUT, Ticket};
+use super::super::queue::{self, QUEUE_TIMEOUT, Reply};
 use super::super::{StoreError, StoreResult};
 
 /// Most requests in one statement.
@@ -76,19 +76,16 @@ fn no_answer() -> StoreError {
     ))
 }
 
-/// A request waiting in a batcher, with where its answer goes and the ticket that decides
-/// whether a batch runs it or its caller withdrew it ([`super::super::queue`]).
+/// A request waiting in a batcher, with where its answer goes ([`super::super::queue`]).
 struct Pending<T, R> {
     item: T,
-    reply: oneshot::Sender<StoreResult<R>>,
-    ticket: Ticket,
+    reply: Reply<R>,
 }
 
 impl<T, R> Pending<T, R> {
-    /// Makes the request the batch's to run; false if its caller withdrew it or went away
-    /// (the HTTP client disconnected), and nobody would see its answer.
+    /// Makes the request the batch's to run ([`Reply::take`]).
     fn take(&self) -> bool {
-        !self.reply.is_closed() && self.ticket.take()
+        self.reply.take()
     }
 }
 
@@ -128,13 +125,8 @@ impl<Op: BatchOp> Batcher<Op> {
     /// The batch's error for this request.
     pub async fn submit(&self, item: Op::Item) -> StoreResult<Op::Out> {
         const WHAT: &str = "the PostgreSQL batcher";
-        let (reply, answer) = oneshot::channel();
-        let ticket = Ticket::new();
-        let pending = Pending {
-            item,
-            reply,
-            ticket: ticket.clone(),
-        };
+        let (reply, waiting) = queue::queued();
+        let pending = Pending { item, reply };
         // The queue holds 4 × MAX_BATCH requests; a full one waits here, within the same
         // bound as the wait for a batch.
         match tokio::time::timeout(QUEUE_TIMEOUT, self.queue.send(pending)).await {
@@ -146,7 +138,7 @@ impl<Op: BatchOp> Batcher<Op> {
                 )));
             }
         }
-        queue::outcome(&ticket, answer, WHAT).await
+        waiting.outcome(WHAT).await
     }
 }
 
@@ -200,15 +192,14 @@ async fn run_round<Op: BatchOp>(pool: &PgPool, round: Vec<PendingOf<Op>>) {
             Ok(answers) => {
                 let mut answers = answers.into_iter();
                 for p in round {
-                    let _ = p
-                        .reply
+                    p.reply
                         .send(answers.next().unwrap_or_else(|| Err(no_answer())));
                 }
                 return;
             }
             Err(e) if !Op::ONE_BY_ONE || matches!(e, StoreError::Unavailable(_)) => {
                 for p in round {
-                    let _ = p.reply.send(Err(e.duplicate()));
+                    p.reply.send(Err(e.duplicate()));
                 }
                 return;
             }
@@ -219,6 +210,6 @@ async fn run_round<Op: BatchOp>(pool: &PgPool, round: Vec<PendingOf<Op>>) {
     }
     for p in round {
         let answer = Op::one(pool, &p.item).await;
-        let _ = p.reply.send(answer);
+        p.reply.send(answer);
     }
 }

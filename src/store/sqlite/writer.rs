@@ -42,9 +42,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
-use tokio::sync::oneshot;
 
-use super::super::queue::{self, QUEUE_TIMEOUT, Ticket};
+use super::super::queue::{self, QUEUE_TIMEOUT, Reply};
 use super::super::{StoreError, StoreResult};
 use super::files::DatabaseFiles;
 
@@ -65,8 +64,7 @@ trait Job: Send {
 struct Pending<T, F> {
     op: F,
     result: Option<StoreResult<(T, bool)>>,
-    reply: oneshot::Sender<StoreResult<T>>,
-    ticket: Ticket,
+    reply: Reply<T>,
 }
 
 impl<T, F> Job for Pending<T, F>
@@ -75,7 +73,7 @@ where
     F: Fn(&Connection) -> StoreResult<(T, bool)> + Send,
 {
     fn take(&self) -> bool {
-        !self.reply.is_closed() && self.ticket.take()
+        self.reply.take()
     }
 
     fn run(&mut self, conn: &Connection) -> bool {
@@ -100,7 +98,7 @@ where
             (Some(Ok((value, _))), None) => Ok(value),
         };
         // The caller may have gone (client disconnected): the work stands anyway.
-        let _ = self.reply.send(out);
+        self.reply.send(out);
     }
 }
 
@@ -109,13 +107,21 @@ where
 /// and the environment failing under the database (disk full, I/O error, a file that cannot be
 /// opened or written), are unavailable (`503`, retry later); anything else is a failure.
 pub fn map_err(e: rusqlite::Error) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(code) if is_environmental(code) => StoreError::Unavailable(e.to_string()),
-        Some(ErrorCode::ConstraintViolation)
-            if e.to_string().contains("UNIQUE") || e.to_string().contains("FOREIGN KEY") =>
-        {
-            StoreError::Conflict(e.to_string())
-        }
+    use rusqlite::ffi;
+    let extended = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
+    };
+    match (e.sqlite_error_code(), extended) {
+        (Some(code), _) if is_environmental(code) => StoreError::Unavailable(e.to_string()),
+        (
+            _,
+            Some(
+                ffi::SQLITE_CONSTRAINT_UNIQUE
+                | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                | ffi::SQLITE_CONSTRAINT_FOREIGNKEY,
+            ),
+        ) => StoreError::Conflict(e.to_string()),
         _ => StoreError::Other(anyhow::Error::new(e)),
     }
 }
@@ -218,13 +224,11 @@ impl GroupWriter {
         F: Fn(&Connection) -> StoreResult<(T, bool)> + Send + 'static,
     {
         const WHAT: &str = "the SQLite writer";
-        let (reply, answer) = oneshot::channel::<StoreResult<T>>();
-        let ticket = Ticket::new();
+        let (reply, waiting) = queue::queued::<T>();
         let job = Message::Job(Box::new(Pending {
             op,
             result: None,
             reply,
-            ticket: ticket.clone(),
         }));
         // The queue is bounded; when it is full, wait for room without blocking the runtime,
         // within the same bound as the wait for a batch.
@@ -248,7 +252,7 @@ impl GroupWriter {
                 }
             }
         }
-        queue::outcome(&ticket, answer, WHAT).await
+        waiting.outcome(WHAT).await
     }
 }
 
@@ -453,7 +457,7 @@ mod tests {
             let mut answers = Vec::new();
             let mut jobs: Vec<Box<dyn Job>> = Vec::new();
             for &(id, size) in rows {
-                let (reply, answer) = oneshot::channel::<StoreResult<()>>();
+                let (reply, answer) = queue::queued::<()>();
                 jobs.push(Box::new(Pending {
                     op: move |conn: &Connection| {
                         conn.execute(
@@ -465,7 +469,6 @@ mod tests {
                     },
                     result: None,
                     reply,
-                    ticket: Ticket::new(),
                 }));
                 answers.push((id, answer));
             }
