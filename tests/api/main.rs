@@ -33,6 +33,7 @@ mod openapi;
 mod operations;
 mod ping;
 mod postgres;
+mod postgres_tls;
 mod refresh;
 mod revoke;
 mod robustness;
