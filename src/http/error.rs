@@ -287,6 +287,17 @@ impl AdminError {
         }
     }
 
+    /// A `401 unauthorized` from `/metrics`: a `metrics_token` is configured and the request
+    /// does not carry it.
+    #[must_use]
+    pub fn metrics_unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            description: "the metrics token is required (Authorization: Bearer …)".into(),
+        }
+    }
+
     /// A `404 not_found`: no such client, key or endpoint.
     #[must_use]
     pub fn not_found(description: impl Into<String>) -> Self {
