@@ -27,6 +27,7 @@ mod discovery;
 mod faults;
 mod interop;
 mod introspect;
+mod introspect_jwt;
 mod jwt;
 mod keys;
 mod openapi;
