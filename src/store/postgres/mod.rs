@@ -133,7 +133,7 @@ impl PostgresStore {
         Self::open_with_tls(url, max_connections, &Tls::default()).await
     }
 
-    /// [`Self::open`] with the `database_ssl*` settings laid over the URL's (see [`tls`]).
+    /// [`Self::open`] with the `database_ssl*` settings laid over the URL's ([`Tls`]).
     /// The first connection is made here, so a certificate that does not verify (a wrong CA,
     /// or under `verify-full` a certificate for another host) fails the start with the TLS
     /// error, at once: it is not retried.
