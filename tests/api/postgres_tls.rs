@@ -1,6 +1,7 @@
 //! TLS to PostgreSQL, against a throwaway PostgreSQL 15 cluster each test starts itself: TLS on
 //! (`ssl = on`, a certificate for `localhost` from a test CA), and a `pg_hba.conf` that accepts
-//! only TLS connections (`hostssl`), on a free loopback port. The cluster is stopped and its
+//! only TLS connections (`hostssl`, with `trust` or client-certificate `cert` authentication),
+//! on a free loopback port. The cluster is stopped and its
 //! directory deleted when the test ends, also when it fails.
 //!
 //! Without the PostgreSQL binaries (`/usr/lib/postgresql/15/bin`, or `TESSERA_TEST_PG_BIN`) the
@@ -12,7 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
 };
 use serde_json::json;
 use tessera::config::Settings;
@@ -31,6 +33,18 @@ struct TlsCluster {
     ca: PathBuf,
     /// A CA that did not.
     other_ca: PathBuf,
+    /// A client certificate for the user `postgres` from `ca`, and its key.
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+/// Who the cluster lets in, over TLS only.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Anyone (`trust`).
+    Trust,
+    /// Only clients presenting a certificate from the test CA for their user name (`cert`).
+    ClientCertificate,
 }
 
 fn as_postgres(program: &Path) -> Command {
@@ -64,8 +78,17 @@ fn postgres_ids() -> Option<(u32, u32)> {
     Some((id("-u")?, id("-g")?))
 }
 
-/// A CA, and a server certificate for `localhost` it issued, as PEM: (CA, cert, key).
-fn certificates(ca_name: &str) -> (String, String, String) {
+/// PEM of a CA and what it issued.
+struct Pki {
+    ca: String,
+    /// The server's certificate, for `localhost`, and its key.
+    server: (String, String),
+    /// A client certificate for the user `postgres` (for `cert` authentication), and its key.
+    client: (String, String),
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate it issued.
+fn certificates(ca_name: &str) -> Pki {
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name.push(DnType::CommonName, ca_name);
@@ -77,12 +100,25 @@ fn certificates(ca_name: &str) -> (String, String, String) {
         .push(DnType::CommonName, "localhost");
     let key = KeyPair::generate().expect("server key");
     let cert = server.signed_by(&key, &ca).expect("server certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
+    let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "postgres");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate().expect("client key");
+    let client_cert = client
+        .signed_by(&client_key, &ca)
+        .expect("client certificate");
+    Pki {
+        ca: ca.pem(),
+        server: (cert.pem(), key.serialize_pem()),
+        client: (client_cert.pem(), client_key.serialize_pem()),
+    }
 }
 
 impl TlsCluster {
     /// Starts a cluster; `None` means skip (no PostgreSQL binaries, `CI` unset).
-    fn start() -> Option<Self> {
+    fn start(auth: Auth) -> Option<Self> {
         let bin = std::env::var_os("TESSERA_TEST_PG_BIN")
             .map_or_else(|| PathBuf::from(DEFAULT_PG_BIN), PathBuf::from);
         let ids = postgres_ids();
@@ -118,8 +154,8 @@ impl TlsCluster {
                 "-D",
             ])
             .arg(&data));
-        let (ca, cert, key) = certificates("Tessera test CA");
-        let (other_ca, _, _) = certificates("Some other CA");
+        let pki = certificates("Tessera test CA");
+        let other = certificates("Some other CA");
         let write = |path: &Path, text: &str, private: bool| {
             std::fs::write(path, text).expect("write");
             std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
@@ -129,27 +165,36 @@ impl TlsCluster {
                     .expect("chmod");
             }
         };
-        write(&data.join("server.crt"), &cert, false);
-        write(&data.join("server.key"), &key, true);
+        write(&data.join("server.crt"), &pki.server.0, false);
+        write(&data.join("server.key"), &pki.server.1, true);
+        write(&data.join("root.crt"), &pki.ca, false);
         let cluster = Self {
             ca: dir.path().join("ca.pem"),
             other_ca: dir.path().join("other-ca.pem"),
+            client_cert: dir.path().join("client.pem"),
+            client_key: dir.path().join("client.key"),
             port: free_port(),
             bin,
             dir,
         };
-        write(&cluster.ca, &ca, false);
-        write(&cluster.other_ca, &other_ca, false);
+        write(&cluster.ca, &pki.ca, false);
+        write(&cluster.other_ca, &other.ca, false);
+        write(&cluster.client_cert, &pki.client.0, false);
+        write(&cluster.client_key, &pki.client.1, true);
         // Only TLS over TCP: a plaintext connection finds no pg_hba.conf line.
+        let method = match auth {
+            Auth::Trust => "trust",
+            Auth::ClientCertificate => "cert",
+        };
         write(
             &data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            &format!("local all all trust\nhostssl all all 127.0.0.1/32 {method}\n"),
             false,
         );
         let conf = format!(
             "\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n\
-             fsync = off\nmax_connections = 40\n",
+             ssl_ca_file = 'root.crt'\nfsync = off\nmax_connections = 40\n",
             cluster.port,
             cluster.dir.path().display()
         );
@@ -209,7 +254,7 @@ fn path_text(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_full_with_the_right_ca_mints_and_introspects_a_token_over_tls() {
-    let Some(pg) = TlsCluster::start() else {
+    let Some(pg) = TlsCluster::start(Auth::Trust) else {
         return;
     };
     let ca = path_text(&pg.ca);
@@ -271,7 +316,7 @@ async fn verify_full_with_the_right_ca_mints_and_introspects_a_token_over_tls() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_modes_check_the_server_as_libpq_does_and_refuse_clearly_at_start() {
-    let Some(pg) = TlsCluster::start() else {
+    let Some(pg) = TlsCluster::start(Auth::Trust) else {
         return;
     };
     let (ca, other_ca) = (path_text(&pg.ca), path_text(&pg.other_ca));
@@ -343,4 +388,38 @@ async fn tls_modes_check_the_server_as_libpq_does_and_refuse_clearly_at_start() 
     .expect("a plaintext connection is refused by a hostssl-only server");
     assert!(e.contains("sslmode disable"), "{e}");
     assert!(e.contains("no encryption"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_from_the_settings_passes_cert_authentication() {
+    let Some(pg) = TlsCluster::start(Auth::ClientCertificate) else {
+        return;
+    };
+    let key = new_master_key();
+    let (ca, cert, client_key) = (
+        path_text(&pg.ca),
+        path_text(&pg.client_cert),
+        path_text(&pg.client_key),
+    );
+    let url = pg.url("localhost", "");
+    let verify = [
+        ("database_sslmode", "verify-full"),
+        ("database_ssl_root_cert", ca.as_str()),
+    ];
+    // Without a client certificate, `cert` authentication refuses the connection.
+    let e = start_error(&url, &key, &verify)
+        .await
+        .expect("no client certificate, no connection");
+    assert!(e.contains("requires a valid client certificate"), "{e}");
+    // A key without its certificate is a configuration error, before any connection.
+    let mut lone = verify.to_vec();
+    lone.push(("database_ssl_key", client_key.as_str()));
+    let e = start_error(&url, &key, &lone).await.expect("a lone key");
+    assert!(e.contains("must be set together"), "{e}");
+    let mut with_cert = verify.to_vec();
+    with_cert.extend([
+        ("database_ssl_cert", cert.as_str()),
+        ("database_ssl_key", client_key.as_str()),
+    ]);
+    assert_eq!(start_error(&url, &key, &with_cert).await, None);
 }
