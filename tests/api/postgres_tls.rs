@@ -27,6 +27,7 @@ const DEFAULT_PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// A running throwaway cluster; stopped (and its files deleted) on drop.
 struct TlsCluster {
     dir: tempfile::TempDir,
+    runner: Runner,
     bin: PathBuf,
     port: u16,
     /// The CA that issued the server's certificate.
@@ -47,10 +48,47 @@ enum Auth {
     ClientCertificate,
 }
 
-fn as_postgres(program: &Path) -> Command {
-    let mut command = Command::new("runuser");
-    command.args(["-u", "postgres", "--"]).arg(program);
-    command
+/// Who runs the cluster: as root, the `postgres` user (PostgreSQL refuses to run as root),
+/// through `runuser`, owning the cluster's files; otherwise the current user.
+#[derive(Clone, Copy)]
+enum Runner {
+    Postgres { uid: u32, gid: u32 },
+    Me,
+}
+
+fn id(args: &[&str]) -> Option<u32> {
+    let out = Command::new("id").args(args).output().ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+impl Runner {
+    /// `None`: root, but no `postgres` user.
+    fn find() -> Option<Self> {
+        if id(&["-u"])? != 0 {
+            return Some(Self::Me);
+        }
+        Some(Self::Postgres {
+            uid: id(&["-u", "postgres"])?,
+            gid: id(&["-g", "postgres"])?,
+        })
+    }
+
+    fn command(self, program: &Path) -> Command {
+        match self {
+            Self::Postgres { .. } => {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(program);
+                command
+            }
+            Self::Me => Command::new(program),
+        }
+    }
+
+    fn own(self, path: &Path) {
+        if let Self::Postgres { uid, gid } = self {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+        }
+    }
 }
 
 fn run(command: &mut Command) {
@@ -68,14 +106,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
-}
-
-fn postgres_ids() -> Option<(u32, u32)> {
-    let id = |flag: &str| {
-        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    };
-    Some((id("-u")?, id("-g")?))
 }
 
 /// PEM of a CA and what it issued.
@@ -121,8 +151,8 @@ impl TlsCluster {
     fn start(auth: Auth) -> Option<Self> {
         let bin = std::env::var_os("TESSERA_TEST_PG_BIN")
             .map_or_else(|| PathBuf::from(DEFAULT_PG_BIN), PathBuf::from);
-        let ids = postgres_ids();
-        if !bin.join("initdb").is_file() || ids.is_none() {
+        let runner = Runner::find();
+        if !bin.join("initdb").is_file() || runner.is_none() {
             let why = format!(
                 "no PostgreSQL binaries in {} or no postgres user to run them",
                 bin.display()
@@ -138,11 +168,12 @@ impl TlsCluster {
             );
             return None;
         }
-        let (uid, gid) = ids.expect("ids");
+        let runner = runner.expect("runner");
         let dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        runner.own(dir.path());
         let data = dir.path().join("data");
-        run(as_postgres(&bin.join("initdb"))
+        run(runner
+            .command(&bin.join("initdb"))
             .args([
                 "-A",
                 "trust",
@@ -158,7 +189,7 @@ impl TlsCluster {
         let other = certificates("Some other CA");
         let write = |path: &Path, text: &str, private: bool| {
             std::fs::write(path, text).expect("write");
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown");
+            runner.own(path);
             if private {
                 use std::os::unix::fs::PermissionsExt as _;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
@@ -174,6 +205,7 @@ impl TlsCluster {
             client_cert: dir.path().join("client.pem"),
             client_key: dir.path().join("client.key"),
             port: free_port(),
+            runner,
             bin,
             dir,
         };
@@ -201,7 +233,8 @@ impl TlsCluster {
         let mut file = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
         file.push_str(&conf);
         write(&data.join("postgresql.conf"), &file, false);
-        run(as_postgres(&cluster.bin.join("pg_ctl"))
+        run(runner
+            .command(&cluster.bin.join("pg_ctl"))
             .args(["-w", "-t", "60", "-D"])
             .arg(&data)
             .arg("-l")
@@ -218,7 +251,9 @@ impl TlsCluster {
 
 impl Drop for TlsCluster {
     fn drop(&mut self) {
-        let stopped = as_postgres(&self.bin.join("pg_ctl"))
+        let stopped = self
+            .runner
+            .command(&self.bin.join("pg_ctl"))
             .args(["-m", "immediate", "-w", "-D"])
             .arg(self.dir.path().join("data"))
             .arg("stop")
