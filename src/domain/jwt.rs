@@ -517,7 +517,7 @@ mod tests {
         let (ps, pkcs8) = SigningKey::generate(Algorithm::Ps256)?;
         let rs = SigningKey::from_pkcs8(Algorithm::Rs256, &pkcs8)?;
         assert_eq!(ps.kid(), rs.kid());
-        let token = encode(&ps, &claims(1000))?;
+        let token = encode(&ps, ACCESS_TOKEN_TYP, &claims(1000))?;
         let (signed, sig) = token.rsplit_once('.').ok_or("shape")?;
         let sig = URL_SAFE_NO_PAD.decode(sig)?;
         assert!(ps.verify(signed.as_bytes(), &sig));

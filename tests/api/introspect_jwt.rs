@@ -58,7 +58,7 @@ async fn verify(app: &TestApp, jwt: &str, audience: &str) -> Value {
 
 #[tokio::test]
 async fn introspection_answers_a_jwt_signed_by_the_active_key_when_asked_for_one() {
-    for alg in ["EdDSA", "ES256", "RS256"] {
+    for alg in ["EdDSA", "ES256", "PS256", "RS256"] {
         let app = spawn_app_with(&[("signing_alg", alg)]).await;
         let c = app.client("/ping.read", &["--format", "opaque"]);
         let t = app.grant(&c, "/ping.read").await;
