@@ -5,9 +5,11 @@
 //! - **Loading.** [`load`] reads the chain (leaf first) and an unencrypted PKCS#8, RSA or SEC1
 //!   key, and refuses a chain whose leaf is expired or not yet valid, a key that is not the
 //!   leaf's, and files without a usable PEM item, each with a message that names the file.
-//! - **Reload.** Each TLS listener's [`Tls`] serves the current [`CertifiedKey`] through a
-//!   resolver behind a lock, so a reload changes what new handshakes see while established
-//!   connections go on with theirs. [`reload_loop`] reloads on SIGHUP and when either file's
+//! - **Reload.** Each TLS listener's [`Tls`] holds the current acceptor behind a lock; a
+//!   connection takes the acceptor current when it is accepted, so a reload changes what new
+//!   handshakes see while established connections go on with theirs. Each reload makes a new
+//!   server configuration, with an empty session cache: a client cannot resume, after a reload,
+//!   a session it began under the previous certificate, so every new connection sees the new one. [`reload_loop`] reloads on SIGHUP and when either file's
 //!   modification time, size or inode changes (checked every [`POLL_INTERVAL`]). A new pair
 //!   that does not load is refused with an error log, and the current certificate stays.
 //! - **Policy.** TLS 1.3 with its three suites, and TLS 1.2 with only the FAPI 2.0 suites
@@ -37,9 +39,9 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio_rustls::TlsAcceptor;
 
@@ -249,21 +251,32 @@ pub fn provider() -> CryptoProvider {
     }
 }
 
-/// Serves the current certificate to every handshake.
-#[derive(Debug)]
-struct Resolver {
-    current: RwLock<Arc<CertifiedKey>>,
+/// The server configuration of a listener serving `key` (see the module docs for the policy).
+fn server_config(
+    key: Arc<CertifiedKey>,
+    client_certificates: bool,
+) -> anyhow::Result<ServerConfig> {
+    let provider = Arc::new(provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("the TLS protocol versions")?;
+    let builder = if client_certificates {
+        builder.with_client_cert_verifier(Arc::new(AnyClientCertificate {
+            algorithms: provider.signature_verification_algorithms,
+        }))
+    } else {
+        builder.with_client_cert_verifier(WebPkiClientVerifier::no_client_auth())
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
+    Ok(config)
 }
 
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-        )
-    }
+/// What a listener serves now.
+struct Current {
+    acceptor: TlsAcceptor,
+    key: Arc<CertifiedKey>,
 }
 
 /// Asks for a client certificate without requiring one, and accepts any certificate whose
@@ -344,8 +357,8 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 pub struct Tls {
     name: &'static str,
     files: TlsFiles,
-    acceptor: TlsAcceptor,
-    resolver: Arc<Resolver>,
+    client_certificates: bool,
+    current: RwLock<Current>,
     /// The files' stamps when they were last loaded or refused.
     seen: Mutex<(Option<FileStamp>, Option<FileStamp>)>,
 }
@@ -372,38 +385,40 @@ impl Tls {
     ) -> anyhow::Result<Arc<Self>> {
         let seen = (stamp(&files.cert), stamp(&files.key));
         let loaded = load(&files, SystemTime::now())?;
-        let provider = Arc::new(provider());
-        let resolver = Arc::new(Resolver {
-            current: RwLock::new(loaded.key),
-        });
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("the TLS protocol versions")?;
-        let builder = if client_certificates {
-            builder.with_client_cert_verifier(Arc::new(AnyClientCertificate {
-                algorithms: provider.signature_verification_algorithms,
-            }))
-        } else {
-            builder.with_client_cert_verifier(WebPkiClientVerifier::no_client_auth())
-        };
-        let mut config = builder.with_cert_resolver(resolver.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        config.ignore_client_order = true;
+        let config = server_config(loaded.key.clone(), client_certificates)?;
         let tls = Self {
             name,
             files,
-            acceptor: TlsAcceptor::from(Arc::new(config)),
-            resolver,
+            client_certificates,
+            current: RwLock::new(Current {
+                acceptor: TlsAcceptor::from(Arc::new(config)),
+                key: loaded.key,
+            }),
             seen: Mutex::new(seen),
         };
         tls.loaded(&loaded.facts, "start");
         Ok(Arc::new(tls))
     }
 
-    /// The acceptor for new connections.
+    /// The acceptor for a new connection: the current certificate's.
     #[must_use]
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .acceptor
+            .clone()
+    }
+
+    /// The leaf certificate new connections get, DER.
+    #[must_use]
+    pub fn served_certificate(&self) -> Vec<u8> {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        current
+            .key
+            .end_entity_cert()
+            .map(|c| c.as_ref().to_vec())
+            .unwrap_or_default()
     }
 
     /// The files this listener serves.
@@ -418,13 +433,16 @@ impl Tls {
     pub fn reload(&self, why: &'static str) -> bool {
         let stamps = (stamp(&self.files.cert), stamp(&self.files.key));
         *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = stamps;
-        match load(&self.files, SystemTime::now()) {
-            Ok(loaded) => {
-                *self
-                    .resolver
-                    .current
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = loaded.key;
+        let loaded = load(&self.files, SystemTime::now()).and_then(|loaded| {
+            let config = server_config(loaded.key.clone(), self.client_certificates)?;
+            Ok((loaded, config))
+        });
+        match loaded {
+            Ok((loaded, config)) => {
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Current {
+                    acceptor: TlsAcceptor::from(Arc::new(config)),
+                    key: loaded.key,
+                };
                 metrics::counter!("tessera_tls_reloads_total", "listener" => self.name, "outcome" => "ok")
                     .increment(1);
                 self.loaded(&loaded.facts, why);

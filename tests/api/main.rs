@@ -38,4 +38,5 @@ mod revoke;
 mod robustness;
 mod stalls;
 mod storage;
+mod tls;
 mod token;

@@ -262,16 +262,7 @@ fn a_changed_file_is_reloaded_and_a_bad_one_keeps_the_current_certificate() {
     let (cert, key) = certificate(2020, 2099);
     let files = write_pair(dir.path(), &cert.pem(), &key.serialize_pem());
     let tls = Tls::open("public", files.clone(), true).unwrap();
-    let served = || {
-        tls.resolver
-            .current
-            .read()
-            .unwrap()
-            .end_entity_cert()
-            .unwrap()
-            .as_ref()
-            .to_vec()
-    };
+    let served = || tls.served_certificate();
     assert_eq!(served(), cert.der().to_vec());
     tls.reload_if_changed();
     assert_eq!(served(), cert.der().to_vec());
