@@ -630,8 +630,8 @@ impl TlsSettings {
             .client_cert_proxies
             .iter()
             .map(|p| {
-                p.parse()
-                    .map_err(|e: String| anyhow::anyhow!("tls_client_cert_proxies: {e}"))
+                crate::http::tls::proxy_network(p)
+                    .map_err(|e| anyhow::anyhow!("tls_client_cert_proxies: {e}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Some(crate::http::tls::ProxyCertHeader { name, proxies }))

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use axum::http::{HeaderMap, HeaderName};
 use base64::Engine as _;
+use ipnet::IpNet;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject as _;
@@ -571,7 +572,7 @@ impl ProxyCertHeader {
     #[must_use]
     pub fn trusts(&self, peer: IpAddr) -> bool {
         let peer = peer.to_canonical();
-        self.proxies.iter().any(|net| net.contains(peer))
+        self.proxies.iter().any(|net| net.contains(&peer))
     }
 
     /// The certificate the header carries.
@@ -589,7 +590,8 @@ impl ProxyCertHeader {
     }
 }
 
-/// The certificate in a proxy header's value: URL-encoded PEM (nginx
+/// The certificate in a proxy header's value (`%XX` escapes decoded, `+` kept: it is base64,
+/// not a space): URL-encoded PEM (nginx
 /// `$ssl_client_escaped_cert`, Envoy `%DOWNSTREAM_PEER_CERT%`, AWS ALB), or PEM, of the leaf
 /// and optionally its chain after it. An empty value (what nginx sends for a client without a
 /// certificate) means none.
@@ -599,9 +601,7 @@ pub fn certificate_from_header(value: &[u8]) -> ProxyCert {
     if value.is_empty() {
         return ProxyCert::Absent;
     }
-    let Some(pem) = percent_decode(value) else {
-        return ProxyCert::Invalid("a malformed %-escape");
-    };
+    let pem: Vec<u8> = percent_encoding::percent_decode(value).collect();
     let Ok(certs) = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() else {
         return ProxyCert::Invalid("not PEM");
     };
@@ -618,76 +618,15 @@ pub fn certificate_from_header(value: &[u8]) -> ProxyCert {
     }
 }
 
-/// `%XX` escapes decoded; `+` stays `+` (it is base64, not a space). `None` for a `%` not
-/// followed by two hex digits.
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut bytes = input.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            let hi = hex_digit(*bytes.next()?)?;
-            let lo = hex_digit(*bytes.next()?)?;
-            out.push((hi << 4) | lo);
-        } else {
-            out.push(b);
-        }
-    }
-    Some(out)
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
-}
-
-/// An IP address or network (`10.0.0.0/8`, `::1`), as `tls_client_cert_proxies` lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// Whether `ip` is in this network.
-    #[must_use]
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::str::FromStr for IpNet {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not an IP address or network (e.g. 10.0.0.0/8, ::1)");
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
-        let addr = addr.to_canonical();
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
-        };
-        Ok(Self { addr, prefix })
-    }
+/// A proxy address or network from `tls_client_cert_proxies`: `10.0.0.0/8`, or one address
+/// (`10.0.0.1`, `::1`).
+///
+/// # Errors
+/// It is neither.
+pub fn proxy_network(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(|a| IpNet::from(a.to_canonical())))
+        .map_err(|_| format!("{s:?} is not an IP address or network (e.g. 10.0.0.0/8, ::1)"))
 }
 
 /// The parts of an X.509 certificate the server reads itself.

@@ -662,7 +662,7 @@ async fn the_proxy_header_is_believed_from_a_listed_proxy_only_and_never_reaches
     let header = |proxies: &str| {
         Some(Arc::new(ProxyCertHeader {
             name: "x-client-cert".parse().unwrap(),
-            proxies: vec![proxies.parse().unwrap()],
+            proxies: vec![tessera::http::tls::proxy_network(proxies).unwrap()],
         }))
     };
     let get = |addr: SocketAddr, value: Option<&str>| {
