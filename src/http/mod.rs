@@ -210,8 +210,9 @@ impl Application {
             .flatten()
             .cloned()
             .collect();
-        let tls_reload =
-            (!tls_listeners.is_empty()).then(|| tokio::spawn(tls::reload_loop(tls_listeners)));
+        // Also without TLS, so that SIGHUP (a `systemctl reload`, a closed terminal) does not
+        // end the server.
+        let tls_reload = tokio::spawn(tls::reload_loop(tls_listeners));
         let upkeep = tokio::spawn(async {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -278,9 +279,7 @@ impl Application {
         cleanup.abort();
         limits.abort();
         reload.abort();
-        if let Some(t) = tls_reload {
-            t.abort();
-        }
+        tls_reload.abort();
         upkeep.abort();
         state.tessera.close().await;
         Ok(())

@@ -498,7 +498,7 @@ impl Tls {
 }
 
 /// Reloads every listener's certificate on SIGHUP and when its files change (every
-/// [`POLL_INTERVAL`]). Runs until aborted.
+/// [`POLL_INTERVAL`]). With no TLS listener, SIGHUP is only logged. Runs until aborted.
 pub async fn reload_loop(listeners: Vec<Arc<Tls>>) {
     #[cfg(unix)]
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -525,7 +525,11 @@ pub async fn reload_loop(listeners: Vec<Arc<Tls>>) {
         let signalled = std::future::pending::<()>();
         tokio::select! {
             () = signalled => {
-                tracing::info!("SIGHUP: reloading the TLS certificates");
+                if listeners.is_empty() {
+                    tracing::info!("SIGHUP: no TLS certificate to reload");
+                } else {
+                    tracing::info!("SIGHUP: reloading the TLS certificates");
+                }
                 for tls in &listeners {
                     tls.reload("signal");
                 }

@@ -941,3 +941,16 @@ async fn replaced_files_are_picked_up_without_a_signal() {
     }
     panic!("the replaced certificate was never served");
 }
+
+#[tokio::test]
+async fn a_server_without_tls_survives_sighup() {
+    let app = spawn_serve_in(tempfile::tempdir().unwrap(), &[]).await;
+    hangup(app.pid().unwrap());
+    eventually("the signal is logged", || {
+        app.log_lines()
+            .iter()
+            .any(|l| l.contains("SIGHUP: no TLS certificate to reload"))
+    })
+    .await;
+    assert_eq!(app.get("/healthz", &[]).await.status, 200);
+}
