@@ -40,4 +40,5 @@ mod revoke;
 mod robustness;
 mod stalls;
 mod storage;
+mod tls;
 mod token;
