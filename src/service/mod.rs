@@ -116,6 +116,8 @@ pub struct Policy {
     pub key_reload_interval: u32,
     /// Seconds audit events are kept.
     pub audit_retention: u32,
+    /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
+    pub jwks_uri_allow_http: bool,
 }
 
 /// The Tessera application.
@@ -180,6 +182,7 @@ impl Tessera {
             signing_alg: tokens.signing_alg,
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
+            jwks_uri_allow_http: tokens.jwks_uri_allow_http,
         };
         Ok(Self {
             store,

@@ -72,6 +72,7 @@ macro_rules! conformance {
 conformance!(
     migrations_can_run_again,
     clients_round_trip_every_field,
+    client_auth_settings_round_trip,
     a_duplicate_client_id_is_a_conflict,
     issued_tokens_are_found_by_hash_and_by_id,
     a_refresh_token_rotates_once,

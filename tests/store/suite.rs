@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tessera::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 
-use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use tessera::domain::client::{
+    AuthMethod, Client, ClientAuth, ClientType, Profile, SecretHash, TokenFormat,
+};
 use tessera::domain::clock::UnixTime;
 use tessera::domain::jwt::KeyState;
 use tessera::domain::scope::ScopePattern;
@@ -47,6 +49,7 @@ fn client(id: &str, created_at: UnixTime) -> Client {
         created_at,
         updated_at: created_at,
         revision: 0,
+        auth: ClientAuth::default(),
     }
 }
 
@@ -231,6 +234,48 @@ pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
     assert!(store.delete_client("plain-client").await.unwrap());
     assert!(!store.delete_client("plain-client").await.unwrap());
     assert_eq!(store.get_client("plain-client").await.unwrap(), None);
+}
+
+pub async fn client_auth_settings_round_trip(store: Arc<dyn Store>) {
+    let jwks = tessera::domain::jose::JwkSet::parse(&serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA",
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+    }]}))
+    .expect("jwks");
+    let mut keyed = client("keyed-client", T0);
+    keyed.auth = ClientAuth {
+        methods: vec![AuthMethod::PrivateKeyJwt],
+        jwks: Some(jwks),
+        jwks_uri: None,
+        require_dpop: true,
+        fapi2: true,
+    };
+    store.insert_client(&keyed).await.expect("insert");
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(keyed.clone())
+    );
+    let listed = store.list_clients(None, 10).await.unwrap();
+    assert_eq!(listed, [keyed.clone()], "listing decodes the settings too");
+
+    let mut changed = keyed.clone();
+    changed.auth = ClientAuth {
+        methods: vec![AuthMethod::ClientSecretPost, AuthMethod::PrivateKeyJwt],
+        jwks: None,
+        jwks_uri: Some("https://keys.example/jwks.json".into()),
+        require_dpop: false,
+        fapi2: false,
+    };
+    changed.updated_at = T0 + 1;
+    assert_eq!(
+        store.update_client(&changed).await.unwrap(),
+        ClientUpdate::Updated
+    );
+    changed.revision += 1;
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(changed)
+    );
 }
 
 pub async fn a_duplicate_client_id_is_a_conflict(store: Arc<dyn Store>) {
