@@ -10,6 +10,7 @@ pub mod clients;
 pub mod introspect;
 pub mod jobs;
 pub mod keys;
+pub mod replay;
 pub mod signing;
 pub mod tokens;
 

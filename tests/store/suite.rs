@@ -1499,3 +1499,79 @@ pub async fn family_revocations_made_together_are_each_written(store: Arc<dyn St
     assert_eq!(events.len(), families.len());
     assert_eq!(events, recorded, "each call's audit event, once");
 }
+
+/// Far in the future and long past by any database clock, so that no test depends on the
+/// time it runs at.
+const NEVER_EXPIRES: UnixTime = 4_000_000_000;
+const LONG_EXPIRED: UnixTime = 1_000_000;
+
+pub async fn a_jwt_id_is_used_once(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "jti-1");
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "a replay"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "still a replay"
+    );
+    let other = tessera::service::replay::jwt_id("dpop", "thumbprint", "jti-1");
+    assert!(
+        store.use_once(&other, NEVER_EXPIRES).await.unwrap(),
+        "the same jti of another kind and issuer is another id"
+    );
+}
+
+pub async fn an_expired_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "old");
+    assert!(store.use_once(&id, LONG_EXPIRED).await.unwrap());
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "an expired use is taken over"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "and is then in use again"
+    );
+}
+
+pub async fn a_forgotten_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "failed");
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    store.forget_use(&id).await.unwrap();
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    // Forgetting an id never used is no error.
+    let unknown = tessera::service::replay::jwt_id("dpop", "x", "never");
+    store.forget_use(&unknown).await.unwrap();
+}
+
+pub async fn concurrent_first_uses_of_one_jwt_id_let_one_through(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("dpop", &unique("key"), "raced");
+    let tries: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_once(&id, NEVER_EXPIRES).await })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tries {
+        if t.await.unwrap().unwrap() {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+}
+
+pub async fn the_cleanup_deletes_expired_jwt_ids(store: Arc<dyn Store>) {
+    let old = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "old");
+    let live = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "live");
+    assert!(store.use_once(&old, T0 - DAY).await.unwrap());
+    assert!(store.use_once(&live, NEVER_EXPIRES).await.unwrap());
+    let purged = store.purge_expired(T0, 100).await.unwrap();
+    assert_eq!(purged.rows, 1, "only the expired id");
+    assert!(!store.use_once(&live, NEVER_EXPIRES).await.unwrap(), "kept");
+}
