@@ -14,7 +14,8 @@
 //! - **how often**: a set is cached for its `Cache-Control: max-age`, clamped to
 //!   [`MIN_MAX_AGE`]..[`MAX_MAX_AGE`] ([`DEFAULT_MAX_AGE`] without one, or with `no-cache` /
 //!   `no-store`: the minimum). An assertion whose `kid` the cached set lacks (the client rotated
-//!   its keys) refetches at once, but at most once per [`REFETCH_INTERVAL`] per URI, so that
+//!   its keys) refetches at once, but at most one such forced fetch per [`REFETCH_INTERVAL`]
+//!   per URI, so that
 //!   assertions with made-up key ids cannot make the server hammer the client's host.
 //!
 //! A fetched set is parsed leniently ([`JwkSet::parse_lenient`]): keys for other purposes are
@@ -52,7 +53,8 @@ const MAX_ENTRIES: usize = 10_000;
 struct Entry {
     set: Arc<JwkSet>,
     fresh_until: Instant,
-    fetched_at: Instant,
+    /// The last fetch an unknown `kid` forced, if any.
+    forced_at: Option<Instant>,
 }
 
 /// True for an address anyone on the internet could reach: not loopback, private (RFC 1918,
@@ -213,10 +215,10 @@ impl JwksFetcher {
         }
     }
 
-    fn cached(&self, uri: &str, fresh_only: bool) -> Option<(Arc<JwkSet>, Instant)> {
+    fn fresh(&self, uri: &str) -> Option<Arc<JwkSet>> {
         let cache = self.cache.lock().ok()?;
         let e = cache.get(uri)?;
-        (!fresh_only || Instant::now() < e.fresh_until).then(|| (e.set.clone(), e.fetched_at))
+        (Instant::now() < e.fresh_until).then(|| e.set.clone())
     }
 
     /// The set at `uri`: the cached copy while fresh, else fetched.
@@ -224,27 +226,37 @@ impl JwksFetcher {
     /// # Errors
     /// Why it could not be fetched or parsed (safe to show to the client).
     pub async fn get(&self, uri: &str) -> Result<Arc<JwkSet>, String> {
-        if let Some((set, _)) = self.cached(uri, true) {
+        if let Some(set) = self.fresh(uri) {
             return Ok(set);
         }
-        self.fetch(uri).await
+        self.fetch(uri, None).await
     }
 
     /// Fetches the set at `uri` again, because an assertion names a key the cached copy lacks;
-    /// `Ok(None)` when the last fetch was less than [`REFETCH_INTERVAL`] ago.
+    /// `Ok(None)` when another forced fetch happened less than [`REFETCH_INTERVAL`] ago.
     ///
     /// # Errors
     /// As [`Self::get`].
     pub async fn refetch(&self, uri: &str) -> Result<Option<Arc<JwkSet>>, String> {
-        if let Some((_, fetched_at)) = self.cached(uri, false)
-            && fetched_at.elapsed() < REFETCH_INTERVAL
+        let now = Instant::now();
         {
-            return Ok(None);
+            // Checked and marked at once, so that concurrent assertions force one fetch.
+            let Ok(mut cache) = self.cache.lock() else {
+                return Ok(None);
+            };
+            if let Some(e) = cache.get_mut(uri) {
+                if e.forced_at
+                    .is_some_and(|at| now.duration_since(at) < REFETCH_INTERVAL)
+                {
+                    return Ok(None);
+                }
+                e.forced_at = Some(now);
+            }
         }
-        self.fetch(uri).await.map(Some)
+        self.fetch(uri, Some(now)).await.map(Some)
     }
 
-    async fn fetch(&self, uri: &str) -> Result<Arc<JwkSet>, String> {
+    async fn fetch(&self, uri: &str, forced_at: Option<Instant>) -> Result<Arc<JwkSet>, String> {
         let http = self
             .http
             .as_ref()
@@ -263,13 +275,13 @@ impl JwksFetcher {
             if cache.len() >= MAX_ENTRIES {
                 cache.clear();
             }
-            let now = Instant::now();
+            let forced_at = forced_at.or_else(|| cache.get(uri).and_then(|e| e.forced_at));
             cache.insert(
                 uri.to_owned(),
                 Entry {
                     set: set.clone(),
-                    fresh_until: now + age,
-                    fetched_at: now,
+                    fresh_until: Instant::now() + age,
+                    forced_at,
                 },
             );
         }
