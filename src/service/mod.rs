@@ -6,10 +6,13 @@
 //! `http::error` alone decides how those look on the wire.
 
 pub mod admin;
+pub mod assertion;
 pub mod clients;
 pub mod introspect;
 pub mod jobs;
+pub mod jwks;
 pub mod keys;
+pub mod replay;
 pub mod signing;
 pub mod tokens;
 
@@ -116,6 +119,8 @@ pub struct Policy {
     pub key_reload_interval: u32,
     /// Seconds audit events are kept.
     pub audit_retention: u32,
+    /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
+    pub jwks_uri_allow_http: bool,
 }
 
 /// The Tessera application.
@@ -129,6 +134,7 @@ pub struct Tessera {
     admin_token_hash: Option<String>,
     /// The keyed hash of `metrics_token`, when one is configured.
     metrics_token_hash: Option<String>,
+    jwks: jwks::JwksFetcher,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -182,6 +188,7 @@ impl Tessera {
             signing_alg: tokens.signing_alg,
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
+            jwks_uri_allow_http: tokens.jwks_uri_allow_http,
         };
         Ok(Self {
             store,
@@ -199,6 +206,7 @@ impl Tessera {
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,
             clock,
+            jwks: jwks::JwksFetcher::new(policy.jwks_uri_allow_http),
             policy,
         })
     }

@@ -35,6 +35,7 @@ mod operations;
 mod ping;
 mod postgres;
 mod postgres_tls;
+mod private_key_jwt;
 mod refresh;
 mod revoke;
 mod robustness;
