@@ -415,6 +415,9 @@ settings! {
         /// Seconds between two reloads of the signing keys from the store (how soon a
         /// rotation made elsewhere takes effect here).
         key_reload_interval: u32 = 10, No;
+        /// Require a server nonce in DPoP proofs (RFC 9449 §8); the nonce is stateless, the
+        /// same on every instance.
+        dpop_nonce: bool = false, Serve;
     }
 
     /// The background cleanup, and how long the rows it deletes are kept.

@@ -13,6 +13,7 @@ use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
+use crate::domain::jwt::Confirmation;
 
 /// The introspection response (RFC 7662 §2.2).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -50,6 +51,10 @@ pub struct IntrospectionResponse {
     /// Token id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The key a DPoP-bound access token is bound to (RFC 9449 §6.2): `{"jkt": thumbprint}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cnf: Option<Confirmation>,
 }
 
 /// The handler.
@@ -90,19 +95,26 @@ pub async fn introspect(
             aud: None,
             iss: None,
             jti: None,
+            cnf: None,
         },
         Some(i) => IntrospectionResponse {
             active: true,
             sub: Some(i.client_id.clone()),
             scope: Some(i.scope),
             client_id: Some(i.client_id),
-            token_type: Some(i.token_type),
+            // RFC 9449 §6.2: a DPoP-bound access token introspects as `DPoP`.
+            token_type: Some(if i.dpop_jkt.is_some() {
+                "DPoP"
+            } else {
+                i.token_type
+            }),
             exp: Some(i.exp),
             iat: Some(i.iat),
             nbf: Some(i.nbf),
             aud: i.aud,
             iss: Some(i.iss),
             jti: Some(i.jti),
+            cnf: i.dpop_jkt.map(|jkt| Confirmation { jkt }),
         },
     };
     Ok(Json(body).into_response())

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod clients;
+pub mod dpop;
 pub mod introspect;
 pub mod jobs;
 pub mod keys;
@@ -116,6 +117,8 @@ pub struct Policy {
     pub key_reload_interval: u32,
     /// Seconds audit events are kept.
     pub audit_retention: u32,
+    /// DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub dpop_nonce: bool,
 }
 
 /// The Tessera application.
@@ -180,6 +183,7 @@ impl Tessera {
             signing_alg: tokens.signing_alg,
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
+            dpop_nonce: tokens.dpop_nonce,
         };
         Ok(Self {
             store,

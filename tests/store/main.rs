@@ -99,6 +99,7 @@ conformance!(
     token_lookups_made_together_each_get_their_own_answer,
     rotations_made_together_each_get_their_own_outcome,
     family_revocations_made_together_are_each_written,
+    dpop_bindings_are_stored_with_grants_and_rotations,
 );
 
 /// PostgreSQL only: what the conformance suite cannot see (several instances on one database,
