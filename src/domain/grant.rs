@@ -150,6 +150,7 @@ mod tests {
             expires_at: 1000,
             consumed_at: None,
             revoked: false,
+            dpop_bound: false,
         }
     }
 
