@@ -171,8 +171,12 @@ async fn dpop_request(
     path = "/ping",
     tag = "oauth2",
     security(("access_token" = []), ("client_basic" = [])),
+    params(
+        ("DPoP" = Option<String>, Header, description = "With `Authorization: DPoP`: a DPoP proof with `htm` the method, `htu` this endpoint's URL and `ath` the token's hash (RFC 9449 §7)."),
+    ),
     responses(
-        (status = 200, description = "Valid credentials (no body)"),
+        (status = 200, description = "Valid credentials (no body)",
+            headers(("DPoP-Nonce" = String, description = "A fresh DPoP nonce, for DPoP requests when the server requires them"))),
         (status = 401, description = "Missing or invalid credentials or DPoP proof; see `WWW-Authenticate` (and `DPoP-Nonce` with `use_dpop_nonce`)", body = GenericError),
         (status = 403, description = "The token lacks `/ping.read`", body = GenericError),
         (status = 429, description = "Basic credentials rate limited; see `Retry-After`", body = GenericError),

@@ -68,12 +68,16 @@ impl AuthToken {
     path = "/oauth2/token",
     tag = "oauth2",
     security(("client_basic" = [])),
+    params(
+        ("DPoP" = Option<String>, Header, description = "A DPoP proof (RFC 9449 §4): a compact JWS with `typ` `dpop+jwt`, `htm` `POST` and `htu` this endpoint's URL. With it the access token is DPoP-bound (`token_type: DPoP`). At most one."),
+    ),
     request_body(content(
         (TokenRequestDoc = "application/json"),
         (TokenRequestDoc = "application/x-www-form-urlencoded")
     )),
     responses(
-        (status = 200, description = "An AuthToken, shaped by the client's wire profile", body = AuthToken),
+        (status = 200, description = "An AuthToken, shaped by the client's wire profile", body = AuthToken,
+            headers(("DPoP-Nonce" = String, description = "A fresh DPoP nonce, when the server requires them (also on errors)"))),
         OAuthErrors,
     )
 )]

@@ -656,3 +656,27 @@ async fn discovery_lists_the_dpop_algorithms() {
         assert!(algs.contains(&alg), "{algs:?}");
     }
 }
+
+#[tokio::test]
+async fn the_public_document_describes_the_dpop_headers_and_token_type() {
+    let app = spawn_app().await;
+    let doc = app.get("/openapi.json", &[]).await.json();
+    for (path, method) in [("/oauth2/token", "post"), ("/ping", "get")] {
+        let op = &doc["paths"][path][method];
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "DPoP" && p["in"] == "header"),
+            "{path}: {params:?}"
+        );
+        assert!(
+            op["responses"]["200"]["headers"]
+                .get("DPoP-Nonce")
+                .is_some(),
+            "{path}"
+        );
+    }
+    let types = doc["components"]["schemas"]["TokenTypeDoc"].to_string();
+    assert!(types.contains("DPoP"), "{types}");
+}
