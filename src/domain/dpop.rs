@@ -16,9 +16,9 @@
 //! 7. when server nonces are on, `nonce` = a current nonce ([`nonce`], [`nonce_is_current`]);
 //!    checked last, so a proof that is wrong in any other way is told so first.
 //!
-//! What this module cannot check is that a `jti` is used once: the caller claims
-//! [`Proof::replay_id`] in the store (shared by every instance) until [`Proof::replay_until`],
-//! after which [`MAX_AGE`] refuses the proof anyway.
+//! What this module cannot check is that a `jti` is used once: the caller claims the proof's
+//! key thumbprint and `jti` in the store (shared by every instance) until
+//! [`Proof::replay_until`], after which [`MAX_AGE`] refuses the proof anyway.
 //!
 //! Nonces are stateless: a nonce is base64url(HMAC-SHA-256(DPoP nonce key, time window)), the
 //! key derived from the root key ([`DerivedKeys::dpop_nonce_mac`]), the window
@@ -126,17 +126,11 @@ impl Proof {
         &self.jkt
     }
 
-    /// The id under which this proof's `jti` is claimed in the store: SHA-256 over
-    /// `"dpop\0" || jkt || "\0" || jti`, so that two keys' proofs never collide and the store
-    /// never holds a `jti` as sent.
+    /// The proof's `jti`: with [`Self::jkt`], what the store remembers (as a digest) to refuse
+    /// a second use.
     #[must_use]
-    pub fn replay_id(&self) -> [u8; 32] {
-        let mut input = Vec::with_capacity(6 + self.jkt.len() + self.jti.len());
-        input.extend_from_slice(b"dpop\0");
-        input.extend_from_slice(self.jkt.as_bytes());
-        input.push(0);
-        input.extend_from_slice(self.jti.as_bytes());
-        sha256(&input)
+    pub fn jti(&self) -> &str {
+        &self.jti
     }
 
     /// Until when the `jti` must be remembered: after that, [`MAX_AGE`] refuses the proof.

@@ -35,6 +35,7 @@ use super::openapi::GenericError;
 use super::request::parse_basic;
 use crate::domain::audit::Actor;
 use crate::domain::dpop::{ProofError, algorithms};
+use crate::service::ServiceError;
 use crate::service::dpop::{PING_PATH, ProofTarget};
 use crate::service::tokens::{BearerError, BearerGrant};
 
@@ -62,10 +63,19 @@ fn dpop_challenge(error: Option<(&str, &str)>) -> String {
         .join(" ");
     match error {
         None => format!("DPoP algs=\"{algs}\""),
-        Some((code, description)) => {
-            format!("DPoP algs=\"{algs}\", error=\"{code}\", error_description=\"{description}\"")
-        }
+        Some((code, description)) => format!(
+            "DPoP algs=\"{algs}\", error=\"{code}\", error_description=\"{}\"",
+            header_text(description)
+        ),
     }
+}
+
+/// `text` as a quoted-string's content in a header: visible ASCII and spaces, without `"` and
+/// `\` (a reason may name an RFC section with `§`, which a header cannot carry).
+fn header_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
+        .collect()
 }
 
 /// A `401` for a DPoP request, with its challenge.
@@ -159,10 +169,19 @@ async fn dpop_request(
             "DPoP proof: it is not signed with the key the access token is bound to",
         ));
     }
-    Ok(with_nonce(
-        scope_check(&grant, "DPoP"),
-        state.tessera.dpop_nonce(),
-    ))
+    let uses = match state.tessera.use_proof(&proof).await {
+        Ok(uses) => uses,
+        Err(ServiceError::OAuth(e)) => {
+            return Ok(dpop_refusal("invalid_dpop_proof", &e.description));
+        }
+        Err(e) => return Err(ApiError::service(profile, e)),
+    };
+    let resp = scope_check(&grant, "DPoP");
+    // The proof counts as used only if the request succeeded.
+    if !resp.status().is_success() {
+        uses.release().await;
+    }
+    Ok(with_nonce(resp, state.tessera.dpop_nonce()))
 }
 
 /// The handler.

@@ -4,12 +4,15 @@
 //! The proof checks themselves are [`crate::domain::dpop`]; this module gives them the URL of
 //! the endpoint (the issuer's public URL and the endpoint's path, since Tessera may sit behind
 //! a proxy and the `Host` a request arrived with is not what the client signed), the clock, the
-//! nonce key and the nonce setting.
+//! nonce key and the nonce setting; and it claims each proof's `jti` in the store that every
+//! instance shares ([`super::replay`]), so that a proof is used once across all of them.
 
 use crate::domain::client::Client;
 use crate::domain::dpop::{self, Expected, Proof, ProofError};
+use crate::domain::error::{ErrorCode, OAuthError};
 
-use super::Tessera;
+use super::replay::{DPOP_PROOF, JwtUses, jwt_id};
+use super::{ServiceError, Tessera};
 
 /// The path of the token endpoint.
 pub const TOKEN_PATH: &str = "/oauth2/token";
@@ -74,14 +77,31 @@ impl Tessera {
         };
         dpop::check(proof, &expected, &self.keys)
     }
+
+    /// Claims `proof`'s `jti` (under its key's thumbprint) in the replay store, until the proof
+    /// is too old to be accepted anyway. The caller keeps the claim if its request succeeds
+    /// and releases it ([`JwtUses::release`]) if it fails, so that a proof is recorded as used
+    /// only by a request that succeeded.
+    ///
+    /// # Errors
+    /// `invalid_dpop_proof` for a proof already used (here or on another instance), or a store
+    /// failure.
+    pub async fn use_proof(&self, proof: &Proof) -> Result<JwtUses, ServiceError> {
+        let mut uses = JwtUses::new(self.store.clone());
+        let id = jwt_id(DPOP_PROOF, proof.jkt(), proof.jti());
+        if !uses.claim(id, proof.replay_until()).await? {
+            metrics::counter!("tessera_dpop_replays_total").increment(1);
+            return Err(OAuthError::new(
+                ErrorCode::InvalidDpopProof,
+                "DPoP proof: this proof was already used (RFC 9449 §11.1); make a new one for each request",
+            )
+            .into());
+        }
+        Ok(uses)
+    }
 }
 
-/// True if FAPI 2.0 rules apply to `client`.
-fn fapi2(_client: &Client) -> bool {
-    false
-}
-
-/// True if `client`'s access tokens must be DPoP-bound.
-pub(super) fn dpop_required(_client: &Client) -> bool {
-    false
+/// True if FAPI 2.0 rules apply to `client` (no RS256 proofs).
+fn fapi2(client: &Client) -> bool {
+    client.auth.fapi2
 }

@@ -11,6 +11,7 @@ pub mod dpop;
 pub mod introspect;
 pub mod jobs;
 pub mod keys;
+pub mod replay;
 pub mod signing;
 pub mod tokens;
 
@@ -119,6 +120,8 @@ pub struct Policy {
     pub audit_retention: u32,
     /// DPoP proofs must carry a server nonce (RFC 9449 §8).
     pub dpop_nonce: bool,
+    /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
+    pub jwks_uri_allow_http: bool,
 }
 
 /// The Tessera application.
@@ -184,6 +187,7 @@ impl Tessera {
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
             dpop_nonce: tokens.dpop_nonce,
+            jwks_uri_allow_http: tokens.jwks_uri_allow_http,
         };
         Ok(Self {
             store,

@@ -192,7 +192,30 @@ impl Tessera {
             .transpose()?;
         let grant_type = required(req.grant_type, "grant_type")?;
         let proof = self.token_proof(client, req.dpop)?;
+        let uses = match &proof {
+            Some(p) => Some(self.use_proof(p).await?),
+            None => None,
+        };
         let jkt = proof.as_ref().map(Proof::jkt);
+        let result = self
+            .run_grant(client, req, grant_type, client_type, jkt, actor)
+            .await;
+        // A proof is used up only by a request that succeeded.
+        if let (Err(_), Some(uses)) = (&result, uses) {
+            uses.release().await;
+        }
+        result
+    }
+
+    async fn run_grant(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+        grant_type: &str,
+        client_type: Option<ClientType>,
+        jkt: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Issued, ServiceError> {
         match grant_type {
             "client_credentials" => {
                 self.client_credentials(client, req, client_type.unwrap_or_default(), jkt, actor)
@@ -222,7 +245,7 @@ impl Tessera {
         header: Option<&str>,
     ) -> Result<Option<Proof>, OAuthError> {
         let Some(header) = header else {
-            if super::dpop::dpop_required(client) {
+            if client.dpop_required() {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidDpopProof,
                     "this client's access tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",

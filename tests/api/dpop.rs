@@ -467,7 +467,8 @@ async fn a_proof_replayed_on_a_second_instance_is_refused() {
     let replay = b.token_with(&c, &fields, &[("dpop", &proof)]).await;
     assert_oauth_error(&replay, 400, "invalid_dpop_proof");
     // A fresh proof works on the second instance, and its token is bound there too.
-    let token = access_token(&b.dpop_grant(&c, &key, "/ping.read").await);
+    let fresh = key.proof("POST", "https://tessera.test/oauth2/token");
+    let token = access_token(&b.token_with(&c, &fields, &[("dpop", &fresh)]).await);
     let v = a.introspect(&c, &token).await;
     assert_eq!(v["cnf"]["jkt"], key.thumbprint());
 }
@@ -679,4 +680,25 @@ async fn the_public_document_describes_the_dpop_headers_and_token_type() {
     }
     let types = doc["components"]["schemas"]["TokenTypeDoc"].to_string();
     assert!(types.contains("DPoP"), "{types}");
+}
+
+#[tokio::test]
+async fn a_client_that_requires_dpop_gets_no_token_without_a_proof() {
+    let app = spawn_app().await;
+    let c = app.client("/ping.read", &["--require-dpop"]);
+    let r = app
+        .token(
+            &c,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", "/ping.read"),
+            ],
+        )
+        .await;
+    assert_oauth_error(&r, 400, "invalid_dpop_proof");
+    assert_eq!(app.token_rows().await.0, 0, "nothing issued");
+    let key = ProofKey::new(Algorithm::ES256);
+    let r = app.dpop_grant(&c, &key, "/ping.read").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["token_type"], "DPoP");
 }

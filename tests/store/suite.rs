@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tessera::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 
-use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use tessera::domain::client::{
+    AuthMethod, Client, ClientAuth, ClientType, Profile, SecretHash, TokenFormat,
+};
 use tessera::domain::clock::UnixTime;
 use tessera::domain::jwt::KeyState;
 use tessera::domain::scope::ScopePattern;
@@ -47,6 +49,7 @@ fn client(id: &str, created_at: UnixTime) -> Client {
         created_at,
         updated_at: created_at,
         revision: 0,
+        auth: ClientAuth::default(),
     }
 }
 
@@ -234,6 +237,48 @@ pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
     assert!(store.delete_client("plain-client").await.unwrap());
     assert!(!store.delete_client("plain-client").await.unwrap());
     assert_eq!(store.get_client("plain-client").await.unwrap(), None);
+}
+
+pub async fn client_auth_settings_round_trip(store: Arc<dyn Store>) {
+    let jwks = tessera::domain::jose::JwkSet::parse(&serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA",
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+    }]}))
+    .expect("jwks");
+    let mut keyed = client("keyed-client", T0);
+    keyed.auth = ClientAuth {
+        methods: vec![AuthMethod::PrivateKeyJwt],
+        jwks: Some(jwks),
+        jwks_uri: None,
+        require_dpop: true,
+        fapi2: true,
+    };
+    store.insert_client(&keyed).await.expect("insert");
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(keyed.clone())
+    );
+    let listed = store.list_clients(None, 10).await.unwrap();
+    assert_eq!(listed, [keyed.clone()], "listing decodes the settings too");
+
+    let mut changed = keyed.clone();
+    changed.auth = ClientAuth {
+        methods: vec![AuthMethod::ClientSecretPost, AuthMethod::PrivateKeyJwt],
+        jwks: None,
+        jwks_uri: Some("https://keys.example/jwks.json".into()),
+        require_dpop: false,
+        fapi2: false,
+    };
+    changed.updated_at = T0 + 1;
+    assert_eq!(
+        store.update_client(&changed).await.unwrap(),
+        ClientUpdate::Updated
+    );
+    changed.revision += 1;
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(changed)
+    );
 }
 
 pub async fn a_duplicate_client_id_is_a_conflict(store: Arc<dyn Store>) {
@@ -1456,6 +1501,82 @@ pub async fn family_revocations_made_together_are_each_written(store: Arc<dyn St
         .collect();
     assert_eq!(events.len(), families.len());
     assert_eq!(events, recorded, "each call's audit event, once");
+}
+
+/// Far in the future and long past by any database clock, so that no test depends on the
+/// time it runs at.
+const NEVER_EXPIRES: UnixTime = 4_000_000_000;
+const LONG_EXPIRED: UnixTime = 1_000_000;
+
+pub async fn a_jwt_id_is_used_once(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "jti-1");
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "a replay"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "still a replay"
+    );
+    let other = tessera::service::replay::jwt_id("dpop", "thumbprint", "jti-1");
+    assert!(
+        store.use_once(&other, NEVER_EXPIRES).await.unwrap(),
+        "the same jti of another kind and issuer is another id"
+    );
+}
+
+pub async fn an_expired_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "old");
+    assert!(store.use_once(&id, LONG_EXPIRED).await.unwrap());
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "an expired use is taken over"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "and is then in use again"
+    );
+}
+
+pub async fn a_forgotten_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "failed");
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    store.forget_use(&id).await.unwrap();
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    // Forgetting an id never used is no error.
+    let unknown = tessera::service::replay::jwt_id("dpop", "x", "never");
+    store.forget_use(&unknown).await.unwrap();
+}
+
+pub async fn concurrent_first_uses_of_one_jwt_id_let_one_through(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("dpop", &unique("key"), "raced");
+    let tries: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_once(&id, NEVER_EXPIRES).await })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tries {
+        if t.await.unwrap().unwrap() {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+}
+
+pub async fn the_cleanup_deletes_expired_jwt_ids(store: Arc<dyn Store>) {
+    let old = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "old");
+    let live = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "live");
+    assert!(store.use_once(&old, T0 - DAY).await.unwrap());
+    assert!(store.use_once(&live, NEVER_EXPIRES).await.unwrap());
+    let purged = store.purge_expired(T0, 100).await.unwrap();
+    assert_eq!(purged.rows, 1, "only the expired id");
+    assert!(!store.use_once(&live, NEVER_EXPIRES).await.unwrap(), "kept");
 }
 
 /// A DPoP binding is stored with the grant (the family is bound, the access token carries its
