@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dpop;
 pub mod error;
 pub mod introspect;
 pub mod limits;

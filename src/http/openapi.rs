@@ -85,7 +85,8 @@ pub enum TokenTypeHintDoc {
     refresh_token,
 }
 
-/// `token_type` of an AuthToken: the format in the `seed` profile, `Bearer` otherwise.
+/// `token_type` of an AuthToken: `DPoP` for a DPoP-bound token; otherwise the format in the
+/// `seed` profile, `Bearer` in the others.
 #[derive(ToSchema)]
 #[allow(dead_code, non_camel_case_types)]
 pub enum TokenTypeDoc {
@@ -95,12 +96,15 @@ pub enum TokenTypeDoc {
     jwt,
     /// `moov` and `rfc6749` profiles.
     Bearer,
+    /// A DPoP-bound token (RFC 9449), in every profile.
+    DPoP,
 }
 
 /// Moov's GenericError and the RFC 6749 §5.2 error body.
 #[derive(Serialize, ToSchema)]
 pub struct GenericError {
-    /// The error code (`invalid_request`, `invalid_client`, `invalid_grant`, …).
+    /// The error code (`invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `invalid_dpop_proof`, `use_dpop_nonce`, …).
     pub error: String,
     /// A human-readable reason.
     pub error_description: String,
@@ -163,7 +167,9 @@ pub fn resources_schema() -> utoipa::openapi::schema::Array {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum OAuthErrors {
-    /// Malformed request, or (rfc6749 profile) a refused field.
+    /// Malformed request, or (rfc6749 profile) a refused field; at the token endpoint also a
+    /// missing or bad DPoP proof (`invalid_dpop_proof`), or one without a current nonce
+    /// (`use_dpop_nonce`, with a fresh one in `DPoP-Nonce`).
     #[response(status = 400)]
     BadRequest(#[to_schema] GenericError),
     /// Client authentication failed (`invalid_client`).
@@ -238,9 +244,9 @@ pub struct Health {
 )]
 pub struct PublicApi;
 
-/// The two ways a client authenticates: HTTP Basic with its id and secret (on the OAuth
-/// endpoints the id and secret may come in the body instead), and a Bearer access token
-/// (`/ping`).
+/// The ways a client authenticates: HTTP Basic with its id and secret (on the OAuth endpoints
+/// the id and secret may come in the body instead), and an access token at `/ping`: Bearer, or
+/// DPoP with a proof in the `DPoP` header (RFC 9449 §7).
 struct SecuritySchemes;
 
 impl utoipa::Modify for SecuritySchemes {
@@ -265,7 +271,11 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An access token issued by this server."))
+                    .description(Some(
+                        "An access token issued by this server. A DPoP-bound one is sent as \
+                         `Authorization: DPoP <token>` instead, with a proof in the `DPoP` \
+                         header (RFC 9449 §7).",
+                    ))
                     .build(),
             ),
         );

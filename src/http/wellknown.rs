@@ -87,6 +87,11 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         "access_token_signing_alg_values_supported": t.keyring().algorithms(t.now()),
         // JWT introspection responses (RFC 9701) are signed by the same keys.
         "introspection_signing_alg_values_supported": t.keyring().algorithms(t.now()),
+        // RFC 9449 §5.1; FAPI 2.0 clients may not use RS256 (see docs/protocol.md).
+        "dpop_signing_alg_values_supported": crate::domain::dpop::algorithms(false)
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -75,6 +75,8 @@ pub struct TokenInfo {
     pub iss: String,
     /// Token id: the JWT `jti` / opaque token id, or a digest for refresh tokens.
     pub jti: String,
+    /// The thumbprint of the key a DPoP-bound access token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 impl Tessera {
@@ -124,6 +126,7 @@ impl Tessera {
                 aud: None,
                 iss: self.policy.issuer.clone(),
                 jti: hex(hash.0.get(..16).unwrap_or_default()),
+                dpop_jkt: None,
             }));
         }
         let record = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
@@ -155,6 +158,7 @@ impl Tessera {
             aud: Some(a.audience),
             iss: self.policy.issuer.clone(),
             jti: a.id,
+            dpop_jkt: a.dpop_jkt,
         }))
     }
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod assertion;
 pub mod clients;
+pub mod dpop;
 pub mod introspect;
 pub mod jobs;
 pub mod jwks;
@@ -119,6 +120,8 @@ pub struct Policy {
     pub key_reload_interval: u32,
     /// Seconds audit events are kept.
     pub audit_retention: u32,
+    /// DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub dpop_nonce: bool,
     /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
     pub jwks_uri_allow_http: bool,
 }
@@ -188,6 +191,7 @@ impl Tessera {
             signing_alg: tokens.signing_alg,
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
+            dpop_nonce: tokens.dpop_nonce,
             jwks_uri_allow_http: tokens.jwks_uri_allow_http,
         };
         Ok(Self {

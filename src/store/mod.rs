@@ -74,6 +74,8 @@ pub struct NewFamily {
     pub client_type: crate::domain::client::ClientType,
     /// Creation time.
     pub created_at: UnixTime,
+    /// True if the grant was made with a DPoP proof: every refresh must carry one too.
+    pub dpop_bound: bool,
 }
 
 /// A new access token (opaque or JWT), as stored: never the token itself.
@@ -99,6 +101,8 @@ pub struct NewAccessToken {
     pub expires_at: UnixTime,
     /// The key that signed it (JWTs only).
     pub signing_kid: Option<String>,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// A new refresh token, as stored.
@@ -164,6 +168,8 @@ pub struct AccessRecord {
     /// True if the token or its family was revoked, its client is disabled, or the key that
     /// signed it was revoked.
     pub revoked: bool,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// How to find an access token.

@@ -166,7 +166,9 @@ where
 }
 
 /// Binds, in this order, a new access token's columns: `token_id`, `token_hash`, `family_id`,
-/// `client_id`, `format`, `scope`, `audience`, `issued_at`, `expires_at`, `signing_kid`.
+/// `client_id`, `format`, `scope`, `audience`, `issued_at`, `expires_at`, `signing_kid`. Its
+/// `dpop_jkt` is bound by each statement after the audit event (see the PostgreSQL grants and
+/// rotations), so that the placeholders before it keep their numbers.
 pub(super) fn bind_access_token<'q, DB>(
     query: Query<'q, DB, DB::Arguments>,
     a: &NewAccessToken,
@@ -215,7 +217,7 @@ where
 
 row! {
     /// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,
-    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`.
+    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`, `dpop_bound`.
     RefreshRow {
         family_id: String,
         client_id: String,
@@ -225,6 +227,7 @@ row! {
         consumed_at: Option<UnixTime>,
         revoked: bool,
         client_type: String,
+        dpop_bound: bool,
     }
 }
 
@@ -241,6 +244,7 @@ impl TryFrom<RefreshRow> for RefreshRecord {
             expires_at: row.expires_at,
             consumed_at: row.consumed_at,
             revoked: row.revoked,
+            dpop_bound: row.dpop_bound,
         })
     }
 }
@@ -258,6 +262,7 @@ row! {
         issued_at: UnixTime,
         expires_at: UnixTime,
         revoked: bool,
+        dpop_jkt: Option<String>,
     }
 }
 
@@ -275,6 +280,7 @@ impl TryFrom<AccessRow> for AccessRecord {
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             revoked: row.revoked,
+            dpop_jkt: row.dpop_jkt,
         })
     }
 }

@@ -24,6 +24,7 @@ mod conflicts;
 mod connections;
 mod crash;
 mod discovery;
+mod dpop;
 mod faults;
 mod interop;
 mod introspect;

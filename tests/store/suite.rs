@@ -54,6 +54,7 @@ fn client(id: &str, created_at: UnixTime) -> Client {
 }
 
 /// One grant's rows, as the service would write them.
+#[derive(Clone)]
 pub(crate) struct Grant {
     pub(crate) family: NewFamily,
     pub(crate) access: NewAccessToken,
@@ -78,6 +79,7 @@ pub(crate) fn access_token(
         issued_at: now,
         expires_at: now + ttl,
         signing_kid: None,
+        dpop_jkt: None,
     }
 }
 
@@ -105,6 +107,7 @@ pub(crate) fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_
         scope: "/ping.read".into(),
         client_type: ClientType::Service,
         created_at: now,
+        dpop_bound: false,
     };
     Grant {
         access: access_token(&family.id, client_id, now, access_ttl),
@@ -1574,4 +1577,66 @@ pub async fn the_cleanup_deletes_expired_jwt_ids(store: Arc<dyn Store>) {
     let purged = store.purge_expired(T0, 100).await.unwrap();
     assert_eq!(purged.rows, 1, "only the expired id");
     assert!(!store.use_once(&live, NEVER_EXPIRES).await.unwrap(), "kept");
+}
+
+/// A DPoP binding is stored with the grant (the family is bound, the access token carries its
+/// key's thumbprint) and with each rotation's access token, whether the writes are made one by
+/// one or together (PostgreSQL batches them); unbound grants read as unbound.
+pub async fn dpop_bindings_are_stored_with_grants_and_rotations(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let grants: Vec<Grant> = (0..16)
+        .map(|i| {
+            let mut g = grant_at(&c.id, T0, HOUR, DAY);
+            if i % 2 == 0 {
+                g.family.dpop_bound = true;
+                g.access.dpop_jkt = Some(format!("jkt-{i}"));
+            }
+            g
+        })
+        .collect();
+    let writes: Vec<_> = grants
+        .iter()
+        .map(|g| {
+            let (store, g) = (store.clone(), g.clone());
+            tokio::spawn(async move { store.issue(&g.family, &g.access, &g.refresh, &ev()).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let rotations: Vec<_> = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let store = store.clone();
+            let old = g.refresh.key();
+            let mut a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
+            a.dpop_jkt = (i % 4 != 3).then(|| format!("next-{i}"));
+            let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
+            tokio::spawn(async move {
+                let outcome = store
+                    .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
+                    .await;
+                (a, outcome)
+            })
+        })
+        .collect();
+    for (i, (g, task)) in grants.iter().zip(rotations).enumerate() {
+        let family = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
+        assert_eq!(family.dpop_bound, i % 2 == 0, "grant {i}");
+        let first = store
+            .find_access(AccessKey::Opaque(&g.access.key()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.dpop_jkt, g.access.dpop_jkt, "grant {i}");
+        let (a, outcome) = task.await.unwrap();
+        assert_eq!(outcome.unwrap(), RotateOutcome::Rotated);
+        let next = store
+            .find_access(AccessKey::Id(&a.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.dpop_jkt, a.dpop_jkt, "rotation {i}");
+    }
 }
