@@ -492,6 +492,9 @@ settings! {
         client_cert_header as "tls_client_cert_header": Option<String> = None, No;
         /// Addresses or networks of the proxies whose `tls_client_cert_header` is trusted.
         client_cert_proxies as "tls_client_cert_proxies": Vec<String> = Vec::new(), No;
+        /// PEM bundle of the CAs whose client certificates `tls_client_auth` clients may
+        /// present (RFC 8705 §2.1).
+        client_ca as "tls_client_ca": Option<PathBuf> = None, No;
     }
 }
 

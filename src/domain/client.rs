@@ -14,6 +14,7 @@ use super::error::{ErrorCode, OAuthError};
 use super::scope::ScopePattern;
 
 pub mod auth;
+pub mod mtls;
 
 pub use auth::{AuthMethod, ClientAuth};
 

@@ -36,6 +36,8 @@ pub struct RefreshRecord {
     pub revoked: bool,
     /// True if the family was granted with a DPoP proof: a refresh needs one too.
     pub dpop_bound: bool,
+    /// True if the family's grant was bound to a client certificate: a refresh needs one too.
+    pub cert_bound: bool,
 }
 
 /// What to do with a presented refresh token.
@@ -151,6 +153,7 @@ mod tests {
             consumed_at: None,
             revoked: false,
             dpop_bound: false,
+            cert_bound: false,
         }
     }
 

@@ -342,12 +342,28 @@ pub struct AccessClaims {
     pub cnf: Option<Confirmation>,
 }
 
-/// The confirmation claim of a DPoP-bound token (RFC 7800, RFC 9449 §6.1), in JWTs and in
-/// introspection responses.
+/// The confirmation claim of a sender-constrained token (RFC 7800), in JWTs and in
+/// introspection responses: a DPoP key (RFC 9449 §6.1) or a client certificate (RFC 8705 §3.1),
+/// one of the two.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     /// The RFC 7638 SHA-256 thumbprint of the proof key.
-    pub jkt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// The SHA-256 thumbprint of the client certificate, base64url.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// The claim of a token bound to `dpop_jkt` or `cert_thumbprint`; `None` for neither.
+    #[must_use]
+    pub fn of(dpop_jkt: Option<&str>, cert_thumbprint: Option<&str>) -> Option<Self> {
+        (dpop_jkt.is_some() || cert_thumbprint.is_some()).then(|| Self {
+            jkt: dpop_jkt.map(str::to_owned),
+            x5t_s256: cert_thumbprint.map(str::to_owned),
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]

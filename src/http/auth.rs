@@ -8,7 +8,8 @@
 //! 2. the source address is counted (`rate_limit_per_ip`);
 //! 3. the credentials are taken from Basic or the body — a secret, or a `private_key_jwt`
 //!    assertion (exactly one method per request) — and checked, including that the client is
-//!    allowed that method ([`crate::service::assertion`] for assertions);
+//!    allowed that method ([`crate::service::assertion`] for assertions); a request with only
+//!    `client_id` authenticates by its TLS client certificate ([`crate::service::mtls`]);
 //! 4. a failed check is counted per (client id, source) (`auth_failures_per_minute`), and past
 //!    that limit answered `429` instead of `401`;
 //! 5. the authenticated client is counted (`rate_limit_per_client`).
@@ -31,10 +32,12 @@ use axum::extract::{FromRequest, Request};
 use super::AppState;
 use super::error::ApiError;
 use super::request::{ClientCredentials, OAuthRequest};
+use super::tls::ClientCertificate;
 use crate::domain::audit::Actor;
 use crate::domain::client::{AuthMethod, Client, Profile};
 use crate::service::ServiceError;
 use crate::service::assertion::Presented;
+use crate::service::mtls::PresentedCert;
 use crate::service::replay::JwtUses;
 
 /// The JWT ids a request claimed (assertion `jti`s, DPoP proofs), shared between the
@@ -87,6 +90,10 @@ pub struct AuthenticatedClient {
     pub form: OAuthRequest,
     /// Who asked, for the audit trail.
     pub actor: Actor,
+    /// The client certificate of the connection (or from the trusted proxy), if any.
+    pub certificate: Option<ClientCertificate>,
+    /// True if the client authenticated with its certificate (RFC 8705 §2).
+    pub mtls: bool,
 }
 
 impl AuthenticatedClient {
@@ -114,6 +121,7 @@ impl FromRequest<Arc<AppState>> for AuthenticatedClient {
             )
         })?;
         let claimed = req.extensions().get::<ClaimedIds>().cloned();
+        let certificate = req.extensions().get::<ClientCertificate>().cloned();
         let endpoint = format!(
             "{}{}",
             state.tessera.policy().issuer.trim_end_matches('/'),
@@ -125,6 +133,21 @@ impl FromRequest<Arc<AppState>> for AuthenticatedClient {
             .limits
             .source(source)
             .map_err(|l| ApiError::limited(default, l))?;
+        if let Some(client_id) = form.certificate_client_id() {
+            let presented = certificate.as_ref().map(|c| PresentedCert {
+                leaf: &c.leaf,
+                chain: &c.chain,
+            });
+            let client = check_certificate(state, client_id, presented, &actor).await?;
+            return Ok(Self {
+                profile: state.tessera.profile_of(&client),
+                client,
+                form,
+                actor,
+                certificate,
+                mtls: true,
+            });
+        }
         let creds = form.client_credentials().map_err(|(e, challenge)| {
             ApiError::oauth(default, e).with_basic_challenge(challenge)
         })?;
@@ -154,8 +177,53 @@ impl FromRequest<Arc<AppState>> for AuthenticatedClient {
             client,
             form,
             actor,
+            certificate,
+            mtls: false,
         })
     }
+}
+
+/// Checks a client's certificate (RFC 8705 §2), then counts the client against its rate:
+/// [`check_secret`] for `tls_client_auth` and `self_signed_tls_client_auth`.
+///
+/// # Errors
+/// `401 invalid_client` (in the named client's profile when it exists), `429` past a limit, or
+/// the service failure (e.g. `503`).
+async fn check_certificate(
+    state: &AppState,
+    client_id: &str,
+    presented: Option<PresentedCert<'_>>,
+    actor: &Actor,
+) -> Result<Client, ApiError> {
+    let default = state.tessera.policy().default_profile;
+    let client = match state
+        .tessera
+        .authenticate_certificate(client_id, presented, actor)
+        .await
+    {
+        Ok(c) => c,
+        Err(refused) => {
+            let profile = refused
+                .client
+                .as_ref()
+                .map_or(default, |c| state.tessera.profile_of(c));
+            let err = ApiError::service(profile, refused.error);
+            if err.is_invalid_client()
+                && let Err(l) = state
+                    .limits
+                    .auth_failure(client_id, actor.source.as_deref())
+            {
+                return Err(ApiError::limited(profile, l));
+            }
+            return Err(err);
+        }
+    };
+    tracing::Span::current().record("client_id", client.id.as_str());
+    state
+        .limits
+        .client(&client.id)
+        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
+    Ok(client)
 }
 
 /// Checks a client's secret, then counts the client against its rate; a failed check is

@@ -62,7 +62,8 @@ pub struct IntrospectionResponse {
     /// Token id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// The key a DPoP-bound access token is bound to (RFC 9449 §6.2): `{"jkt": thumbprint}`.
+    /// What a sender-constrained access token is bound to: `{"jkt": thumbprint}` for a DPoP
+    /// key (RFC 9449 §6.2), `{"x5t#S256": thumbprint}` for a client certificate (RFC 8705 §3.2).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub cnf: Option<Confirmation>,
@@ -231,7 +232,7 @@ pub async fn introspect(
             aud: i.aud,
             iss: Some(i.iss),
             jti: Some(i.jti),
-            cnf: i.dpop_jkt.map(|jkt| Confirmation { jkt }),
+            cnf: Confirmation::of(i.dpop_jkt.as_deref(), i.cert_thumbprint.as_deref()),
         },
     };
     let mut resp = match format {

@@ -13,6 +13,9 @@
 //!   `"invalid_dpop_proof"` or `"use_dpop_nonce"` for a DPoP request). A DPoP-bound token sent
 //!   as `Bearer` is refused (`401`, DPoP challenge, `invalid_token`): without its proof it is
 //!   worth nothing, which is the point of binding it.
+//! - a certificate-bound token (RFC 8705 §3) sent as `Bearer` is accepted only over a
+//!   connection presenting the certificate it is bound to (its `x5t#S256`); without a
+//!   certificate, or with another, `401` `invalid_token`.
 //! - a valid token without `/ping.read` → `403` with
 //!   `WWW-Authenticate: Bearer error="insufficient_scope", scope="/ping.read"` (`DPoP …` for a
 //!   DPoP request).
@@ -33,6 +36,7 @@ use super::error::{ApiError, BASIC_CHALLENGE};
 #[allow(unused_imports)]
 use super::openapi::GenericError;
 use super::request::parse_basic;
+use super::tls::ClientCertificate;
 use crate::domain::audit::Actor;
 use crate::domain::dpop::{ProofError, algorithms};
 use crate::service::ServiceError;
@@ -110,6 +114,28 @@ fn scope_check(grant: &BearerGrant, scheme: &str) -> Response {
         &www,
         "insufficient_scope",
         "the access token does not hold /ping.read",
+    )
+}
+
+/// A certificate-bound token (RFC 8705 §3) is good only over a connection that presents the
+/// certificate it is bound to: `401 invalid_token` without one, or with another.
+fn certificate_check(
+    grant: &BearerGrant,
+    bound_to: &str,
+    presented: Option<&ClientCertificate>,
+) -> Response {
+    let why = match presented {
+        None => "the access token is certificate-bound: present its client certificate (RFC 8705)",
+        Some(c) if c.x5t_s256() != bound_to => {
+            "the access token is bound to another client certificate (RFC 8705)"
+        }
+        Some(_) => return scope_check(grant, "Bearer"),
+    };
+    challenge(
+        StatusCode::UNAUTHORIZED,
+        &format!("Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"{why}\""),
+        "invalid_token",
+        why,
     )
 }
 
@@ -205,6 +231,7 @@ async fn dpop_request(
 pub async fn ping(
     State(state): State<Arc<AppState>>,
     Extension(actor): Extension<Actor>,
+    certificate: Option<Extension<ClientCertificate>>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -234,7 +261,14 @@ pub async fn ping(
                 "invalid_token",
                 "the access token is DPoP-bound: send it as Authorization: DPoP with a DPoP proof",
             )),
-            Ok(grant) => Ok(scope_check(&grant, "Bearer")),
+            Ok(grant) => match grant.cert_thumbprint.as_deref() {
+                Some(bound_to) => Ok(certificate_check(
+                    &grant,
+                    bound_to,
+                    certificate.as_ref().map(|Extension(c)| c),
+                )),
+                None => Ok(scope_check(&grant, "Bearer")),
+            },
             Err(BearerError::Invalid) => Ok(challenge(
                 StatusCode::UNAUTHORIZED,
                 "Bearer realm=\"tessera\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\"",

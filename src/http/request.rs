@@ -146,6 +146,21 @@ impl OAuthRequest {
         })
     }
 
+    /// The `client_id` of a client that authenticates with its TLS certificate (RFC 8705 §2):
+    /// the request names the client in the body and sends no other credentials (no Basic,
+    /// `client_secret` or client assertion). `None` otherwise.
+    #[must_use]
+    pub fn certificate_client_id(&self) -> Option<&str> {
+        if self.basic.is_some()
+            || self.get("client_secret").is_some()
+            || self.get("client_assertion").is_some()
+            || self.get("client_assertion_type").is_some()
+        {
+            return None;
+        }
+        self.get("client_id")
+    }
+
     /// The client credentials, from Basic, the body, or both (which must agree).
     ///
     /// # Errors

@@ -15,6 +15,7 @@ use super::dpop;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenRequestDoc, TokenTypeDoc};
+use super::tls::ClientCertificate;
 use crate::domain::client::Profile;
 use crate::domain::error::OAuthError;
 use crate::service::tokens::{Issued, TokenRequest};
@@ -98,6 +99,7 @@ async fn issue(
 ) -> Result<Response, ApiError> {
     let dpop = dpop::proof_header(headers).map_err(|e| auth.error(OAuthError::from(e)))?;
     let form = &auth.form;
+    let x5t = auth.certificate.as_ref().map(ClientCertificate::x5t_s256);
     let request = TokenRequest {
         grant_type: form.get("grant_type"),
         scope: form.get("scope"),
@@ -106,6 +108,8 @@ async fn issue(
         origin: form.origin(),
         resource: form.get("resource"),
         dpop,
+        certificate: x5t.as_deref(),
+        bind_certificate: auth.mtls || auth.client.auth.mtls.bound_tokens,
     };
     let issued = state
         .tessera

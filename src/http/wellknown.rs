@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::RETRY_AFTER_SECONDS;
@@ -54,8 +54,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
     let t = &state.tessera;
     let issuer = t.policy().issuer.trim_end_matches('/').to_owned();
+    // The mTLS methods only when a client certificate can reach the endpoints.
     let auth_methods: Vec<&str> = crate::domain::client::AuthMethod::ALL
         .iter()
+        .filter(|m| t.policy().client_certificates || !m.uses_certificate())
         .map(|m| m.as_str())
         .collect();
     // The algorithms a client assertion may use (RS256 not for FAPI 2.0 clients).
@@ -68,7 +70,7 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         .templates()
         .iter()
         .partition(|s| !s.contains('{'));
-    Json(json!({
+    let mut body = json!({
         "issuer": t.policy().issuer,
         "token_endpoint": format!("{issuer}/oauth2/token"),
         "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
@@ -92,6 +94,25 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
             .iter()
             .map(|a| a.as_str())
             .collect::<Vec<_>>(),
-    }))
-    .into_response()
+    });
+    // RFC 8705 §3.3 and §5: certificate-bound tokens and the mTLS endpoints, when client
+    // certificates can reach this server at all. The aliases are the endpoints themselves:
+    // every TLS connection may present a certificate, so no separate host is needed.
+    if t.policy().client_certificates
+        && let Some(o) = body.as_object_mut()
+    {
+        o.insert(
+            "tls_client_certificate_bound_access_tokens".into(),
+            Value::Bool(true),
+        );
+        o.insert(
+            "mtls_endpoint_aliases".into(),
+            json!({
+                "token_endpoint": format!("{issuer}/oauth2/token"),
+                "revocation_endpoint": format!("{issuer}/oauth2/revoke"),
+                "introspection_endpoint": format!("{issuer}/oauth2/introspect"),
+            }),
+        );
+    }
+    Json(body).into_response()
 }

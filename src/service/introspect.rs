@@ -77,6 +77,8 @@ pub struct TokenInfo {
     pub jti: String,
     /// The thumbprint of the key a DPoP-bound access token is bound to (`cnf.jkt`).
     pub dpop_jkt: Option<String>,
+    /// The `x5t#S256` of the certificate a certificate-bound access token is bound to.
+    pub cert_thumbprint: Option<String>,
 }
 
 impl Tessera {
@@ -127,6 +129,7 @@ impl Tessera {
                 iss: self.policy.issuer.clone(),
                 jti: hex(hash.0.get(..16).unwrap_or_default()),
                 dpop_jkt: None,
+                cert_thumbprint: None,
             }));
         }
         let record = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
@@ -159,6 +162,7 @@ impl Tessera {
             iss: self.policy.issuer.clone(),
             jti: a.id,
             dpop_jkt: a.dpop_jkt,
+            cert_thumbprint: a.cert_thumbprint,
         }))
     }
 }

@@ -13,6 +13,7 @@ pub mod introspect;
 pub mod jobs;
 pub mod jwks;
 pub mod keys;
+pub mod mtls;
 pub mod replay;
 pub mod signing;
 pub mod tokens;
@@ -124,6 +125,9 @@ pub struct Policy {
     pub dpop_nonce: bool,
     /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
     pub jwks_uri_allow_http: bool,
+    /// Client certificates can reach the OAuth endpoints: the public listener serves TLS, or a
+    /// trusted proxy passes them (`tls_client_cert_header`).
+    pub client_certificates: bool,
 }
 
 /// The Tessera application.
@@ -138,6 +142,8 @@ pub struct Tessera {
     /// The keyed hash of `metrics_token`, when one is configured.
     metrics_token_hash: Option<String>,
     jwks: jwks::JwksFetcher,
+    /// The CAs of `tls_client_auth` certificates (`tls_client_ca`), when configured.
+    client_ca: Option<mtls::ClientCa>,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -193,6 +199,8 @@ impl Tessera {
             audit_retention: settings.cleanup.audit_retention,
             dpop_nonce: tokens.dpop_nonce,
             jwks_uri_allow_http: tokens.jwks_uri_allow_http,
+            client_certificates: settings.tls.public_files().is_some()
+                || settings.tls.client_cert_header.is_some(),
         };
         Ok(Self {
             store,
@@ -211,6 +219,12 @@ impl Tessera {
             keys: derived,
             clock,
             jwks: jwks::JwksFetcher::new(policy.jwks_uri_allow_http),
+            client_ca: settings
+                .tls
+                .client_ca
+                .as_deref()
+                .map(mtls::ClientCa::load)
+                .transpose()?,
             policy,
         })
     }

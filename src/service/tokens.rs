@@ -36,6 +36,11 @@ pub struct TokenRequest<'a> {
     /// The `DPoP` proof header (RFC 9449), if the request had one (the HTTP layer refuses
     /// more than one).
     pub dpop: Option<&'a str>,
+    /// The `x5t#S256` of the client certificate the request came with, if any (RFC 8705 §3).
+    pub certificate: Option<&'a str>,
+    /// Bind the access token to `certificate`: the client authenticated with mTLS, or asked
+    /// for certificate-bound tokens (`tls_client_certificate_bound_access_tokens`).
+    pub bind_certificate: bool,
 }
 
 /// A freshly issued AuthToken, before a wire profile shapes it.
@@ -77,6 +82,8 @@ pub struct BearerGrant {
     pub scope: ScopeSet,
     /// The thumbprint of the key a DPoP-bound token is bound to.
     pub dpop_jkt: Option<String>,
+    /// The `x5t#S256` of the certificate a certificate-bound token is bound to.
+    pub cert_thumbprint: Option<String>,
 }
 
 /// Why a bearer token was not accepted (RFC 6750 `invalid_token`).
@@ -94,6 +101,14 @@ fn required<'a>(value: Option<&'a str>, field: &'static str) -> Result<&'a str, 
     value
         .filter(|v| !v.is_empty())
         .ok_or_else(|| OAuthError::missing(field))
+}
+
+/// What a new access token may be bound to: the DPoP proof's key, else the presented
+/// certificate (only one of the two is set).
+#[derive(Debug, Clone, Copy)]
+struct Binding<'a> {
+    jkt: Option<&'a str>,
+    x5t: Option<&'a str>,
 }
 
 fn new_id() -> String {
@@ -225,14 +240,21 @@ impl Tessera {
             .map(ClientType::parse)
             .transpose()?;
         let grant_type = required(req.grant_type, "grant_type")?;
-        let proof = self.token_proof(client, req.dpop)?;
+        let cert_bound = req.bind_certificate && req.certificate.is_some();
+        let proof = self.token_proof(client, req.dpop, cert_bound)?;
         let uses = match &proof {
             Some(p) => Some(self.use_proof(p).await?),
             None => None,
         };
         let jkt = proof.as_ref().map(Proof::jkt);
+        // A token is bound to one thing: the DPoP key when a proof was sent, else the
+        // certificate (docs/protocol.md, "Certificate-bound access tokens").
+        let bind = Binding {
+            jkt,
+            x5t: if jkt.is_some() { None } else { req.certificate },
+        };
         let result = self
-            .run_grant(client, req, grant_type, client_type, jkt, actor)
+            .run_grant(client, req, grant_type, client_type, bind, actor)
             .await;
         // A proof is used up only by a request that succeeded.
         if let (Err(_), Some(uses)) = (&result, uses) {
@@ -247,15 +269,15 @@ impl Tessera {
         req: &TokenRequest<'_>,
         grant_type: &str,
         client_type: Option<ClientType>,
-        jkt: Option<&str>,
+        bind: Binding<'_>,
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         match grant_type {
             "client_credentials" => {
-                self.client_credentials(client, req, client_type.unwrap_or_default(), jkt, actor)
+                self.client_credentials(client, req, client_type.unwrap_or_default(), bind, actor)
                     .await
             }
-            "refresh_token" => self.refresh(client, req, jkt, actor).await,
+            "refresh_token" => self.refresh(client, req, bind, actor).await,
             other => Err(OAuthError::field(
                 ErrorCode::UnsupportedGrantType,
                 "grant_type",
@@ -273,16 +295,24 @@ impl Tessera {
     ///
     /// A missing proof is `invalid_dpop_proof`, like a bad one: the client must send a (valid)
     /// proof, which is what that code tells a DPoP client library (Keycloak answers the same).
+    ///
+    /// A FAPI 2.0 client needs a sender constraint, which a certificate binding (`cert_bound`,
+    /// RFC 8705) gives as well as DPoP; `require_dpop` asks for DPoP itself.
     fn token_proof(
         &self,
         client: &Client,
         header: Option<&str>,
+        cert_bound: bool,
     ) -> Result<Option<Proof>, OAuthError> {
         let Some(header) = header else {
-            if client.dpop_required() {
+            if client.auth.require_dpop || (client.dpop_required() && !cert_bound) {
                 return Err(OAuthError::new(
                     ErrorCode::InvalidDpopProof,
-                    "this client's access tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",
+                    if client.auth.require_dpop {
+                        "this client's access tokens must be DPoP-bound: send a DPoP proof (RFC 9449)"
+                    } else {
+                        "a FAPI 2.0 client's access tokens must be sender-constrained: send a DPoP proof (RFC 9449) or authenticate with a client certificate (RFC 8705)"
+                    },
                 ));
             }
             return Ok(None);
@@ -300,9 +330,11 @@ impl Tessera {
         client: &Client,
         req: &TokenRequest<'_>,
         client_type: ClientType,
-        jkt: Option<&str>,
+        bind: Binding<'_>,
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
+        let jkt = bind.jkt;
+        let x5t = bind.x5t.filter(|_| req.bind_certificate);
         let scope = ScopeSet::parse(required(req.scope, "scope")?)?;
         if scope.is_empty() {
             return Err(OAuthError::missing("scope").into());
@@ -320,9 +352,10 @@ impl Tessera {
             client_type,
             created_at: now,
             dpop_bound: jkt.is_some(),
+            cert_bound: x5t.is_some(),
         };
         let (access_token, access) =
-            self.mint_access(client, &family.id, &scope, audience, jkt, now)?;
+            self.mint_access(client, &family.id, &scope, audience, jkt, x5t, now)?;
         let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
         let audit = AuditEvent::new(
             AuditKind::TokenIssued,
@@ -351,9 +384,10 @@ impl Tessera {
         &self,
         client: &Client,
         req: &TokenRequest<'_>,
-        jkt: Option<&str>,
+        bind: Binding<'_>,
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
+        let jkt = bind.jkt;
         let presented = required(req.refresh_token, "refresh_token")?;
         let found = token::verify(OpaqueKind::Refresh, presented, &self.keys)
             .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
@@ -398,13 +432,25 @@ impl Tessera {
                 )
                 .into());
             }
+            // A certificate-bound grant stays bound the same way: its refresh must come with a
+            // client certificate, and the new access token is bound to that certificate (which
+            // may be a new one: RFC 8705 §4 lets a confidential client change certificates).
+            if record.cert_bound && req.certificate.is_none() {
+                return Err(OAuthError::invalid_grant(
+                    "this grant is certificate-bound: refreshing it needs the client certificate (RFC 8705 §3)",
+                )
+                .into());
+            }
+            let x5t = bind
+                .x5t
+                .filter(|_| req.bind_certificate || record.cert_bound);
             let scope = grant::refresh_scope(req.scope, &record.scope, client, &self.registry)?;
             if record.client_type == ClientType::Web {
                 client.check_origin(req.origin)?;
             }
             let audience = client.audience_for(req.resource, &self.policy.audience)?;
             let (access_token, access) =
-                self.mint_access(client, &record.family_id, &scope, audience, jkt, now)?;
+                self.mint_access(client, &record.family_id, &scope, audience, jkt, x5t, now)?;
             let (refresh_token, refresh) =
                 self.mint_refresh(client, &record.family_id, &record.scope, now)?;
             let cutoff = if grace > 0 {
@@ -445,6 +491,7 @@ impl Tessera {
         scope: &ScopeSet,
         audience: String,
         dpop_jkt: Option<&str>,
+        cert_thumbprint: Option<&str>,
         now: UnixTime,
     ) -> Result<(String, NewAccessToken), ServiceError> {
         let uuid = uuid::Uuid::now_v7();
@@ -464,9 +511,7 @@ impl Tessera {
                     jti: id.clone(),
                     client_id: client.id.clone(),
                     scope: scope.to_string(),
-                    cnf: dpop_jkt.map(|jkt| jwt::Confirmation {
-                        jkt: jkt.to_owned(),
-                    }),
+                    cnf: jwt::Confirmation::of(dpop_jkt, cert_thumbprint),
                 };
                 let ring = self.keyring();
                 let key = ring
@@ -488,6 +533,7 @@ impl Tessera {
             expires_at,
             signing_kid,
             dpop_jkt: dpop_jkt.map(str::to_owned),
+            cert_thumbprint: cert_thumbprint.map(str::to_owned),
         };
         Ok((token, record))
     }
@@ -636,6 +682,7 @@ impl Tessera {
             client_id: record.client_id,
             scope,
             dpop_jkt: record.dpop_jkt,
+            cert_thumbprint: record.cert_thumbprint,
         })
     }
 }

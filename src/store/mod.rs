@@ -76,6 +76,9 @@ pub struct NewFamily {
     pub created_at: UnixTime,
     /// True if the grant was made with a DPoP proof: every refresh must carry one too.
     pub dpop_bound: bool,
+    /// True if the grant's access token was bound to a client certificate (RFC 8705 §3):
+    /// every refresh must present one too.
+    pub cert_bound: bool,
 }
 
 /// A new access token (opaque or JWT), as stored: never the token itself.
@@ -103,6 +106,8 @@ pub struct NewAccessToken {
     pub signing_kid: Option<String>,
     /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
     pub dpop_jkt: Option<String>,
+    /// The `x5t#S256` of the client certificate a certificate-bound token is bound to.
+    pub cert_thumbprint: Option<String>,
 }
 
 /// A new refresh token, as stored.
@@ -170,6 +175,8 @@ pub struct AccessRecord {
     pub revoked: bool,
     /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
     pub dpop_jkt: Option<String>,
+    /// The `x5t#S256` of the client certificate a certificate-bound token is bound to.
+    pub cert_thumbprint: Option<String>,
 }
 
 /// How to find an access token.

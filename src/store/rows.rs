@@ -217,7 +217,8 @@ where
 
 row! {
     /// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,
-    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`, `dpop_bound`.
+    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`, `dpop_bound`,
+    /// `cert_bound`.
     RefreshRow {
         family_id: String,
         client_id: String,
@@ -228,6 +229,7 @@ row! {
         revoked: bool,
         client_type: String,
         dpop_bound: bool,
+        cert_bound: bool,
     }
 }
 
@@ -245,6 +247,7 @@ impl TryFrom<RefreshRow> for RefreshRecord {
             consumed_at: row.consumed_at,
             revoked: row.revoked,
             dpop_bound: row.dpop_bound,
+            cert_bound: row.cert_bound,
         })
     }
 }
@@ -263,6 +266,7 @@ row! {
         expires_at: UnixTime,
         revoked: bool,
         dpop_jkt: Option<String>,
+        cert_thumbprint: Option<String>,
     }
 }
 
@@ -281,6 +285,7 @@ impl TryFrom<AccessRow> for AccessRecord {
             expires_at: row.expires_at,
             revoked: row.revoked,
             dpop_jkt: row.dpop_jkt,
+            cert_thumbprint: row.cert_thumbprint,
         })
     }
 }

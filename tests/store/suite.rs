@@ -252,6 +252,7 @@ pub async fn client_auth_settings_round_trip(store: Arc<dyn Store>) {
         jwks_uri: None,
         require_dpop: true,
         fapi2: true,
+        ..ClientAuth::default()
     };
     store.insert_client(&keyed).await.expect("insert");
     assert_eq!(
@@ -268,6 +269,7 @@ pub async fn client_auth_settings_round_trip(store: Arc<dyn Store>) {
         jwks_uri: Some("https://keys.example/jwks.json".into()),
         require_dpop: false,
         fapi2: false,
+        ..ClientAuth::default()
     };
     changed.updated_at = T0 + 1;
     assert_eq!(

@@ -12,8 +12,10 @@
 //! - `jwks` is parsed strictly ([`JwkSet::parse`]): public signing keys only;
 //! - `jwks_uri` is an absolute `https` URL without user info or fragment; plain `http` only
 //!   when the server setting `jwks_uri_allow_http` is on (tests and development);
-//! - a `fapi2` client may use only `private_key_jwt` (FAPI 2.0 Security Profile §5.3.2.1;
-//!   mTLS methods will join it), and its registered keys only FAPI algorithms (no RS256).
+//! - `tls_client_auth` needs a registered certificate subject, `self_signed_tls_client_auth`
+//!   registered certificates or `jwks` ([`super::mtls`]);
+//! - a `fapi2` client may use only `private_key_jwt` and the mTLS methods (FAPI 2.0 Security
+//!   Profile §5.3.2.1), and its registered keys only FAPI algorithms (no RS256).
 //!
 //! A client without a secret method still has a (random) secret hash, as the `secret_hash`
 //! column requires one, but nobody is shown that secret and the token endpoint refuses secrets
@@ -25,6 +27,7 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 
+use super::mtls::MtlsAuth;
 use super::{MAX_VALUE_CHARS, check_text, quoted, refuse};
 use crate::domain::error::OAuthError;
 use crate::domain::jose::JwkSet;
@@ -39,14 +42,20 @@ pub enum AuthMethod {
     ClientSecretPost,
     /// A JWT signed with the client's private key (RFC 7523 §2.2).
     PrivateKeyJwt,
+    /// A client certificate from a configured CA, with a registered subject (RFC 8705 §2.1).
+    TlsClientAuth,
+    /// A registered self-signed client certificate (RFC 8705 §2.2).
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
     /// Every method this version knows, in the order discovery lists them.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 5] = [
         Self::ClientSecretBasic,
         Self::ClientSecretPost,
         Self::PrivateKeyJwt,
+        Self::TlsClientAuth,
+        Self::SelfSignedTlsClientAuth,
     ];
 
     /// The registered name.
@@ -56,6 +65,8 @@ impl AuthMethod {
             Self::ClientSecretBasic => "client_secret_basic",
             Self::ClientSecretPost => "client_secret_post",
             Self::PrivateKeyJwt => "private_key_jwt",
+            Self::TlsClientAuth => "tls_client_auth",
+            Self::SelfSignedTlsClientAuth => "self_signed_tls_client_auth",
         }
     }
 
@@ -65,10 +76,17 @@ impl AuthMethod {
         matches!(self, Self::ClientSecretBasic | Self::ClientSecretPost)
     }
 
-    /// True for the methods a FAPI 2.0 client may use.
+    /// True for the methods a FAPI 2.0 client may use (FAPI 2.0 Security Profile §5.3.2.1:
+    /// private_key_jwt and the two mTLS methods).
     #[must_use]
     pub fn fapi2(self) -> bool {
-        matches!(self, Self::PrivateKeyJwt)
+        !self.uses_secret()
+    }
+
+    /// True for the mTLS methods (RFC 8705 §2).
+    #[must_use]
+    pub fn uses_certificate(self) -> bool {
+        matches!(self, Self::TlsClientAuth | Self::SelfSignedTlsClientAuth)
     }
 }
 
@@ -86,7 +104,7 @@ impl FromStr for AuthMethod {
             .find(|m| m.as_str() == s)
             .ok_or_else(|| {
                 format!(
-                    "unknown auth method {} (expected client_secret_basic, client_secret_post or private_key_jwt)",
+                    "unknown auth method {} (expected client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth or self_signed_tls_client_auth)",
                     quoted(s)
                 )
             })
@@ -117,6 +135,8 @@ pub struct ClientAuth {
     pub require_dpop: bool,
     /// FAPI 2.0 Security Profile rules apply to it.
     pub fapi2: bool,
+    /// Its mutual-TLS settings (RFC 8705).
+    pub mtls: MtlsAuth,
 }
 
 impl Default for ClientAuth {
@@ -128,6 +148,7 @@ impl Default for ClientAuth {
             jwks_uri: None,
             require_dpop: false,
             fapi2: false,
+            mtls: MtlsAuth::default(),
         }
     }
 }
@@ -177,6 +198,7 @@ impl ClientAuth {
             if let Some(uri) = &self.jwks_uri {
                 o.insert("jwks_uri".into(), Value::String(uri.clone()));
             }
+            self.mtls.store_into(o);
         }
         v.to_string()
     }
@@ -214,6 +236,7 @@ impl ClientAuth {
             jwks_uri,
             require_dpop: flag("require_dpop"),
             fapi2: flag("fapi2"),
+            mtls: MtlsAuth::from_stored(o)?,
         })
     }
 
@@ -239,12 +262,27 @@ impl ClientAuth {
                 "or jwks_uri is required for private_key_jwt (the keys its assertions are checked with)",
             ));
         }
+        if self.allows(AuthMethod::TlsClientAuth) && self.mtls.subject.is_none() {
+            return Err(refuse(
+                "tls_client_auth_subject_dn",
+                "or one of tls_client_auth_san_dns, _san_uri, _san_ip, _san_email is required for tls_client_auth (the name its certificate must carry)",
+            ));
+        }
+        if self.allows(AuthMethod::SelfSignedTlsClientAuth)
+            && self.mtls.certificates.is_empty()
+            && self.jwks.is_none()
+        {
+            return Err(refuse(
+                "tls_client_certificates",
+                "or jwks is required for self_signed_tls_client_auth (the certificates or keys it may present)",
+            ));
+        }
         if self.fapi2 {
             if let Some(m) = self.methods.iter().find(|m| !m.fapi2()) {
                 return Err(refuse(
                     "auth_methods",
                     format_args!(
-                        "of a fapi2 client may only be private_key_jwt (not {m}): FAPI 2.0 forbids shared secrets"
+                        "of a fapi2 client may only be private_key_jwt, tls_client_auth or self_signed_tls_client_auth (not {m}): FAPI 2.0 forbids shared secrets"
                     ),
                 ));
             }
@@ -360,10 +398,11 @@ mod tests {
             jwks_uri: None,
             require_dpop: true,
             fapi2: true,
+            mtls: MtlsAuth::default(),
         };
         assert_eq!(ClientAuth::from_stored(&auth.to_stored()), Ok(auth));
         let later = ClientAuth::from_stored(
-            r#"{"methods":["tls_client_auth","client_secret_post"],"later":1}"#,
+            r#"{"methods":["tls_client_auth_v2","client_secret_post"],"later":1}"#,
         );
         assert_eq!(
             later.map(|a| a.methods),

@@ -57,7 +57,9 @@ impl BatchOp for Grants {
         let query = bind_refresh_token(bind_access_token(query, &g.access), &g.refresh);
         bind_audit_event(query, &g.audit)
             .bind(g.access.dpop_jkt.clone())
+            .bind(g.access.cert_thumbprint.clone())
             .bind(g.family.dpop_bound)
+            .bind(g.family.cert_bound)
             .execute(pool)
             .await
             .map_err(map_err)?;
@@ -66,15 +68,15 @@ impl BatchOp for Grants {
 }
 
 /// Issues a grant: family ($1–$6), access token ($7–$16), refresh token ($17–$23), audit
-/// event ($24–$30), then the access token's `dpop_jkt` ($31) and the family's `dpop_bound`
-/// ($32).
+/// event ($24–$30), then the access token's `dpop_jkt` ($31) and `cert_thumbprint` ($32), and
+/// the family's `dpop_bound` ($33) and `cert_bound` ($34).
 const ISSUE_SQL: &str = "WITH family AS (\
      INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at, \
-     dpop_bound) VALUES ($1, $2, $3, $4, $5, $6, $32)), \
+     dpop_bound, cert_bound) VALUES ($1, $2, $3, $4, $5, $6, $33, $34)), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-     audience, issued_at, expires_at, signing_kid, dpop_jkt) \
-     VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $31)), \
+     audience, issued_at, expires_at, signing_kid, dpop_jkt, cert_thumbprint) \
+     VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $31, $32)), \
      refresh AS (\
      INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
      expires_at) VALUES ($17, $18, $19, $20, $21, $22, $23)) \
@@ -86,14 +88,15 @@ const ISSUE_SQL: &str = "WITH family AS (\
 /// statement.
 const INSERT_MANY_SQL: &str = "WITH family AS (\
      INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at, \
-     dpop_bound) \
+     dpop_bound, cert_bound) \
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], \
-     $6::BIGINT[], $32::BOOLEAN[])), \
+     $6::BIGINT[], $33::BOOLEAN[], $34::BOOLEAN[])), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-     audience, issued_at, expires_at, signing_kid, dpop_jkt) \
+     audience, issued_at, expires_at, signing_kid, dpop_jkt, cert_thumbprint) \
      SELECT * FROM UNNEST($7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
-     $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $31::TEXT[])), \
+     $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $31::TEXT[], \
+     $32::TEXT[])), \
      refresh AS (\
      INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
      expires_at) \
@@ -119,6 +122,7 @@ async fn insert_many(pool: &PgPool, batch: &[&Grant]) -> StoreResult<()> {
         .collect();
     bind_successors(query, &successors)
         .bind(grants().map(|g| g.family.dpop_bound).collect::<Vec<_>>())
+        .bind(grants().map(|g| g.family.cert_bound).collect::<Vec<_>>())
         .execute(pool)
         .await
         .map_err(map_err)?;
@@ -127,7 +131,7 @@ async fn insert_many(pool: &PgPool, batch: &[&Grant]) -> StoreResult<()> {
 
 /// Binds the access tokens, refresh tokens and audit events of a batch as ten, seven and seven
 /// arrays, in the column orders of the one-grant statement (`$7`–`$30` of both batch
-/// statements), then the access tokens' `dpop_jkt` (`$31`).
+/// statements), then the access tokens' `dpop_jkt` (`$31`) and `cert_thumbprint` (`$32`).
 pub(super) fn bind_successors<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     rows: &[(&NewAccessToken, &NewRefreshToken, &AuditEvent)],
@@ -158,5 +162,11 @@ pub(super) fn bind_successors<'q>(
         .bind(refresh().map(|r| r.issued_at).collect::<Vec<_>>())
         .bind(refresh().map(|r| r.expires_at).collect::<Vec<_>>());
     let events: Vec<&AuditEvent> = rows.iter().map(|r| r.2).collect();
-    bind_audit_events(query, &events).bind(access().map(|a| a.dpop_jkt.clone()).collect::<Vec<_>>())
+    bind_audit_events(query, &events)
+        .bind(access().map(|a| a.dpop_jkt.clone()).collect::<Vec<_>>())
+        .bind(
+            access()
+                .map(|a| a.cert_thumbprint.clone())
+                .collect::<Vec<_>>(),
+        )
 }
