@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::domain::audit::Actor;
+use crate::domain::client::mtls::SubjectKind;
 use crate::domain::client::{Profile, TokenFormat};
 use crate::service::clients::{ClientChanges, ClientSpec, ClientView};
 use crate::service::{ServiceError, Tessera};
@@ -94,8 +95,8 @@ pub(super) struct CreateArgs {
 /// How a client authenticates, on `client create` and `client update`.
 #[derive(Debug, Args)]
 pub(super) struct AuthArgs {
-    /// An allowed token-endpoint auth method: client_secret_basic, client_secret_post or
-    /// private_key_jwt (repeatable; replaces the current ones) [default on create: the two
+    /// An allowed token-endpoint auth method: client_secret_basic, client_secret_post,
+    /// private_key_jwt, tls_client_auth or self_signed_tls_client_auth (repeatable; replaces the current ones) [default on create: the two
     /// secret methods].
     #[arg(long = "auth-method")]
     auth_methods: Vec<String>,
@@ -113,9 +114,63 @@ pub(super) struct AuthArgs {
     /// leave them).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     fapi2: Option<bool>,
+    /// tls_client_auth: the RFC 4514 subject DN the client certificate must carry.
+    #[arg(long, value_name = "DN", group = "tls_subject")]
+    tls_subject_dn: Option<String>,
+    /// tls_client_auth: a subjectAltName dNSName the client certificate must carry.
+    #[arg(long, value_name = "NAME", group = "tls_subject")]
+    tls_san_dns: Option<String>,
+    /// tls_client_auth: a subjectAltName URI the client certificate must carry.
+    #[arg(long, value_name = "URI", group = "tls_subject")]
+    tls_san_uri: Option<String>,
+    /// tls_client_auth: a subjectAltName IP address the client certificate must carry.
+    #[arg(long, value_name = "IP", group = "tls_subject")]
+    tls_san_ip: Option<String>,
+    /// tls_client_auth: a subjectAltName e-mail address the client certificate must carry.
+    #[arg(long, value_name = "EMAIL", group = "tls_subject")]
+    tls_san_email: Option<String>,
+    /// self_signed_tls_client_auth: a PEM file of the client's certificate(s) (repeatable;
+    /// with --tls-thumbprint, replaces the registered ones).
+    #[arg(long = "tls-certificate", value_name = "FILE")]
+    tls_certificates: Vec<std::path::PathBuf>,
+    /// self_signed_tls_client_auth: a certificate's x5t#S256 (base64url SHA-256 of the DER;
+    /// repeatable).
+    #[arg(long = "tls-thumbprint", value_name = "X5T")]
+    tls_thumbprints: Vec<String>,
+    /// Bind access tokens to the certificate the client presents, however it authenticates
+    /// (`--tls-bound-tokens=false` to stop).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    tls_bound_tokens: Option<bool>,
 }
 
 impl AuthArgs {
+    /// The certificate subject given (`--tls-subject-dn`, `--tls-san-*`), at most one.
+    fn tls_subject(&self) -> Vec<(SubjectKind, String)> {
+        [
+            (SubjectKind::SubjectDn, &self.tls_subject_dn),
+            (SubjectKind::SanDns, &self.tls_san_dns),
+            (SubjectKind::SanUri, &self.tls_san_uri),
+            (SubjectKind::SanIp, &self.tls_san_ip),
+            (SubjectKind::SanEmail, &self.tls_san_email),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k, v)))
+        .collect()
+    }
+
+    /// The registered certificates given: the PEM files' texts and the thumbprints.
+    fn tls_certificates(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for path in &self.tls_certificates {
+            out.push(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--tls-certificate {}: {e}", path.display()))?,
+            );
+        }
+        out.extend(self.tls_thumbprints.iter().cloned());
+        Ok(out)
+    }
+
     /// The JWK Set in the `--jwks` file, if one was given.
     fn jwks(&self) -> anyhow::Result<Option<serde_json::Value>> {
         let Some(path) = &self.jwks else {
@@ -193,6 +248,12 @@ pub(super) struct UpdateArgs {
     /// Remove the jwks_uri.
     #[arg(long, conflicts_with = "jwks_uri")]
     clear_jwks_uri: bool,
+    /// Remove the registered certificate subject (--tls-subject-dn, --tls-san-*).
+    #[arg(long, conflicts_with = "tls_subject")]
+    clear_tls_subject: bool,
+    /// Remove the registered self-signed certificates.
+    #[arg(long, conflicts_with_all = ["tls_certificates", "tls_thumbprints"])]
+    clear_tls_certificates: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -281,6 +342,23 @@ fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
         if v.fapi2 {
             println!("fapi2:       true");
         }
+        for (name, value) in [
+            ("subject dn", &v.tls_client_auth_subject_dn),
+            ("san dns", &v.tls_client_auth_san_dns),
+            ("san uri", &v.tls_client_auth_san_uri),
+            ("san ip", &v.tls_client_auth_san_ip),
+            ("san email", &v.tls_client_auth_san_email),
+        ] {
+            if let Some(value) = value {
+                println!("tls {name}: {}", shown(value));
+            }
+        }
+        for t in &v.tls_client_certificates {
+            println!("tls cert:    x5t#S256 {t}");
+        }
+        if v.tls_client_certificate_bound_access_tokens {
+            println!("tls bound:   true");
+        }
         println!("disabled:    {}", v.disabled);
         if let Some(t) = v.previous_secret_expires_at {
             println!("old secret valid until: {t} (Unix time)");
@@ -314,6 +392,9 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 jwks_uri: a.auth.jwks_uri.clone(),
                 require_dpop: a.auth.require_dpop.unwrap_or(false),
                 fapi2: a.auth.fapi2.unwrap_or(false),
+                tls_subject: a.auth.tls_subject(),
+                tls_client_certificates: a.auth.tls_certificates()?,
+                tls_bound_tokens: a.auth.tls_bound_tokens.unwrap_or(false),
             };
             let (client, secret) = tessera
                 .create_client(spec, &Actor::cli())
@@ -398,6 +479,17 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 },
                 require_dpop: a.auth.require_dpop,
                 fapi2: a.auth.fapi2,
+                tls_subject: if a.clear_tls_subject {
+                    Some(Vec::new())
+                } else {
+                    Some(a.auth.tls_subject()).filter(|s| !s.is_empty())
+                },
+                tls_client_certificates: if a.clear_tls_certificates {
+                    Some(Vec::new())
+                } else {
+                    Some(a.auth.tls_certificates()?).filter(|c| !c.is_empty())
+                },
+                tls_bound_tokens: a.auth.tls_bound_tokens,
             };
             let c = tessera
                 .update_client(&a.id, changes, &Actor::cli())

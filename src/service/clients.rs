@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
 use crate::domain::client::auth::{parse_jwks, parse_jwks_uri, parse_methods};
+use crate::domain::client::mtls::{SubjectKind, TlsSubject, parse_certificates, parse_subject};
 use crate::domain::client::{
     AuthMethod, Client, ClientAuth, Profile, SecretHash, TokenFormat, check_keep_old,
     parse_audience, parse_name, parse_origins, parse_resource_server, parse_resources,
@@ -52,6 +53,12 @@ pub struct ClientSpec {
     pub require_dpop: bool,
     /// FAPI 2.0 rules.
     pub fapi2: bool,
+    /// The certificate subject of a `tls_client_auth` client: at most one (RFC 8705 §2.1.2).
+    pub tls_subject: Vec<(SubjectKind, String)>,
+    /// Self-signed certificates: `x5t#S256` values or PEM certificates.
+    pub tls_client_certificates: Vec<String>,
+    /// `tls_client_certificate_bound_access_tokens`.
+    pub tls_bound_tokens: bool,
 }
 
 /// Changes to a client; `None` leaves a field as it is.
@@ -89,6 +96,12 @@ pub struct ClientChanges {
     pub require_dpop: Option<bool>,
     /// FAPI 2.0 rules or not.
     pub fapi2: Option<bool>,
+    /// New certificate subject (at most one; empty = none).
+    pub tls_subject: Option<Vec<(SubjectKind, String)>>,
+    /// New self-signed certificates (replacing the current ones).
+    pub tls_client_certificates: Option<Vec<String>>,
+    /// Bind access tokens to the presented certificate or not.
+    pub tls_bound_tokens: Option<bool>,
 }
 
 /// A client as shown to operators: everything but secret hashes.
@@ -129,14 +142,43 @@ pub struct ClientView {
     pub jwks_uri: Option<String>,
     /// Its access tokens must be DPoP-bound.
     pub require_dpop: bool,
-    /// FAPI 2.0 rules apply (implies DPoP and private_key_jwt only).
+    /// FAPI 2.0 rules apply (no secrets, no RS256; DPoP or a certificate binding).
     pub fapi2: bool,
+    /// `tls_client_auth`: the subject DN its certificate must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a dNSName its certificate must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a URI its certificate must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: an IP address its certificate must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: an e-mail address its certificate must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth`: the `x5t#S256` of its registered certificates.
+    pub tls_client_certificates: Vec<String>,
+    /// Its access tokens are bound to the certificate it presents (RFC 8705 §3).
+    pub tls_client_certificate_bound_access_tokens: bool,
     /// When the previous secret stops working, during a rotation.
     pub previous_secret_expires_at: Option<UnixTime>,
     /// Creation time (Unix seconds).
     pub created_at: UnixTime,
     /// Last change (Unix seconds).
     pub updated_at: UnixTime,
+}
+
+/// The registered subject of `kind`, if the client's is of that kind.
+fn subject_of(c: &Client, kind: SubjectKind) -> Option<String> {
+    c.auth
+        .mtls
+        .subject
+        .as_ref()
+        .filter(|s| s.kind == kind)
+        .map(|s| s.value.clone())
 }
 
 fn no_scopes() -> ServiceError {
@@ -172,6 +214,9 @@ struct CheckedChanges {
     jwks_uri: Option<Option<String>>,
     require_dpop: Option<bool>,
     fapi2: Option<bool>,
+    tls_subject: Option<Option<TlsSubject>>,
+    tls_certificates: Option<Vec<String>>,
+    tls_bound_tokens: Option<bool>,
 }
 
 impl CheckedChanges {
@@ -254,6 +299,19 @@ impl CheckedChanges {
                 .map_err(ServiceError::refused_setting)?,
             require_dpop: changes.require_dpop,
             fapi2: changes.fapi2,
+            tls_subject: changes
+                .tls_subject
+                .as_deref()
+                .map(parse_subject)
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
+            tls_certificates: changes
+                .tls_client_certificates
+                .as_deref()
+                .map(parse_certificates)
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
+            tls_bound_tokens: changes.tls_bound_tokens,
         })
     }
 
@@ -282,6 +340,15 @@ impl CheckedChanges {
         set(&mut c.auth.jwks_uri, self.jwks_uri.as_ref());
         set(&mut c.auth.require_dpop, self.require_dpop.as_ref());
         set(&mut c.auth.fapi2, self.fapi2.as_ref());
+        set(&mut c.auth.mtls.subject, self.tls_subject.as_ref());
+        set(
+            &mut c.auth.mtls.certificates,
+            self.tls_certificates.as_ref(),
+        );
+        set(
+            &mut c.auth.mtls.bound_tokens,
+            self.tls_bound_tokens.as_ref(),
+        );
         c.auth.check().map_err(ServiceError::refused_setting)
     }
 }
@@ -330,6 +397,13 @@ impl Tessera {
             jwks_uri: c.auth.jwks_uri.clone(),
             require_dpop: c.auth.require_dpop,
             fapi2: c.auth.fapi2,
+            tls_client_auth_subject_dn: subject_of(c, SubjectKind::SubjectDn),
+            tls_client_auth_san_dns: subject_of(c, SubjectKind::SanDns),
+            tls_client_auth_san_uri: subject_of(c, SubjectKind::SanUri),
+            tls_client_auth_san_ip: subject_of(c, SubjectKind::SanIp),
+            tls_client_auth_san_email: subject_of(c, SubjectKind::SanEmail),
+            tls_client_certificates: c.auth.mtls.certificates.clone(),
+            tls_client_certificate_bound_access_tokens: c.auth.mtls.bound_tokens,
             previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
             created_at: c.created_at,
             updated_at: c.updated_at,
@@ -419,6 +493,11 @@ impl Tessera {
             .map_err(ServiceError::refused_setting)?;
         auth.require_dpop = spec.require_dpop;
         auth.fapi2 = spec.fapi2;
+        auth.mtls.subject =
+            parse_subject(&spec.tls_subject).map_err(ServiceError::refused_setting)?;
+        auth.mtls.certificates = parse_certificates(&spec.tls_client_certificates)
+            .map_err(ServiceError::refused_setting)?;
+        auth.mtls.bound_tokens = spec.tls_bound_tokens;
         auth.check().map_err(ServiceError::refused_setting)?;
         Ok(auth)
     }
@@ -492,6 +571,15 @@ impl Tessera {
             ("jwks_uri", changes.jwks_uri.is_some()),
             ("require_dpop", changes.require_dpop.is_some()),
             ("fapi2", changes.fapi2.is_some()),
+            ("tls_client_auth_subject", changes.tls_subject.is_some()),
+            (
+                "tls_client_certificates",
+                changes.tls_client_certificates.is_some(),
+            ),
+            (
+                "tls_client_certificate_bound_access_tokens",
+                changes.tls_bound_tokens.is_some(),
+            ),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))

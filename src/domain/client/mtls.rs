@@ -157,6 +157,24 @@ impl TlsSubject {
     }
 }
 
+/// Parses the registered subject names: none, or exactly one (RFC 8705 §2.1.2).
+///
+/// # Errors
+/// `invalid_request` when more than one is given, or the one given is malformed.
+pub fn parse_subject(values: &[(SubjectKind, String)]) -> Result<Option<TlsSubject>, OAuthError> {
+    match values {
+        [] => Ok(None),
+        [(kind, value)] => TlsSubject::parse(*kind, value).map(Some),
+        [(first, _), (second, _), ..] => Err(refuse(
+            second.as_str(),
+            format_args!(
+                "cannot be registered together with {}: a tls_client_auth client registers exactly one certificate subject",
+                first.as_str()
+            ),
+        )),
+    }
+}
+
 fn dns_key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }

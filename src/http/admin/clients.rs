@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::AdminResult;
 use super::extract::{AdminActor, AdminJson, AdminPath, AdminQuery, next_cursor, page_limit};
 use crate::domain::audit::Actor;
+use crate::domain::client::mtls::SubjectKind;
 use crate::domain::client::{Profile, TokenFormat};
 use crate::http::AppState;
 use crate::http::error::AdminError;
@@ -125,9 +126,34 @@ pub struct CreateClient {
     /// Its access tokens must be DPoP-bound (RFC 9449).
     #[serde(default)]
     require_dpop: bool,
-    /// FAPI 2.0 rules: only `private_key_jwt`, DPoP required, no RS256.
+    /// FAPI 2.0 rules: no secrets (`private_key_jwt` or mTLS), no RS256, DPoP or a
+    /// certificate binding.
     #[serde(default)]
     fapi2: bool,
+    /// `tls_client_auth`: the RFC 4514 subject DN its certificate must carry (exactly one of
+    /// the five `tls_client_auth_*` names).
+    #[schema(max_length = 2048)]
+    tls_client_auth_subject_dn: Option<String>,
+    /// `tls_client_auth`: a subjectAltName dNSName its certificate must carry.
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_dns: Option<String>,
+    /// `tls_client_auth`: a subjectAltName URI its certificate must carry.
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_uri: Option<String>,
+    /// `tls_client_auth`: a subjectAltName IP address its certificate must carry.
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_ip: Option<String>,
+    /// `tls_client_auth`: a subjectAltName e-mail address its certificate must carry.
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_email: Option<String>,
+    /// `self_signed_tls_client_auth`: its certificates, each an `x5t#S256` (base64url SHA-256
+    /// of the DER) or a PEM certificate; stored as thumbprints.
+    #[serde(default)]
+    tls_client_certificates: Vec<String>,
+    /// Bind its access tokens to the certificate it presents even when it authenticates
+    /// otherwise (RFC 8705 §3); mTLS-authenticated requests are always bound.
+    #[serde(default)]
+    tls_client_certificate_bound_access_tokens: bool,
 }
 
 impl CreateClient {
@@ -150,6 +176,18 @@ impl CreateClient {
             jwks_uri: self.jwks_uri,
             require_dpop: self.require_dpop,
             fapi2: self.fapi2,
+            tls_subject: [
+                (SubjectKind::SubjectDn, self.tls_client_auth_subject_dn),
+                (SubjectKind::SanDns, self.tls_client_auth_san_dns),
+                (SubjectKind::SanUri, self.tls_client_auth_san_uri),
+                (SubjectKind::SanIp, self.tls_client_auth_san_ip),
+                (SubjectKind::SanEmail, self.tls_client_auth_san_email),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+            tls_client_certificates: self.tls_client_certificates,
+            tls_bound_tokens: self.tls_client_certificate_bound_access_tokens,
         })
     }
 }
@@ -246,6 +284,31 @@ pub struct UpdateClient {
     require_dpop: Option<bool>,
     /// FAPI 2.0 rules or not.
     fapi2: Option<bool>,
+    /// New `tls_client_auth` subject DN; `null`: none. Setting any of the five
+    /// `tls_client_auth_*` names replaces the registered subject.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    tls_client_auth_subject_dn: Option<Option<String>>,
+    /// New dNSName; `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_dns: Option<Option<String>>,
+    /// New URI; `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_uri: Option<Option<String>>,
+    /// New IP address; `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_ip: Option<Option<String>>,
+    /// New e-mail address; `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    tls_client_auth_san_email: Option<Option<String>>,
+    /// New self-signed certificates (replacing the current ones).
+    tls_client_certificates: Option<Vec<String>>,
+    /// Bind access tokens to the presented certificate or not.
+    tls_client_certificate_bound_access_tokens: Option<bool>,
 }
 
 impl UpdateClient {
@@ -268,8 +331,33 @@ impl UpdateClient {
             jwks_uri: self.jwks_uri,
             require_dpop: self.require_dpop,
             fapi2: self.fapi2,
+            tls_subject: subject_change([
+                (SubjectKind::SubjectDn, self.tls_client_auth_subject_dn),
+                (SubjectKind::SanDns, self.tls_client_auth_san_dns),
+                (SubjectKind::SanUri, self.tls_client_auth_san_uri),
+                (SubjectKind::SanIp, self.tls_client_auth_san_ip),
+                (SubjectKind::SanEmail, self.tls_client_auth_san_email),
+            ]),
+            tls_client_certificates: self.tls_client_certificates,
+            tls_bound_tokens: self.tls_client_certificate_bound_access_tokens,
         })
     }
+}
+
+/// The subject change of an update: `None` when no `tls_client_auth_*` name is in the body,
+/// else the names given a value (none: the subject is removed).
+fn subject_change(
+    fields: [(SubjectKind, Option<Option<String>>); 5],
+) -> Option<Vec<(SubjectKind, String)>> {
+    if fields.iter().all(|(_, v)| v.is_none()) {
+        return None;
+    }
+    Some(
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.flatten().map(|v| (k, v)))
+            .collect(),
+    )
 }
 
 #[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, auth_methods, jwks, jwks_uri, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
