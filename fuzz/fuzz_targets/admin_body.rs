@@ -60,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
                     jwks_uri: Some(spec.jwks_uri),
                     require_dpop: Some(spec.require_dpop),
                     fapi2: Some(spec.fapi2),
+                    tls_subject: Some(spec.tls_subject),
+                    tls_client_certificates: Some(spec.tls_client_certificates),
+                    tls_bound_tokens: Some(spec.tls_bound_tokens),
                 });
             }
         }

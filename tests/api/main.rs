@@ -31,6 +31,7 @@ mod introspect;
 mod introspect_jwt;
 mod jwt;
 mod keys;
+mod mtls;
 mod openapi;
 mod operations;
 mod ping;

@@ -80,6 +80,7 @@ pub(crate) fn access_token(
         expires_at: now + ttl,
         signing_kid: None,
         dpop_jkt: None,
+        cert_thumbprint: None,
     }
 }
 
@@ -108,6 +109,7 @@ pub(crate) fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_
         client_type: ClientType::Service,
         created_at: now,
         dpop_bound: false,
+        cert_bound: false,
     };
     Grant {
         access: access_token(&family.id, client_id, now, access_ttl),
