@@ -86,7 +86,7 @@ pub(super) struct CreateArgs {
     #[arg(long)]
     resource_server: Option<String>,
     #[command(flatten)]
-    auth: AuthArgs,
+    auth: Box<AuthArgs>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -241,7 +241,7 @@ pub(super) struct UpdateArgs {
     #[arg(long)]
     resource_server: Option<String>,
     #[command(flatten)]
-    auth: AuthArgs,
+    auth: Box<AuthArgs>,
     /// Remove the registered keys (--jwks).
     #[arg(long, conflicts_with = "jwks")]
     clear_jwks: bool,

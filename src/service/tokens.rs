@@ -354,8 +354,14 @@ impl Tessera {
             dpop_bound: jkt.is_some(),
             cert_bound: x5t.is_some(),
         };
-        let (access_token, access) =
-            self.mint_access(client, &family.id, &scope, audience, jkt, x5t, now)?;
+        let (access_token, access) = self.mint_access(
+            client,
+            &family.id,
+            &scope,
+            audience,
+            Binding { jkt, x5t },
+            now,
+        )?;
         let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
         let audit = AuditEvent::new(
             AuditKind::TokenIssued,
@@ -449,8 +455,14 @@ impl Tessera {
                 client.check_origin(req.origin)?;
             }
             let audience = client.audience_for(req.resource, &self.policy.audience)?;
-            let (access_token, access) =
-                self.mint_access(client, &record.family_id, &scope, audience, jkt, x5t, now)?;
+            let (access_token, access) = self.mint_access(
+                client,
+                &record.family_id,
+                &scope,
+                audience,
+                Binding { jkt, x5t },
+                now,
+            )?;
             let (refresh_token, refresh) =
                 self.mint_refresh(client, &record.family_id, &record.scope, now)?;
             let cutoff = if grace > 0 {
@@ -490,10 +502,10 @@ impl Tessera {
         family_id: &str,
         scope: &ScopeSet,
         audience: String,
-        dpop_jkt: Option<&str>,
-        cert_thumbprint: Option<&str>,
+        bind: Binding<'_>,
         now: UnixTime,
     ) -> Result<(String, NewAccessToken), ServiceError> {
+        let (dpop_jkt, cert_thumbprint) = (bind.jkt, bind.x5t);
         let uuid = uuid::Uuid::now_v7();
         let id = uuid.to_string();
         let expires_at = now + i64::from(self.access_ttl(client));

@@ -144,7 +144,7 @@ impl TlsSubject {
                 let want = dns_key(&self.value);
                 leaf.dns.iter().any(|d| dns_key(d) == want)
             }
-            SubjectKind::SanUri => leaf.uris.iter().any(|u| *u == self.value),
+            SubjectKind::SanUri => leaf.uris.contains(&self.value),
             SubjectKind::SanIp => self
                 .value
                 .parse::<IpAddr>()
@@ -256,7 +256,7 @@ impl MtlsAuth {
     /// Does the leaf match one of the registered self-signed certificates or keys?
     #[must_use]
     pub fn self_signed_matches(&self, leaf: &LeafFacts, jwks: Option<&JwkSet>) -> bool {
-        if self.certificates.iter().any(|t| *t == leaf.x5t_s256) {
+        if self.certificates.contains(&leaf.x5t_s256) {
             return true;
         }
         jwks.into_iter().flat_map(JwkSet::keys).any(|k| {
