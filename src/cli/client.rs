@@ -96,8 +96,8 @@ pub(super) struct CreateArgs {
 #[derive(Debug, Args)]
 pub(super) struct AuthArgs {
     /// An allowed token-endpoint auth method: client_secret_basic, client_secret_post,
-    /// private_key_jwt, tls_client_auth or self_signed_tls_client_auth (repeatable; replaces the current ones) [default on create: the two
-    /// secret methods].
+    /// private_key_jwt, tls_client_auth or self_signed_tls_client_auth (repeatable; replaces
+    /// the current ones) [default on create: the two secret methods].
     #[arg(long = "auth-method")]
     auth_methods: Vec<String>,
     /// A file holding the client's public keys, a JWK Set (`{"keys": [...]}`), for
@@ -110,8 +110,8 @@ pub(super) struct AuthArgs {
     /// Require DPoP-bound access tokens (`--require-dpop=false` to stop requiring them).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     require_dpop: Option<bool>,
-    /// FAPI 2.0 rules: only private_key_jwt, DPoP required, no RS256 (`--fapi2=false` to
-    /// leave them).
+    /// FAPI 2.0 rules: only private_key_jwt or mTLS, DPoP or a certificate binding required,
+    /// no RS256 (`--fapi2=false` to leave them).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     fapi2: Option<bool>,
     /// tls_client_auth: the RFC 4514 subject DN the client certificate must carry.

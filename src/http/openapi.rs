@@ -14,7 +14,8 @@ pub struct TokenRequestDoc {
     /// `client_credentials` or `refresh_token`.
     #[schema(value_type = GrantTypeDoc)]
     grant_type: String,
-    /// Client id (or HTTP Basic username).
+    /// Client id (or HTTP Basic username). Alone, without other credentials, for a client
+    /// that authenticates with its TLS client certificate (RFC 8705).
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
@@ -41,7 +42,8 @@ pub struct TokenFieldRequestDoc {
     /// `access_token` or `refresh_token`.
     #[schema(value_type = Option<TokenTypeHintDoc>)]
     token_type_hint: Option<String>,
-    /// Client id (or HTTP Basic username).
+    /// Client id (or HTTP Basic username). Alone, without other credentials, for a client
+    /// that authenticates with its TLS client certificate (RFC 8705).
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,

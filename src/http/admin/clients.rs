@@ -113,7 +113,8 @@ pub struct CreateClient {
     #[schema(max_length = 2048)]
     resource_server: Option<String>,
     /// Token-endpoint auth methods it may use: `client_secret_basic`, `client_secret_post`,
-    /// `private_key_jwt` (default: the two secret methods).
+    /// `private_key_jwt`, `tls_client_auth`, `self_signed_tls_client_auth` (default: the two
+    /// secret methods).
     #[schema(min_items = 1)]
     auth_methods: Option<Vec<String>>,
     /// Its public keys, a JWK Set (`{"keys": [...]}`) of public signing keys (OKP Ed25519, EC
