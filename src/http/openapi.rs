@@ -18,6 +18,15 @@ pub struct TokenRequestDoc {
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, with `client_assertion`
+    /// (`private_key_jwt`, RFC 7523; instead of a secret, never together with one).
+    #[schema(value_type = Option<ClientAssertionTypeDoc>)]
+    client_assertion_type: Option<String>,
+    /// A JWT signed with the client's registered key (PS256, ES256, EdDSA, or RS256 outside
+    /// FAPI 2.0): `iss` = `sub` = the client id, `aud` the issuer or the token endpoint URL,
+    /// `exp` at most 300 s ahead, a `jti` used once.
+    #[schema(max_length = 8192)]
+    client_assertion: Option<String>,
     /// Space-delimited scopes (required for `client_credentials`; narrows on refresh): each
     /// 1 to 512 characters of RFC 6749 §3.3, at most 100.
     #[schema(pattern = r"^[!#-\[\]-~ ]*$")]
@@ -45,6 +54,22 @@ pub struct TokenFieldRequestDoc {
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, with `client_assertion`.
+    #[schema(value_type = Option<ClientAssertionTypeDoc>)]
+    client_assertion_type: Option<String>,
+    /// A `private_key_jwt` client assertion (see `POST /oauth2/token`); `aud` may also be
+    /// this endpoint's URL.
+    #[schema(max_length = 8192)]
+    client_assertion: Option<String>,
+}
+
+/// `client_assertion_type`: the only one accepted.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum ClientAssertionTypeDoc {
+    /// RFC 7523 §2.2.
+    #[schema(rename = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    JwtBearer,
 }
 
 /// `grant_type` of a token request.
@@ -235,6 +260,7 @@ pub struct Health {
         TokenFieldRequestDoc,
         TokenTypeDoc,
         GrantTypeDoc,
+        ClientAssertionTypeDoc,
         ClientTypeDoc,
         TokenTypeHintDoc,
         Jwks,
@@ -261,7 +287,8 @@ impl utoipa::Modify for SecuritySchemes {
                     .description(Some(
                         "Client id and secret, each form-urlencoded (RFC 6749 §2.3.1); on the \
                          OAuth endpoints they may be sent as `client_id` and `client_secret` in \
-                         the body instead.",
+                         the body instead, or a `private_key_jwt` assertion replaces them \
+                         (`client_assertion_type` and `client_assertion` in the body).",
                     ))
                     .build(),
             ),

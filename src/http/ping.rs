@@ -260,7 +260,14 @@ pub async fn ping(
             .limits
             .source(actor.source.as_deref())
             .map_err(|l| ApiError::limited(state.tessera.policy().default_profile, l))?;
-        check_secret(&state, &id, &secret, true, &actor).await?;
+        check_secret(
+            &state,
+            &id,
+            &secret,
+            crate::domain::client::AuthMethod::ClientSecretBasic,
+            &actor,
+        )
+        .await?;
         return Ok(StatusCode::OK.into_response());
     }
     Ok(challenge(

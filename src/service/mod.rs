@@ -6,10 +6,12 @@
 //! `http::error` alone decides how those look on the wire.
 
 pub mod admin;
+pub mod assertion;
 pub mod clients;
 pub mod dpop;
 pub mod introspect;
 pub mod jobs;
+pub mod jwks;
 pub mod keys;
 pub mod replay;
 pub mod signing;
@@ -133,6 +135,7 @@ pub struct Tessera {
     clock: Arc<dyn Clock>,
     policy: Policy,
     admin_token_hash: Option<String>,
+    jwks: jwks::JwksFetcher,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -200,6 +203,7 @@ impl Tessera {
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,
             clock,
+            jwks: jwks::JwksFetcher::new(policy.jwks_uri_allow_http),
             policy,
         })
     }

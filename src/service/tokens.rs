@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
-use crate::domain::client::{Client, ClientType, TokenFormat};
+use crate::domain::client::{AuthMethod, Client, ClientType, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::dpop::Proof;
 use crate::domain::error::{ErrorCode, OAuthError};
@@ -100,15 +100,35 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The shortest refresh retry window of a FAPI 2.0 client, seconds. FAPI 2.0 Security Profile
+/// §5.3.2.1 forbids rotating refresh tokens unless a client whose response was lost can retry;
+/// a FAPI client's consumed refresh token may therefore be exchanged again for at least this
+/// long (or `refresh_grace`, if longer) before reuse revokes its family.
+pub const FAPI2_REFRESH_GRACE: u32 = 60;
+
 impl Tessera {
-    /// Authenticates a client by id and secret.
+    /// The refresh retry window of `client`: `refresh_grace`, at least
+    /// [`FAPI2_REFRESH_GRACE`] for a FAPI 2.0 client.
+    #[must_use]
+    pub fn refresh_grace_for(&self, client: &Client) -> u32 {
+        if client.auth.fapi2 {
+            self.policy.refresh_grace.max(FAPI2_REFRESH_GRACE)
+        } else {
+            self.policy.refresh_grace
+        }
+    }
+
+    /// Authenticates a client by id and secret, presented by `method` (Basic or the body).
     ///
     /// # Errors
-    /// `invalid_client` for an unknown client, a wrong secret or a disabled client.
+    /// `invalid_client` for an unknown client, a wrong secret, a disabled client, or a client
+    /// not allowed `method` (said only once the secret matched, so that the answer tells
+    /// nothing to someone without it).
     pub async fn authenticate(
         &self,
         client_id: &str,
         secret: &str,
+        method: AuthMethod,
         actor: &Actor,
     ) -> Result<Client, ServiceError> {
         let now = self.clock.now();
@@ -117,8 +137,22 @@ impl Tessera {
         } else {
             self.store.get_client(client_id).await?
         };
+        let mut refusal = OAuthError::invalid_client();
         let (known, reason) = match client {
-            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => return Ok(c),
+            Some(c)
+                if c.secret_matches(secret, &self.keys, now)
+                    && !c.disabled
+                    && c.auth.allows(method) =>
+            {
+                return Ok(c);
+            }
+            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => {
+                refusal = OAuthError::new(
+                    ErrorCode::InvalidClient,
+                    format!("{method} is not allowed for this client"),
+                );
+                (Some(c.id), "method_not_allowed")
+            }
             Some(c) => (
                 Some(c.id),
                 if c.disabled {
@@ -150,7 +184,7 @@ impl Tessera {
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::warn!(error = %e, "could not record an authentication failure");
         }
-        Err(OAuthError::invalid_client().into())
+        Err(refusal.into())
     }
 
     /// `POST /oauth2/token` for an authenticated client.
@@ -324,6 +358,7 @@ impl Tessera {
         let found = token::verify(OpaqueKind::Refresh, presented, &self.keys)
             .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
         let hash = found.hash;
+        let grace = self.refresh_grace_for(client);
         // Two rounds at most: if another request consumes the token between our read and our
         // conditional write, the second read sees it consumed and treats this as reuse.
         for _ in 0..2 {
@@ -333,7 +368,7 @@ impl Tessera {
                 .find_refresh(&found)
                 .await?
                 .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
-            match grant::judge_refresh(&record, &client.id, now, self.policy.refresh_grace)? {
+            match grant::judge_refresh(&record, &client.id, now, grace)? {
                 RefreshVerdict::Rotate => {}
                 RefreshVerdict::Reused => {
                     let audit = AuditEvent::new(
@@ -372,8 +407,8 @@ impl Tessera {
                 self.mint_access(client, &record.family_id, &scope, audience, jkt, now)?;
             let (refresh_token, refresh) =
                 self.mint_refresh(client, &record.family_id, &record.scope, now)?;
-            let cutoff = if self.policy.refresh_grace > 0 {
-                now - i64::from(self.policy.refresh_grace)
+            let cutoff = if grace > 0 {
+                now - i64::from(grace)
             } else {
                 UnixTime::MAX
             };

@@ -34,6 +34,7 @@ mod openapi;
 mod operations;
 mod ping;
 mod postgres;
+mod private_key_jwt;
 mod refresh;
 mod revoke;
 mod robustness;
