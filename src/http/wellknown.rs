@@ -90,6 +90,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
             .iter()
             .map(|a| a.as_str())
             .collect::<Vec<_>>(),
+        // JWT introspection responses (RFC 9701) are signed by the same keys.
+        "introspection_signing_alg_values_supported": t.keyring().algorithms(t.now()),
     }))
     .into_response()
 }
