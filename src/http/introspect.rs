@@ -219,12 +219,7 @@ pub async fn introspect(
             sub: Some(i.client_id.clone()),
             scope: Some(i.scope),
             client_id: Some(i.client_id),
-            // RFC 9449 §6.2: a DPoP-bound access token introspects as `DPoP`.
-            token_type: if i.dpop_jkt.is_some() {
-                Some("DPoP")
-            } else {
-                i.token_type
-            },
+            token_type: i.token_type,
             token_use: Some(i.token_use.as_str()),
             exp: Some(i.exp),
             iat: Some(i.iat),

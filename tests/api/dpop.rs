@@ -443,7 +443,7 @@ async fn a_proof_is_used_once_unless_its_request_failed() {
 }
 
 #[tokio::test]
-async fn a_proof_replayed_on_a_second_instance_is_refused() {
+async fn a_proof_replayed_on_a_second_instance_is_refused_and_the_binding_holds_there() {
     let Some(db) = TestDb::create().await else {
         return;
     };
@@ -471,6 +471,21 @@ async fn a_proof_replayed_on_a_second_instance_is_refused() {
     let token = access_token(&b.token_with(&c, &fields, &[("dpop", &fresh)]).await);
     let v = a.introspect(&c, &token).await;
     assert_eq!(v["cnf"]["jkt"], key.thumbprint());
+    // The grant made on the first instance is DPoP-bound on the second: its refresh there needs
+    // a proof, and binds to that proof's key.
+    let rt = first.json()["refresh_token"].as_str().unwrap().to_owned();
+    assert_oauth_error(&b.refresh(&c, &rt).await, 400, "invalid_dpop_proof");
+    let other = ProofKey::new(Algorithm::EdDSA);
+    let proof = other.proof("POST", "https://tessera.test/oauth2/token");
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rt.as_str()),
+    ];
+    let token = access_token(&b.token_with(&c, &refresh, &[("dpop", &proof)]).await);
+    assert_eq!(
+        a.introspect(&c, &token).await["cnf"]["jkt"],
+        other.thumbprint()
+    );
 }
 
 #[tokio::test]

@@ -91,6 +91,15 @@ fn key(alg: &str, kid: &str) -> Key {
 }
 
 impl Key {
+    /// A DPoP proof (RFC 9449) for a `POST` to `htu`, made with this key as `alg`.
+    fn dpop_proof(&self, alg: jsonwebtoken::Algorithm, htu: &str) -> String {
+        let mut header = Header::new(alg);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(serde_json::from_value(self.jwk.clone()).unwrap());
+        let claims = json!({"jti": uuid::Uuid::now_v7().to_string(), "htm": "POST", "htu": htu, "iat": now()});
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+
     fn sign(&self, claims: &Value) -> String {
         let mut header = Header::new(self.alg);
         header.kid = Some(self.kid.clone());
@@ -573,23 +582,51 @@ async fn a_fapi2_client_uses_only_private_key_jwt_and_fapi_algorithms() {
     };
     let r = grant(&app, &rs_signer.sign(&claims(&id, &iss))).await;
     assert_invalid_client(&r, "RS256 is not allowed");
+    // FAPI 2.0 requires DPoP: no proof, or an RS256 proof, gets no token.
+    let token_url = format!("{}/oauth2/token", iss.trim_end_matches('/'));
+    let fields = [
+        ("grant_type", "client_credentials"),
+        ("scope", "/ping.read"),
+    ];
+    let with_proof = |assertion: String,
+                      proof: Option<String>,
+                      fields: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let mut all: Vec<(&str, &str)> = vec![
+                ("client_assertion_type", JWT_BEARER),
+                ("client_assertion", &assertion),
+            ];
+            all.extend(fields.iter().map(|(k, v)| (*k, v.as_str())));
+            let headers: Vec<(&str, &str)> = proof.iter().map(|p| ("dpop", p.as_str())).collect();
+            app.post("/oauth2/token", Some(FORM), form(&all), &headers)
+                .await
+        }
+    };
+    let owned = |f: &[(&'static str, &str)]| {
+        f.iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect::<Vec<_>>()
+    };
     let r = grant(&app, &ps.sign(&claims(&id, &iss))).await;
+    assert_oauth_error(&r, 400, "invalid_dpop_proof");
+    let rs_proof = ps.dpop_proof(jsonwebtoken::Algorithm::RS256, &token_url);
+    let r = with_proof(ps.sign(&claims(&id, &iss)), Some(rs_proof), owned(&fields)).await;
+    assert_oauth_error(&r, 400, "invalid_dpop_proof");
+    let proof = ps.dpop_proof(jsonwebtoken::Algorithm::PS256, &token_url);
+    let r = with_proof(ps.sign(&claims(&id, &iss)), Some(proof), owned(&fields)).await;
     assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["token_type"], "DPoP");
 
     // A retried refresh succeeds within the FAPI retry window (refresh_grace is 0 here).
     let refresh = r.json()["refresh_token"].as_str().unwrap().to_owned();
     let again = |assertion: String| {
-        let refresh = refresh.clone();
-        let app = &app;
-        async move {
-            with_assertion(
-                app,
-                "/oauth2/token",
-                &assertion,
-                &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
-            )
-            .await
-        }
+        let proof = ps.dpop_proof(jsonwebtoken::Algorithm::PS256, &token_url);
+        with_proof(
+            assertion,
+            Some(proof),
+            owned(&[("grant_type", "refresh_token"), ("refresh_token", &refresh)]),
+        )
     };
     let first = again(ps.sign(&claims(&id, &iss))).await;
     assert_eq!(first.status, 200, "{}", first.text);
