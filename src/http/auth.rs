@@ -207,7 +207,10 @@ async fn check_certificate(
                 .client
                 .as_ref()
                 .map_or(default, |c| state.tessera.profile_of(c));
-            let err = ApiError::service(profile, refused.error);
+            // Without a certificate the client may simply have left out its secret: the
+            // answer offers Basic, as a request without credentials always got.
+            let err =
+                ApiError::service(profile, refused.error).with_basic_challenge(presented.is_none());
             if err.is_invalid_client()
                 && let Err(l) = state
                     .limits

@@ -162,7 +162,7 @@ impl Tessera {
             now,
             actor,
             known.as_deref(),
-            json!({ "reason": reason, "method": "tls_client_auth", "detail": error.description }),
+            json!({ "reason": reason, "method": "mtls", "detail": error.description }),
         );
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::warn!(error = %e, "could not record an authentication failure");

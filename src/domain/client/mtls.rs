@@ -637,6 +637,83 @@ mod tests {
         assert!(TlsSubject::parse(SubjectKind::SubjectDn, "  ").is_err());
     }
 
+    fn leaf_with(key: &rcgen::KeyPair) -> (Vec<u8>, LeafFacts) {
+        use rcgen::{CertificateParams, DnType, SanType};
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CountryName, "DE");
+        p.distinguished_name
+            .push(DnType::OrganizationName, "Acme, Inc.");
+        p.distinguished_name.push(DnType::CommonName, "billing");
+        p.subject_alt_names = vec![
+            SanType::DnsName("api.example".try_into().unwrap()),
+            SanType::URI("spiffe://acme/billing".try_into().unwrap()),
+            SanType::IpAddress("10.0.0.1".parse().unwrap()),
+            SanType::Rfc822Name("ops@Acme.example".try_into().unwrap()),
+        ];
+        let der = p.self_signed(key).unwrap().der().to_vec();
+        let facts = LeafFacts::parse(&der).unwrap();
+        (der, facts)
+    }
+
+    #[test]
+    fn a_leaf_matches_its_subject_and_each_subject_alt_name() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (der, leaf) = leaf_with(&key);
+        assert_eq!(
+            leaf.subject_text,
+            "2.5.4.3=billing,2.5.4.10=Acme\\, Inc.,2.5.4.6=DE"
+        );
+        assert_eq!(leaf.x5t_s256, URL_SAFE_NO_PAD.encode(sha256(&der)));
+        for (kind, value, want) in [
+            (
+                SubjectKind::SubjectDn,
+                "CN=billing,O=Acme\\, Inc.,C=DE",
+                true,
+            ),
+            (
+                SubjectKind::SubjectDn,
+                "CN=billing,O=Acme\\2C Inc.,C=DE",
+                true,
+            ),
+            (SubjectKind::SubjectDn, "CN=billing,O=Acme,C=DE", false),
+            (SubjectKind::SanDns, "API.example.", true),
+            (SubjectKind::SanDns, "example", false),
+            (SubjectKind::SanUri, "spiffe://acme/billing", true),
+            (SubjectKind::SanUri, "spiffe://acme/Billing", false),
+            (SubjectKind::SanIp, "10.0.0.1", true),
+            (SubjectKind::SanIp, "::ffff:10.0.0.1", false),
+            (SubjectKind::SanEmail, "ops@acme.EXAMPLE", true),
+            (SubjectKind::SanEmail, "Ops@acme.example", false),
+        ] {
+            let s = TlsSubject::parse(kind, value).unwrap();
+            assert_eq!(s.matches(&leaf), want, "{kind:?} {value}");
+        }
+    }
+
+    #[test]
+    fn a_self_signed_leaf_matches_a_registered_thumbprint_or_its_key_in_jwks() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let (_, leaf) = leaf_with(&key);
+        let raw = key.public_key_raw();
+        let (x, y) = raw.get(1..).unwrap().split_at(32);
+        let jwks = JwkSet::parse(&json!({"keys": [{"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}]}))
+        .unwrap();
+        let none = MtlsAuth::default();
+        assert!(none.self_signed_matches(&leaf, Some(&jwks)));
+        assert!(!none.self_signed_matches(&leaf, None));
+        let other = rcgen::KeyPair::generate().unwrap();
+        let (_, other_leaf) = leaf_with(&other);
+        assert!(!none.self_signed_matches(&other_leaf, Some(&jwks)));
+        let registered = MtlsAuth {
+            certificates: vec![leaf.x5t_s256.clone()],
+            ..MtlsAuth::default()
+        };
+        assert!(registered.self_signed_matches(&leaf, None));
+        assert!(!registered.self_signed_matches(&other_leaf, None));
+    }
+
     #[test]
     fn certificates_register_as_thumbprints() {
         let t = URL_SAFE_NO_PAD.encode([7u8; 32]);
