@@ -101,6 +101,7 @@ conformance!(
     rotations_made_together_each_get_their_own_outcome,
     family_revocations_made_together_are_each_written,
     dpop_bindings_are_stored_with_grants_and_rotations,
+    certificate_bindings_are_stored_with_grants_and_rotations,
     a_jwt_id_is_used_once,
     an_expired_jwt_id_may_be_used_again,
     a_forgotten_jwt_id_may_be_used_again,

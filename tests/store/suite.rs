@@ -1644,3 +1644,72 @@ pub async fn dpop_bindings_are_stored_with_grants_and_rotations(store: Arc<dyn S
         assert_eq!(next.dpop_jkt, a.dpop_jkt, "rotation {i}");
     }
 }
+
+/// A certificate binding (RFC 8705) is stored like a DPoP one, and beside it: the family is
+/// certificate-bound, the access tokens carry the certificate's thumbprint, on single and
+/// batched writes; a grant can hold both kinds of columns without mixing them up.
+pub async fn certificate_bindings_are_stored_with_grants_and_rotations(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let grants: Vec<Grant> = (0..16)
+        .map(|i| {
+            let mut g = grant_at(&c.id, T0, HOUR, DAY);
+            if i % 2 == 0 {
+                g.family.cert_bound = true;
+                g.access.cert_thumbprint = Some(format!("x5t-{i}"));
+            }
+            if i % 3 == 0 {
+                g.family.dpop_bound = true;
+                g.access.dpop_jkt = Some(format!("jkt-{i}"));
+            }
+            g
+        })
+        .collect();
+    let writes: Vec<_> = grants
+        .iter()
+        .map(|g| {
+            let (store, g) = (store.clone(), g.clone());
+            tokio::spawn(async move { store.issue(&g.family, &g.access, &g.refresh, &ev()).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let rotations: Vec<_> = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let store = store.clone();
+            let old = g.refresh.key();
+            let mut a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
+            a.cert_thumbprint = (i % 4 != 3).then(|| format!("next-{i}"));
+            let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
+            tokio::spawn(async move {
+                let outcome = store
+                    .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
+                    .await;
+                (a, outcome)
+            })
+        })
+        .collect();
+    for (i, (g, task)) in grants.iter().zip(rotations).enumerate() {
+        let family = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
+        assert_eq!(family.cert_bound, i % 2 == 0, "grant {i}");
+        assert_eq!(family.dpop_bound, i % 3 == 0, "grant {i}");
+        let first = store
+            .find_access(AccessKey::Opaque(&g.access.key()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.cert_thumbprint, g.access.cert_thumbprint, "grant {i}");
+        assert_eq!(first.dpop_jkt, g.access.dpop_jkt, "grant {i}");
+        let (a, outcome) = task.await.unwrap();
+        assert_eq!(outcome.unwrap(), RotateOutcome::Rotated);
+        let next = store
+            .find_access(AccessKey::Id(&a.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.cert_thumbprint, a.cert_thumbprint, "rotation {i}");
+        assert_eq!(next.dpop_jkt, None, "rotation {i}");
+    }
+}
