@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 
 use crate::domain::client::{Profile, TokenFormat};
 use crate::domain::jwt::Algorithm;
+use crate::store::postgres::SslMode;
 
 /// Longest token lifetime accepted (one year), so `exp` always fits an int32 until 2037.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
@@ -190,7 +191,7 @@ macro_rules! word_setting {
         }
     )*};
 }
-word_setting!(Profile, TokenFormat, Algorithm, LogFormat);
+word_setting!(Profile, TokenFormat, Algorithm, LogFormat, SslMode);
 
 impl SettingValue for Vec<String> {
     const KIND: Kind = Kind::List;
@@ -355,7 +356,8 @@ settings! {
         /// Public listen address.
         listen: String = "127.0.0.1:8080".to_owned(), Serve;
         /// Issuer URL (`iss`).
-        issuer: Option<String> = None, Serve, unset "`http://<bound listen address>`";
+        issuer: Option<String> = None, Serve,
+            unset "`http://<bound listen address>` (`https://` with `tls_cert`)";
         /// Log format: text or json.
         log_format: LogFormat = LogFormat::Text, Serve;
         /// Largest accepted request body, bytes.
@@ -387,6 +389,20 @@ settings! {
         /// PostgreSQL only: connections in this instance's pool.
         max_connections as "database_max_connections": u32 =
             crate::store::postgres::DEFAULT_MAX_CONNECTIONS, No;
+        /// PostgreSQL only: TLS mode, disable, prefer, require, verify-ca or verify-full
+        /// (as libpq's `sslmode`, which it overrides).
+        ssl_mode as "database_sslmode": Option<SslMode> = None, No,
+            unset "the URL's `sslmode`, else `prefer`";
+        /// PostgreSQL only: PEM file of the CA certificates the server's certificate must chain
+        /// to (overrides the URL's `sslrootcert`).
+        ssl_root_cert as "database_ssl_root_cert": Option<PathBuf> = None, No,
+            unset "the URL's `sslrootcert`, else the Mozilla roots";
+        /// PostgreSQL only: PEM file of a client certificate chain to present (with
+        /// `database_ssl_key`; overrides the URL's `sslcert`).
+        ssl_cert as "database_ssl_cert": Option<PathBuf> = None, No;
+        /// PostgreSQL only: PEM file of the client certificate's private key (overrides the
+        /// URL's `sslkey`).
+        ssl_key as "database_ssl_key": Option<PathBuf> = None, No;
     }
 
     /// Tokens and the keys behind them: lifetimes, formats, profiles, audience, scopes,
@@ -410,7 +426,7 @@ settings! {
         audience: Option<String> = None, Serve, unset "the issuer";
         /// Scope templates added to Moov's catalogue.
         extra_scopes: Vec<String> = Vec::new(), No;
-        /// Algorithm of newly created signing keys: EdDSA, ES256 or RS256.
+        /// Algorithm of newly created signing keys: EdDSA, ES256, RS256 or PS256.
         signing_alg: Algorithm = Algorithm::EdDsa, No;
         /// Seconds between two reloads of the signing keys from the store (how soon a
         /// rotation made elsewhere takes effect here).
@@ -452,6 +468,27 @@ settings! {
         token as "admin_token": Option<Secret> = None, No, unset "none: generated";
         /// Open connections at most on the admin listener.
         max_connections as "admin_max_connections": u32 = 64, Serve;
+        /// A read-only credential that alone opens `/metrics` (the admin token does not);
+        /// when unset, `/metrics` needs none.
+        metrics_token: Option<Secret> = None, No, unset "none: `/metrics` is open";
+    }
+
+    /// Native TLS on the listeners, and where client certificates come from (docs/tls.md).
+    tls: TlsSettings {
+        /// PEM file of the public listener's certificate chain, leaf first; with `tls_key`,
+        /// the public listener serves https.
+        cert as "tls_cert": Option<PathBuf> = None, Serve;
+        /// PEM file of the private key of `tls_cert` (PKCS#8, RSA or SEC1, unencrypted).
+        key as "tls_key": Option<PathBuf> = None, Serve;
+        /// PEM file of the admin listener's certificate chain.
+        admin_cert as "admin_tls_cert": Option<PathBuf> = None, No, unset "`tls_cert`";
+        /// PEM file of the private key of `admin_tls_cert`.
+        admin_key as "admin_tls_key": Option<PathBuf> = None, No, unset "`tls_key`";
+        /// Request header in which a TLS-terminating proxy passes the client certificate
+        /// (URL-encoded PEM), honoured only from `tls_client_cert_proxies`.
+        client_cert_header as "tls_client_cert_header": Option<String> = None, No;
+        /// Addresses or networks of the proxies whose `tls_client_cert_header` is trusted.
+        client_cert_proxies as "tls_client_cert_proxies": Vec<String> = Vec::new(), No;
     }
 }
 
@@ -550,18 +587,122 @@ impl Settings {
             bail!("token_retention must be at most {MAX_TTL} seconds");
         }
         if let Some(token) = &self.admin.token {
-            check_admin_token(token.expose())?;
+            check_token("admin_token", token.expose())?;
         }
+        if let Some(token) = &self.admin.metrics_token {
+            check_token("metrics_token", token.expose())?;
+            if self
+                .admin
+                .token
+                .as_ref()
+                .is_some_and(|admin| admin.expose() == token.expose())
+            {
+                bail!(
+                    "metrics_token (TESSERA_METRICS_TOKEN) must differ from admin_token: it is \
+                     given to the scraper, and must not open the admin API"
+                );
+            }
+        }
+        self.tls.validate()?;
         Ok(())
     }
 
-    /// The issuer URL, explicit or derived from the listen address.
+    /// The issuer URL, explicit or derived from the listen address (`https://` when the
+    /// public listener serves TLS).
     #[must_use]
     pub fn issuer(&self) -> String {
         self.server
             .issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+            .unwrap_or_else(|| format!("{}://{}", self.tls.scheme(), self.server.listen))
+    }
+}
+
+impl TlsSettings {
+    /// The public listener's certificate and key files; `None` for plain http.
+    #[must_use]
+    pub fn public_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        Some(crate::http::tls::TlsFiles {
+            cert: self.cert.clone()?,
+            key: self.key.clone()?,
+        })
+    }
+
+    /// The admin listener's: its own when set, else the public listener's.
+    #[must_use]
+    pub fn admin_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        match (&self.admin_cert, &self.admin_key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => self.public_files(),
+        }
+    }
+
+    /// `https` when the public listener serves TLS, else `http`.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.public_files().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The trusted proxy header, when configured.
+    ///
+    /// # Errors
+    /// The header name or a proxy address is not valid.
+    pub fn proxy_cert_header(&self) -> anyhow::Result<Option<crate::http::tls::ProxyCertHeader>> {
+        let Some(name) = &self.client_cert_header else {
+            return Ok(None);
+        };
+        let name = axum::http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            anyhow::anyhow!("tls_client_cert_header: {name:?} is not a header name")
+        })?;
+        let proxies = self
+            .client_cert_proxies
+            .iter()
+            .map(|p| {
+                crate::http::tls::proxy_network(p)
+                    .map_err(|e| anyhow::anyhow!("tls_client_cert_proxies: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(crate::http::tls::ProxyCertHeader { name, proxies }))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (cert, key, cert_name, key_name) in [
+            (&self.cert, &self.key, "tls_cert", "tls_key"),
+            (
+                &self.admin_cert,
+                &self.admin_key,
+                "admin_tls_cert",
+                "admin_tls_key",
+            ),
+        ] {
+            match (cert, key) {
+                (Some(_), None) => {
+                    bail!("{cert_name} is set without {key_name}: set both or neither")
+                }
+                (None, Some(_)) => {
+                    bail!("{key_name} is set without {cert_name}: set both or neither")
+                }
+                _ => {}
+            }
+        }
+        let header = self.proxy_cert_header()?;
+        if header.as_ref().is_some_and(|h| h.proxies.is_empty()) {
+            bail!(
+                "tls_client_cert_header is set but tls_client_cert_proxies is empty: list the \
+                 addresses of the proxies that set the header (anyone else could send it)"
+            );
+        }
+        if header.is_none() && !self.client_cert_proxies.is_empty() {
+            bail!("tls_client_cert_proxies is set without tls_client_cert_header");
+        }
+        Ok(())
     }
 }
 
@@ -586,29 +727,34 @@ fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {
     })
 }
 
-/// A configured admin token must be a credential worth the name: at least
+/// A configured admin or metrics token (`name`) must be a credential worth the name: at least
 /// [`MIN_ADMIN_TOKEN_CHARS`] characters, all visible ASCII (what a `Bearer` header can carry
 /// unchanged: surrounding whitespace, e.g. a newline from a secret file, would be trimmed off
 /// the presented token and never match). The message never shows the token.
-fn check_admin_token(token: &str) -> anyhow::Result<()> {
+fn check_token(name: &str, token: &str) -> anyhow::Result<()> {
+    let var = format!("TESSERA_{}", name.to_ascii_uppercase());
     if token.is_empty() {
+        let fix = if name == "admin_token" {
+            "unset it to have a token generated, or set"
+        } else {
+            "unset it to leave /metrics open, or set"
+        };
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) is set but empty; unset it to have a token \
-             generated, or set at least {MIN_ADMIN_TOKEN_CHARS} random characters \
-             (e.g. `openssl rand -base64 32`)"
+            "{name} ({var}) is set but empty; {fix} at least {MIN_ADMIN_TOKEN_CHARS} random \
+             characters (e.g. `openssl rand -base64 32`)"
         );
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) must be visible ASCII characters only, without \
-             spaces, newlines or other control characters"
+            "{name} ({var}) must be visible ASCII characters only, without spaces, newlines or \
+             other control characters"
         );
     }
     let n = token.len();
     if n < MIN_ADMIN_TOKEN_CHARS {
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) is {n} characters; it must be at least \
-             {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -base64 32`)"
+            "{name} ({var}) is {n} characters; it must be at least {MIN_ADMIN_TOKEN_CHARS} \
+             (e.g. `openssl rand -base64 32`)"
         );
     }
     Ok(())

@@ -132,6 +132,8 @@ pub struct Tessera {
     clock: Arc<dyn Clock>,
     policy: Policy,
     admin_token_hash: Option<String>,
+    /// The keyed hash of `metrics_token`, when one is configured.
+    metrics_token_hash: Option<String>,
     jwks: jwks::JwksFetcher,
 }
 
@@ -195,6 +197,11 @@ impl Tessera {
             admin_token_hash: settings
                 .admin
                 .token
+                .as_ref()
+                .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
+            metrics_token_hash: settings
+                .admin
+                .metrics_token
                 .as_ref()
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,
