@@ -24,8 +24,9 @@ pub struct TokenRequestDoc {
     client_assertion_type: Option<String>,
     /// A JWT signed with the client's registered key (PS256, ES256, EdDSA, or RS256 outside
     /// FAPI 2.0): `iss` = `sub` = the client id, `aud` the issuer or the token endpoint URL,
-    /// `exp` at most 300 s ahead, a `jti` used once.
-    #[schema(max_length = 8192)]
+    /// `exp` at most 300 s ahead, a `jti` used once. At most 8 KiB (longer is refused with
+    /// `invalid_client`; no length is declared here, since a body over `max_body_bytes` is
+    /// refused with `413` first).
     client_assertion: Option<String>,
     /// Space-delimited scopes (required for `client_credentials`; narrows on refresh): each
     /// 1 to 512 characters of RFC 6749 §3.3, at most 100.
@@ -59,7 +60,6 @@ pub struct TokenFieldRequestDoc {
     client_assertion_type: Option<String>,
     /// A `private_key_jwt` client assertion (see `POST /oauth2/token`); `aud` may also be
     /// this endpoint's URL.
-    #[schema(max_length = 8192)]
     client_assertion: Option<String>,
 }
 

@@ -120,11 +120,14 @@ impl OAuthRequest {
     /// `invalid_client` (with whether to send the Basic challenge), or `invalid_request` when
     /// Basic and the body disagree.
     pub fn client_credentials(&self) -> Result<ClientCredentials<'_>, (OAuthError, bool)> {
-        let assertion = self.get("client_assertion");
-        let kind = self.get("client_assertion_type");
-        if assertion.is_none() && kind.is_none() {
+        // Present even when empty: an empty `client_assertion_type` is a wrong one, not an
+        // absent one, since the client meant to send an assertion.
+        let sent = |name: &str| self.fields.contains_key(name);
+        if !sent("client_assertion") && !sent("client_assertion_type") {
             return self.credentials().map(ClientCredentials::Secret);
         }
+        let assertion = self.get("client_assertion");
+        let kind = self.get("client_assertion_type");
         let refuse =
             |why: &'static str| Err((OAuthError::new(ErrorCode::InvalidClient, why), false));
         if self.basic.is_some() || self.get("client_secret").is_some() {

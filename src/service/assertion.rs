@@ -358,3 +358,58 @@ enum AssertionError {
     Refused(&'static str, OAuthError),
     Store(ServiceError),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = 1_800_000_000;
+    const AUD: [&str; 2] = ["https://as.example", "https://as.example/oauth2/token"];
+
+    fn claims(v: Value) -> Claims {
+        let mut base = json!({"iss": "c", "sub": "c", "aud": "https://as.example",
+            "exp": NOW + 60, "jti": "j"});
+        for (k, val) in v.as_object().into_iter().flatten() {
+            base[k] = val.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn ok(v: Value) -> bool {
+        check_claims(&claims(v), &AUD, NOW).is_ok()
+    }
+
+    #[test]
+    fn the_clock_rules_have_the_documented_bounds() {
+        assert!(ok(json!({"iat": NOW + 10, "nbf": NOW + 10})));
+        assert!(ok(json!({"iat": NOW + CLOCK_SKEW})));
+        assert!(!ok(json!({"iat": NOW + 60})));
+        assert!(!ok(json!({"nbf": NOW + 60})));
+        assert!(ok(json!({"exp": NOW + MAX_LIFETIME})));
+        assert!(!ok(json!({"exp": NOW + MAX_LIFETIME + CLOCK_SKEW + 1})));
+        assert!(ok(json!({"exp": NOW - CLOCK_SKEW})));
+        assert!(!ok(json!({"exp": NOW - CLOCK_SKEW - 1})));
+        assert!(!ok(json!({"exp": "soon"})));
+        assert!(!ok(json!({"exp": null})));
+    }
+
+    #[test]
+    fn aud_may_be_a_string_or_an_array_naming_an_accepted_value() {
+        assert!(ok(json!({"aud": "https://as.example/oauth2/token"})));
+        assert!(ok(
+            json!({"aud": ["https://x.example", "https://as.example"]})
+        ));
+        assert!(!ok(json!({"aud": "https://x.example"})));
+        assert!(!ok(json!({"aud": []})));
+        assert!(!ok(json!({"aud": 1})));
+    }
+
+    #[test]
+    fn jti_is_required_and_bounded() {
+        assert!(!ok(json!({"jti": null})));
+        assert!(!ok(json!({"jti": ""})));
+        assert!(!ok(json!({"jti": 5})));
+        assert!(!ok(json!({"jti": "j".repeat(MAX_JTI_LEN + 1)})));
+        assert!(ok(json!({"jti": "j".repeat(MAX_JTI_LEN)})));
+    }
+}

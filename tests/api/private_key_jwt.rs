@@ -365,6 +365,19 @@ async fn every_broken_assertion_rule_is_invalid_client() {
         )
         .await;
     assert_invalid_client(&r, "client_assertion_type");
+    // An empty client_assertion_type beside Basic is not taken as absent.
+    let r = app
+        .post(
+            "/oauth2/token",
+            Some(FORM),
+            form(&[
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", ""),
+            ]),
+            &[("authorization", &basic(&id, "whatever"))],
+        )
+        .await;
+    assert_invalid_client(&r, "more than one");
     // Two methods at once: an assertion and Basic, an assertion and client_secret.
     let r = app
         .post(
