@@ -120,8 +120,8 @@ fn acme_subject() -> [(DnType, &'static str); 3] {
     ]
 }
 
-/// An https app whose `tls_client_ca` is `client_ca`, files kept in `dir`.
-async fn spawn_mtls_app(dir: &Path, server_ca: &Ca, client_ca: &Ca) -> TestApp {
+/// The settings of an https app whose `tls_client_ca` is `client_ca`, files kept in `dir`.
+fn mtls_settings(dir: &Path, server_ca: &Ca, client_ca: &Ca) -> [(&'static str, String); 3] {
     let server = server_ca.server();
     let (cert, key, ca) = (
         dir.join("server.pem"),
@@ -131,12 +131,18 @@ async fn spawn_mtls_app(dir: &Path, server_ca: &Ca, client_ca: &Ca) -> TestApp {
     std::fs::write(&cert, &server.cert).unwrap();
     std::fs::write(&key, &server.key).unwrap();
     std::fs::write(&ca, &client_ca.pem).unwrap();
-    spawn_app_with(&[
-        ("tls_cert", cert.to_str().unwrap()),
-        ("tls_key", key.to_str().unwrap()),
-        ("tls_client_ca", ca.to_str().unwrap()),
-    ])
-    .await
+    [
+        ("tls_cert", cert.display().to_string()),
+        ("tls_key", key.display().to_string()),
+        ("tls_client_ca", ca.display().to_string()),
+    ]
+}
+
+/// An https app whose `tls_client_ca` is `client_ca`, files kept in `dir`.
+async fn spawn_mtls_app(dir: &Path, server_ca: &Ca, client_ca: &Ca) -> TestApp {
+    let settings = mtls_settings(dir, server_ca, client_ca);
+    let refs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    spawn_app_with(&refs).await
 }
 
 /// A reqwest client trusting `ca`, presenting `identity` if given.
@@ -153,7 +159,7 @@ fn https(addr: SocketAddr, path: &str) -> String {
     format!("https://{addr}{path}")
 }
 
-/// Creates a client (JWT access tokens, RFC 6749 answers) through the CLI; returns its view (with `client_secret` when it has one).
+/// Creates a client (JWT access tokens unless `extra` names a format, RFC 6749 answers) through the CLI; returns its view (with `client_secret` when it has one).
 fn create(app: &TestApp, extra: &[&str]) -> Value {
     let mut args = vec![
         "client",
@@ -162,12 +168,13 @@ fn create(app: &TestApp, extra: &[&str]) -> Value {
         "mtls client",
         "--scope",
         "/ping.read",
-        "--format",
-        "jwt",
         "--profile",
         "rfc6749",
         "--json",
     ];
+    if !extra.contains(&"--format") {
+        args.extend(["--format", "jwt"]);
+    }
     args.extend_from_slice(extra);
     app.cli_json(&args)
 }
@@ -835,4 +842,93 @@ async fn the_admin_api_registers_mtls_clients_and_refuses_bad_registrations() {
         assert_eq!(status, 400, "{v}");
         assert!(v.to_string().contains(field), "{field}: {v}");
     }
+}
+
+#[tokio::test]
+async fn on_postgresql_an_mtls_client_gets_bound_tokens_and_refreshes_with_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_ca, client_ca) = (Ca::new("server CA"), Ca::new("client CA"));
+    let settings = mtls_settings(dir.path(), &server_ca, &client_ca);
+    let refs: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let Some(app) = spawn_app_pg(&refs).await else {
+        return;
+    };
+    let id = id_of(&create(
+        &app,
+        &[
+            "--auth-method",
+            "tls_client_auth",
+            "--tls-san-email",
+            "ops@acme.example",
+            "--format",
+            "opaque",
+        ],
+    ));
+    let issue = |n: &str| {
+        client_ca.client(
+            &[(DnType::CommonName, n)],
+            vec![SanType::Rfc822Name("ops@acme.example".try_into().unwrap())],
+        )
+    };
+    let (first, second) = (issue("first"), issue("renewed"));
+    let http1 = https_client(&server_ca, Some(&first));
+    let (status, body) = mtls_token(&http1, app.addr, &id).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_owned();
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    // An opaque token's binding is in the store: introspection and /ping read it there.
+    let (_, info) = post_form(
+        &http1,
+        https(app.addr, "/oauth2/introspect"),
+        &[("token", &token), ("client_id", &id)],
+        &[],
+    )
+    .await;
+    assert_eq!(info["cnf"]["x5t#S256"], first.x5t(), "{info}");
+    assert_eq!(
+        ping(&http1, https(app.addr, "/ping"), &token, &[]).await,
+        200
+    );
+    assert_eq!(
+        ping(
+            &https_client(&server_ca, None),
+            https(app.addr, "/ping"),
+            &token,
+            &[]
+        )
+        .await,
+        401
+    );
+
+    // The renewed certificate refreshes the grant; the new token is bound to it.
+    let http2 = https_client(&server_ca, Some(&second));
+    let (status, body) = post_form(
+        &http2,
+        https(app.addr, "/oauth2/token"),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", &id),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let next = body["access_token"].as_str().unwrap().to_owned();
+    let (_, info) = post_form(
+        &http2,
+        https(app.addr, "/oauth2/introspect"),
+        &[("token", &next), ("client_id", &id)],
+        &[],
+    )
+    .await;
+    assert_eq!(info["cnf"]["x5t#S256"], second.x5t(), "{info}");
+    assert_eq!(
+        ping(&http2, https(app.addr, "/ping"), &next, &[]).await,
+        200
+    );
+    assert_eq!(
+        ping(&http1, https(app.addr, "/ping"), &next, &[]).await,
+        401
+    );
 }
