@@ -26,6 +26,7 @@ mod crash;
 mod discovery;
 mod faults;
 mod interop;
+mod interop_clients;
 mod introspect;
 mod jwt;
 mod keys;
