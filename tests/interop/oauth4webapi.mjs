@@ -227,6 +227,11 @@ async function secrets() {
 
   step = 'refresh-token reuse';
   out.reuse = await refused(() => refresh(as, c, basic, first.refresh_token));
+
+  step = 'refusals';
+  out.wrong_secret_basic = await refused(() => clientCredentials(as, c, oauth.ClientSecretBasic('tes_sk_wrong'), scope));
+  out.wrong_secret_post = await refused(() => clientCredentials(as, c, oauth.ClientSecretPost('tes_sk_wrong'), scope));
+  out.scope_not_allowed = await refused(() => clientCredentials(as, c, basic, '/fed.read'));
 }
 
 async function jwt() {

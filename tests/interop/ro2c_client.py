@@ -1,7 +1,7 @@
 """Drives Tessera with requests-oauth2client (and its jwskate keys), the way an independent
 client of the standards would. Run by tests/api/interop_clients.rs; by hand, see docs/interop.md.
 
-    target/interop/venv/bin/python tests/interop/requests_oauth2client.py FLOW [ARGS...]
+    target/interop/venv/bin/python tests/interop/ro2c_client.py FLOW [ARGS...]
 
 FLOW is one of:
   keygen ALG FILE   generate a key for ALG (ES256, EdDSA, PS256) with jwskate, write the private
@@ -173,6 +173,15 @@ def secrets() -> None:
 
     step = "refresh-token reuse"
     out["reuse"] = refused(lambda: basic.refresh_token(first.refresh_token))
+
+    step = "refusals"
+    out["wrong_secret_basic"] = refused(
+        lambda: discover(ClientSecretBasic(cid, "tes_sk_wrong")).client_credentials(scope=scope)
+    )
+    out["wrong_secret_post"] = refused(
+        lambda: discover(ClientSecretPost(cid, "tes_sk_wrong")).client_credentials(scope=scope)
+    )
+    out["scope_not_allowed"] = refused(lambda: basic.client_credentials(scope="/fed.read"))
 
 
 def assertion_clients(key: Jwk) -> tuple[OAuth2Client, OAuth2Client]:
