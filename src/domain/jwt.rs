@@ -37,11 +37,14 @@ pub enum Algorithm {
     Es256,
     /// RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key (mandatory to support, RFC 9068).
     Rs256,
+    /// RSASSA-PSS with SHA-256 (MGF1 SHA-256, 32-byte salt) and a 2048-bit key: the RSA
+    /// algorithm FAPI 2.0 allows (PKCS#1 v1.5 it does not).
+    Ps256,
 }
 
 impl Algorithm {
     /// Every supported algorithm.
-    pub const ALL: [Self; 3] = [Self::EdDsa, Self::Es256, Self::Rs256];
+    pub const ALL: [Self; 4] = [Self::EdDsa, Self::Es256, Self::Rs256, Self::Ps256];
 
     /// The JOSE name.
     #[must_use]
@@ -50,7 +53,24 @@ impl Algorithm {
             Self::EdDsa => "EdDSA",
             Self::Es256 => "ES256",
             Self::Rs256 => "RS256",
+            Self::Ps256 => "PS256",
         }
+    }
+
+    /// The JWK key type (`kty`) whose keys this algorithm uses.
+    #[must_use]
+    pub fn key_type(self) -> &'static str {
+        match self {
+            Self::EdDsa => "OKP",
+            Self::Es256 => "EC",
+            Self::Rs256 | Self::Ps256 => "RSA",
+        }
+    }
+
+    /// True for the algorithms FAPI 2.0 permits (PS256, ES256, EdDSA; not RS256).
+    #[must_use]
+    pub fn fapi2(self) -> bool {
+        !matches!(self, Self::Rs256)
     }
 }
 
@@ -67,7 +87,9 @@ impl FromStr for Algorithm {
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| {
-                format!("unsupported signing algorithm {s:?} (expected EdDSA, ES256 or RS256)")
+                format!(
+                    "unsupported signing algorithm {s:?} (expected EdDSA, ES256, PS256 or RS256)"
+                )
             })
     }
 }
@@ -160,11 +182,13 @@ impl SigningKey {
                 .map_err(key_err("P-256 key generation"))?
                 .as_ref()
                 .to_vec(),
-            Algorithm::Rs256 => RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
-                .and_then(|p| p.as_der())
-                .map_err(key_err("RSA key generation"))?
-                .as_ref()
-                .to_vec(),
+            Algorithm::Rs256 | Algorithm::Ps256 => {
+                RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+                    .and_then(|p| p.as_der())
+                    .map_err(key_err("RSA key generation"))?
+                    .as_ref()
+                    .to_vec()
+            }
         };
         let key = Self::from_pkcs8(alg, &pkcs8)?;
         Ok((key, pkcs8))
@@ -203,7 +227,7 @@ impl SigningKey {
                     serde_json::json!({ "kty": "EC", "crv": "P-256", "x": x, "y": y }),
                 )
             }
-            Algorithm::Rs256 => {
+            Algorithm::Rs256 | Algorithm::Ps256 => {
                 let pair = RsaKeyPair::from_pkcs8(pkcs8).map_err(rejected)?;
                 let public = pair.public_key();
                 let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
@@ -256,14 +280,14 @@ impl SigningKey {
                 .map(|s| s.as_ref().to_vec())
                 .map_err(key_err("ES256 signing")),
             Pair::Rsa(p) => {
+                let padding: &dyn signature::RsaEncoding = if self.alg == Algorithm::Ps256 {
+                    &signature::RSA_PSS_SHA256
+                } else {
+                    &signature::RSA_PKCS1_SHA256
+                };
                 let mut sig = vec![0u8; p.public_modulus_len()];
-                p.sign(
-                    &signature::RSA_PKCS1_SHA256,
-                    &SystemRandom::new(),
-                    message,
-                    &mut sig,
-                )
-                .map_err(key_err("RS256 signing"))?;
+                p.sign(padding, &SystemRandom::new(), message, &mut sig)
+                    .map_err(key_err("RSA signing"))?;
                 Ok(sig)
             }
         }
@@ -273,6 +297,10 @@ impl SigningKey {
         let (alg, public): (&dyn signature::VerificationAlgorithm, &[u8]) = match &self.pair {
             Pair::Ed(p) => (&signature::ED25519, p.public_key().as_ref()),
             Pair::Ec(p) => (&signature::ECDSA_P256_SHA256_FIXED, p.public_key().as_ref()),
+            Pair::Rsa(p) if self.alg == Algorithm::Ps256 => (
+                &signature::RSA_PSS_2048_8192_SHA256,
+                p.public_key().as_ref(),
+            ),
             Pair::Rsa(p) => (
                 &signature::RSA_PKCS1_2048_8192_SHA256,
                 p.public_key().as_ref(),
@@ -464,6 +492,31 @@ mod tests {
             1000,
         )?;
         assert_eq!(got, claims(1000));
+        Ok(())
+    }
+
+    #[test]
+    fn every_algorithm_signs_and_verifies_and_rsa_paddings_do_not_mix()
+    -> Result<(), Box<dyn std::error::Error>> {
+        for alg in Algorithm::ALL {
+            let (key, token) = fixture_for(alg)?;
+            let find = |kid: &str| (kid == key.kid()).then_some(&key);
+            assert_eq!(
+                decode(&token, find, "https://issuer.test", 1000)?,
+                claims(1000)
+            );
+            assert_eq!(key.public_jwk()["alg"], alg.as_str());
+            assert_eq!(key.public_jwk()["kty"], alg.key_type());
+        }
+        // The same RSA key material loaded for the other padding refuses the signature.
+        let (ps, pkcs8) = SigningKey::generate(Algorithm::Ps256)?;
+        let rs = SigningKey::from_pkcs8(Algorithm::Rs256, &pkcs8)?;
+        assert_eq!(ps.kid(), rs.kid());
+        let token = encode(&ps, &claims(1000))?;
+        let (signed, sig) = token.rsplit_once('.').ok_or("shape")?;
+        let sig = URL_SAFE_NO_PAD.decode(sig)?;
+        assert!(ps.verify(signed.as_bytes(), &sig));
+        assert!(!rs.verify(signed.as_bytes(), &sig));
         Ok(())
     }
 

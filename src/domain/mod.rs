@@ -11,6 +11,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod grant;
+pub mod jose;
 pub mod jwt;
 pub mod scope;
 pub mod token;

@@ -152,7 +152,7 @@ async fn retiring_the_next_key_replaces_it_and_unknown_keys_are_refused() {
 
 #[tokio::test]
 async fn every_algorithm_signs_tokens_an_independent_library_verifies_across_a_rotation() {
-    for alg in ["EdDSA", "ES256", "RS256"] {
+    for alg in ["EdDSA", "ES256", "RS256", "PS256"] {
         let app = spawn_app_with(&[("signing_alg", alg), ("key_reload_interval", "1")]).await;
         let meta = app
             .get("/.well-known/oauth-authorization-server", &[])
