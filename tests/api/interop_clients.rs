@@ -590,3 +590,66 @@ async fn oauth4webapi_runs_a_fapi2_client_with_private_key_jwt_and_dpop() {
     assert_dpop_flow(&v, &c);
     assert_eq!(v["jwt_cnf"]["jkt"], v["jkt"], "{v}");
 }
+
+/// Sends a request the library made (as `capture` reported it) to `app`, unchanged but for the
+/// listener it goes to.
+async fn replay(app: &TestApp, captured: &Value) -> Reply {
+    let url = captured["url"].as_str().expect("captured url");
+    let path = url
+        .find("/oauth2/")
+        .map(|i| &url[i..])
+        .expect("a token endpoint URL");
+    let headers: Vec<(String, String)> = captured["headers"]
+        .as_object()
+        .expect("captured headers")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("header value").to_owned()))
+        .collect();
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(k, _)| k != "content-type")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = captured["body"].as_str().expect("captured body").to_owned();
+    app.post(path, Some(FORM), body, &headers).await
+}
+
+#[tokio::test]
+async fn an_assertion_or_dpop_proof_made_by_the_library_is_refused_when_replayed_on_another_instance()
+ {
+    if !installed(Lib::Node) {
+        return;
+    }
+    let Some(db) = crate::pg::TestDb::create().await.map(std::sync::Arc::new) else {
+        return;
+    };
+    let master_key = new_master_key();
+    // Two instances behind one public URL: the second is configured with the first's issuer,
+    // so the library's `aud` and `htu` are right for both.
+    let a = spawn_serve(&db, &master_key, &[]).await;
+    let b = spawn_serve(&db, &master_key, &["--issuer", &issuer(&a)]).await;
+
+    // A private_key_jwt assertion, used once on A, then replayed on B.
+    let (key, public) = keygen(&a, Lib::Node, "ES256").await;
+    let c = key_client(&a, &public, json!({})).await;
+    let v = run(Lib::Node, &["capture"], &key_env(&a, &c, &key)).await;
+    assert_eq!(lower(&v["token"]["token_type"]), "bearer", "{v}");
+    let r = replay(&b, &v["captured"]).await;
+    assert_oauth_error(&r, 401, "invalid_client");
+    let r = replay(&a, &v["captured"]).await;
+    assert_oauth_error(&r, 401, "invalid_client");
+
+    // A DPoP proof at the token endpoint (the client authenticates with its secret, which may
+    // be sent any number of times), used once on A, then replayed on B.
+    let c = register(
+        &a,
+        json!({"name": "interop replay", "scopes": "/ping.read", "profile": "rfc6749"}),
+    )
+    .await;
+    let mut env = secret_env(&a, &c, "/ping.read");
+    env.push(("TESSERA_DPOP_ALG", "ES256".to_owned()));
+    let v = run(Lib::Node, &["capture"], &env).await;
+    assert_eq!(lower(&v["token"]["token_type"]), "dpop", "{v}");
+    let r = replay(&b, &v["captured"]).await;
+    assert_oauth_error(&r, 400, "invalid_dpop_proof");
+}

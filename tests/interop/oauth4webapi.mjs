@@ -14,12 +14,15 @@
 //                     oauth4webapi's RFC 9068 validator
 //   private-key-jwt   the same grants, introspection and revocation with private_key_jwt
 //   dpop              DPoP-bound tokens (RFC 9449), authenticated with private_key_jwt
+//   capture           one client_credentials request (private_key_jwt if TESSERA_CLIENT_KEY is
+//                     set, else client_secret_basic; DPoP if TESSERA_DPOP_ALG is set), reported
+//                     as sent, for a replay test
 //
 // Environment: TESSERA_ISSUER (required), TESSERA_CLIENT_ID, TESSERA_CLIENT_SECRET,
 // TESSERA_CLIENT_KEY (a private JWK file from keygen), TESSERA_SCOPE (default "/ping.read"),
-// TESSERA_AUDIENCE (expected `aud` of JWTs, default the issuer), TESSERA_DPOP_ALG (default
-// ES256), TESSERA_INTEROP_DIR (where tests/interop/setup installed the packages, default
-// target/interop).
+// TESSERA_AUDIENCE (expected `aud` of JWTs, default the issuer), TESSERA_DPOP_ALG (the DPoP
+// key's algorithm, default ES256), TESSERA_INTEROP_DIR (where tests/interop/setup installed the
+// packages, default target/interop).
 //
 // Prints one JSON object on stdout: {"ok": true, …what was observed…}, or {"ok": false, "step",
 // "error"} and exit status 1. The Rust test asserts on the observations; the checks made here
@@ -356,7 +359,33 @@ async function dpop() {
   out.ping_after_revoke = await withNonce('ping', () => ping(as, renewed.access_token, { DPoP: proofKey }));
 }
 
-const flows = { keygen, secrets, jwt, 'private-key-jwt': privateKeyJwtFlow, dpop };
+/**
+ * One client_credentials request made by the library, also reported as sent (URL, headers,
+ * body), so that the test can replay its assertion or DPoP proof elsewhere.
+ */
+async function capture() {
+  const as = await discover();
+  const c = client();
+  const auth = process.env.TESSERA_CLIENT_KEY
+    ? await privateKeyJwt()
+    : oauth.ClientSecretBasic(env('TESSERA_CLIENT_SECRET'));
+  const options = {
+    [oauth.customFetch]: (url, init) => {
+      out.captured = { url, method: init.method, headers: init.headers, body: String(init.body) };
+      return fetch(url, init);
+    },
+  };
+  if (process.env.TESSERA_DPOP_ALG) {
+    step = 'generate the DPoP key';
+    options.DPoP = oauth.DPoP(c, await oauth.generateKeyPair(process.env.TESSERA_DPOP_ALG));
+    out.jkt = await options.DPoP.calculateThumbprint();
+  }
+  step = 'client_credentials (captured)';
+  const t = await withNonce('token', () => clientCredentials(as, c, auth, env('TESSERA_SCOPE', '/ping.read'), options));
+  out.token = summary(t);
+}
+
+const flows = { keygen, secrets, jwt, 'private-key-jwt': privateKeyJwtFlow, dpop, capture };
 
 try {
   const [flow, ...args] = process.argv.slice(2);
