@@ -474,6 +474,13 @@ async fn oauth4webapi_authenticates_with_private_key_jwt_keys_fetched_from_jwks_
 /// The checks common to both libraries' `dpop` flow.
 fn assert_dpop_flow(v: &Value, c: &Registered) {
     let jkt = v["jkt"].as_str().expect("the library's thumbprint");
+    // RFC 9449 §5.2: a client registered for DPoP-bound tokens is refused without a proof.
+    assert_eq!(v["without_dpop"]["status"], 400, "{v}");
+    assert!(
+        ["invalid_dpop_proof", "invalid_request"]
+            .contains(&lower(&v["without_dpop"]["error"]).as_str()),
+        "{v}"
+    );
     for grant in ["token", "refreshed"] {
         assert_eq!(lower(&v[grant]["token_type"]), "dpop", "{grant}: {v}");
     }
@@ -586,9 +593,12 @@ async fn oauth4webapi_runs_a_fapi2_client_with_private_key_jwt_and_dpop() {
     let c = key_client(&app, &public, json!({"fapi2": true, "format": "jwt"})).await;
     let mut env = key_env(&app, &c, &key);
     env.push(("TESSERA_DPOP_ALG", "ES256".to_owned()));
+    env.push(("TESSERA_RETRY_REFRESH", "1".to_owned()));
     let v = run(Lib::Node, &["dpop"], &env).await;
     assert_dpop_flow(&v, &c);
     assert_eq!(v["jwt_cnf"]["jkt"], v["jkt"], "{v}");
+    // FAPI 2.0 forbids refresh-token rotation without a retry window: a retry succeeds.
+    assert_eq!(lower(&v["refresh_retry"]["token_type"]), "dpop", "{v}");
 }
 
 /// Sends a request the library made (as `capture` reported it) to `app`, unchanged but for the

@@ -21,7 +21,8 @@
 // Environment: TESSERA_ISSUER (required), TESSERA_CLIENT_ID, TESSERA_CLIENT_SECRET,
 // TESSERA_CLIENT_KEY (a private JWK file from keygen), TESSERA_SCOPE (default "/ping.read"),
 // TESSERA_AUDIENCE (expected `aud` of JWTs, default the issuer), TESSERA_DPOP_ALG (the DPoP
-// key's algorithm, default ES256), TESSERA_INTEROP_DIR (where tests/interop/setup installed the
+// key's algorithm, default ES256), TESSERA_RETRY_REFRESH (dpop: refresh twice with one refresh
+// token), TESSERA_INTEROP_DIR (where tests/interop/setup installed the
 // packages, default target/interop).
 //
 // Prints one JSON object on stdout: {"ok": true, …what was observed…}, or {"ok": false, "step",
@@ -314,6 +315,9 @@ async function dpop() {
   const proofKey = oauth.DPoP(c, await oauth.generateKeyPair(dpopAlg));
   out.jkt = await proofKey.calculateThumbprint();
 
+  step = 'client_credentials without DPoP (the client requires it)';
+  out.without_dpop = await refused(() => clientCredentials(as, c, auth, scope));
+
   step = 'client_credentials with DPoP';
   const t = await withNonce('token', () => clientCredentials(as, c, auth, scope, { DPoP: proofKey }));
   out.token = summary(t);
@@ -350,6 +354,14 @@ async function dpop() {
   step = 'refresh_token with DPoP';
   const renewed = await withNonce('token', () => refresh(as, c, auth, t.refresh_token, { DPoP: proofKey }));
   out.refreshed = summary(renewed);
+  if (process.env.TESSERA_RETRY_REFRESH) {
+    // A client that lost the answer retries with the same refresh token (FAPI 2.0 clients get a
+    // retry window for that).
+    step = 'the same refresh_token again, within the retry window';
+    out.refresh_retry = summary(
+      await withNonce('token', () => refresh(as, c, auth, t.refresh_token, { DPoP: proofKey })),
+    );
+  }
   out.introspect_refreshed = await introspect(as, c, auth, renewed.access_token);
   out.ping_refreshed = await withNonce('ping', () => ping(as, renewed.access_token, { DPoP: proofKey }));
 

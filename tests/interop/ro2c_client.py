@@ -231,6 +231,9 @@ def dpop() -> None:
     proof_key = DPoPKey.generate(alg=dpop_alg)
     out["jkt"] = proof_key.dpop_jkt
 
+    step = "client_credentials without DPoP (the client requires it)"
+    out["without_dpop"] = refused(lambda: by_endpoint.client_credentials(scope=scope))
+
     step = "client_credentials with DPoP"
     t = by_endpoint.client_credentials(scope=scope, dpop_key=proof_key)
     out["token"] = summary(t)
