@@ -410,7 +410,7 @@ settings! {
         audience: Option<String> = None, Serve, unset "the issuer";
         /// Scope templates added to Moov's catalogue.
         extra_scopes: Vec<String> = Vec::new(), No;
-        /// Algorithm of newly created signing keys: EdDSA, ES256 or RS256.
+        /// Algorithm of newly created signing keys: EdDSA, ES256, RS256 or PS256.
         signing_alg: Algorithm = Algorithm::EdDsa, No;
         /// Seconds between two reloads of the signing keys from the store (how soon a
         /// rotation made elsewhere takes effect here).
