@@ -8,12 +8,14 @@ FLOW is one of:
                     JWK (kid = its RFC 7638 thumbprint) to FILE, print the public JWK
   secrets           client_secret_basic and client_secret_post: client_credentials, /ping,
                     refresh_token, introspection, revocation, refresh-token reuse
-  private-key-jwt   the same with private_key_jwt
+  jwt               a JWT access token checked by jwskate against the JWKS named by discovery
+  private-key-jwt   the same grants with private_key_jwt
   dpop              DPoP-bound tokens (RFC 9449), authenticated with private_key_jwt
 
 Environment: TESSERA_ISSUER (required), TESSERA_CLIENT_ID, TESSERA_CLIENT_SECRET,
 TESSERA_CLIENT_KEY (a private JWK file from keygen), TESSERA_SCOPE (default "/ping.read"),
-TESSERA_DPOP_ALG (default ES256).
+TESSERA_AUDIENCE (expected `aud` of JWTs, default the issuer), TESSERA_DPOP_ALG (default
+ES256).
 
 Prints one JSON object on stdout: {"ok": true, ...what was observed...}, or {"ok": false,
 "step", "error"} and exit status 1. The Rust test asserts on the observations.
@@ -21,6 +23,7 @@ Prints one JSON object on stdout: {"ok": true, ...what was observed...}, or {"ok
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -28,7 +31,7 @@ import traceback
 from typing import Any, Callable
 
 import requests
-from jwskate import Jwk
+from jwskate import Jwk, JwtVerifier, SignedJwt
 from requests_oauth2client import (
     BearerToken,
     ClientSecretBasic,
@@ -184,6 +187,34 @@ def secrets() -> None:
     out["scope_not_allowed"] = refused(lambda: basic.client_credentials(scope="/fed.read"))
 
 
+def jwt() -> None:
+    global step
+    client = discover(ClientSecretBasic(env("TESSERA_CLIENT_ID"), env("TESSERA_CLIENT_SECRET")))
+    issuer = env("TESSERA_ISSUER")
+
+    step = "client_credentials"
+    t = client.client_credentials(scope=env("TESSERA_SCOPE", "/ping.read"))
+    out["token"] = summary(t)
+
+    # No `alg` given: each published key's own `alg` is the only one it verifies with.
+    step = "jwskate JwtVerifier against the discovered JWKS"
+    verifier = JwtVerifier(
+        client.authorization_server_jwks,
+        issuer=issuer,
+        audience=env("TESSERA_AUDIENCE", issuer),
+    )
+    signed = SignedJwt(t.access_token)
+    verifier.verify(signed)
+    out["header"] = dict(signed.headers)
+    out["claims"] = dict(signed.claims)
+
+    step = "tampered token"
+    head, _, sig = t.access_token.split(".")
+    forged = json.dumps({**signed.claims, "scope": f"{signed.claims['scope']} /accounts.write"})
+    forged_b64 = base64.urlsafe_b64encode(forged.encode()).rstrip(b"=").decode()
+    out["tampered"] = refused(lambda: verifier.verify(f"{head}.{forged_b64}.{sig}"))
+
+
 def assertion_clients(key: Jwk) -> tuple[OAuth2Client, OAuth2Client]:
     """Two clients with private_key_jwt: one whose assertions have the library's default
     `aud` (the URL of the endpoint called, which for the token endpoint is what RFC 7523 allows),
@@ -263,6 +294,7 @@ def dpop() -> None:
 FLOWS: dict[str, Callable[..., None]] = {
     "keygen": keygen,
     "secrets": secrets,
+    "jwt": jwt,
     "private-key-jwt": private_key_jwt,
     "dpop": dpop,
 }
