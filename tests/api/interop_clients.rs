@@ -26,18 +26,21 @@ const SCRIPT_TIMEOUT_SECS: &str = "60";
 /// The server setting that makes the token endpoint and `/ping` demand DPoP nonces (issue 16).
 const DPOP_NONCE_SETTING: &str = "dpop_nonce";
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Lib {
-    /// oauth4webapi + jose on Node.js.
+    /// oauth4webapi + jose on Node.js (`tests/interop/oauth4webapi.mjs`).
     Node,
-    /// requests-oauth2client on Python.
+    /// openid-client on Node.js (`tests/interop/openid_client.mjs`).
+    OpenidClient,
+    /// requests-oauth2client + jwskate on Python (`tests/interop/ro2c_client.py`).
     Python,
 }
 
 impl Lib {
+    /// The part of `tests/interop/setup` that installs it.
     fn part(self) -> &'static str {
         match self {
-            Lib::Node => "node",
+            Lib::Node | Lib::OpenidClient => "node",
             Lib::Python => "python",
         }
     }
@@ -61,9 +64,9 @@ fn interop_dir() -> PathBuf {
 fn setup(lib: Lib) -> &'static Result<(), String> {
     static NODE: OnceLock<Result<(), String>> = OnceLock::new();
     static PYTHON: OnceLock<Result<(), String>> = OnceLock::new();
-    let once = match lib {
-        Lib::Node => &NODE,
-        Lib::Python => &PYTHON,
+    let once = match lib.part() {
+        "node" => &NODE,
+        _ => &PYTHON,
     };
     once.get_or_init(|| {
         let out = Command::new(repo().join("tests/interop/setup"))
@@ -115,6 +118,9 @@ async fn run(lib: Lib, args: &[&str], env: &[(&str, String)]) -> Value {
         Lib::Node => cmd
             .arg("node")
             .arg(repo().join("tests/interop/oauth4webapi.mjs")),
+        Lib::OpenidClient => cmd
+            .arg("node")
+            .arg(repo().join("tests/interop/openid_client.mjs")),
         Lib::Python => cmd
             .arg(interop.join("venv/bin/python"))
             .arg(repo().join("tests/interop/ro2c_client.py")),
@@ -318,6 +324,27 @@ async fn requests_oauth2client_obtains_refreshes_introspects_and_revokes_with_cl
     assert_eq!(v["revoked"], true, "{v}");
 }
 
+#[tokio::test]
+async fn openid_client_obtains_refreshes_introspects_and_revokes_with_client_secrets() {
+    if !installed(Lib::OpenidClient) {
+        return;
+    }
+    let app = spawn_app().await;
+    let scope = "/ping.read /accounts.read";
+    let c = register(
+        &app,
+        json!({"name": "interop openid-client", "scopes": scope, "profile": "rfc6749"}),
+    )
+    .await;
+    let v = run(
+        Lib::OpenidClient,
+        &["secrets"],
+        &secret_env(&app, &c, scope),
+    )
+    .await;
+    assert_secrets_flow(&v, &app, &c, scope);
+}
+
 /// A JWT access token checked by the library against the JWKS from discovery, for one signing
 /// algorithm: by jose, and by oauth4webapi's RFC 9068 validator as a resource server would; or
 /// by jwskate's JwtVerifier.
@@ -346,6 +373,7 @@ async fn jwt_access_tokens_verify(lib: Lib, signing_alg: &str) {
             );
         }
         Lib::Python => assert_eq!(v["tampered"]["name"], "InvalidSignature", "{v}"),
+        Lib::OpenidClient => unreachable!("openid_client.mjs has no jwt flow"),
     }
 }
 
@@ -576,7 +604,26 @@ async fn requests_oauth2client_obtains_uses_refreshes_introspects_and_revokes_dp
 }
 
 #[tokio::test]
-async fn both_libraries_retry_with_the_servers_dpop_nonce() {
+async fn openid_client_obtains_uses_refreshes_introspects_and_revokes_dpop_bound_tokens() {
+    if !installed(Lib::OpenidClient) {
+        return;
+    }
+    let app = spawn_app().await;
+    let (key, public) = keygen(&app, Lib::Node, "PS256").await;
+    let c = key_client(
+        &app,
+        &public,
+        json!({"format": "jwt", "require_dpop": true}),
+    )
+    .await;
+    let mut env = key_env(&app, &c, &key);
+    env.push(("TESSERA_DPOP_ALG", "EdDSA".to_owned()));
+    let v = run(Lib::OpenidClient, &["dpop"], &env).await;
+    assert_dpop_flow(&v, &c);
+}
+
+#[tokio::test]
+async fn every_library_retries_with_the_servers_dpop_nonce() {
     let node = installed(Lib::Node);
     let python = installed(Lib::Python);
     if !node && !python {
@@ -584,14 +631,25 @@ async fn both_libraries_retry_with_the_servers_dpop_nonce() {
     }
     let app = spawn_app_with(&[(DPOP_NONCE_SETTING, "true")]).await;
     if node {
+        // oauth4webapi leaves the retry to its caller (the script retries on isDPoPNonceError).
         let (key, public) = keygen(&app, Lib::Node, "ES256").await;
         let c = key_client(&app, &public, json!({"require_dpop": true})).await;
         let v = run(Lib::Node, &["dpop"], &key_env(&app, &c, &key)).await;
         assert_dpop_flow(&v, &c);
         let retries = v["nonce_retries"]["token"].as_u64().unwrap_or(0);
         assert!(retries >= 1, "the token endpoint asked for no nonce: {v}");
+        // openid-client retries by itself.
+        let c = key_client(&app, &public, json!({"require_dpop": true})).await;
+        let v = run(Lib::OpenidClient, &["dpop"], &key_env(&app, &c, &key)).await;
+        assert_dpop_flow(&v, &c);
+        let asked = v["nonce_requests"].as_u64().unwrap_or(0);
+        assert!(
+            asked >= 1,
+            "the server asked openid-client for no nonce: {v}"
+        );
     }
     if python {
+        // requests-oauth2client retries by itself too.
         let (key, public) = keygen(&app, Lib::Python, "ES256").await;
         let c = key_client(&app, &public, json!({"require_dpop": true})).await;
         let v = run(Lib::Python, &["dpop"], &key_env(&app, &c, &key)).await;
