@@ -1,6 +1,6 @@
-//! Interop with independent client libraries in other languages: panva's `oauth4webapi` and
-//! `jose` on Node.js, and `requests-oauth2client` (with `jwskate`) on Python, drive a Tessera
-//! served over real HTTP. The scripts are in `tests/interop/`; `tests/interop/setup` installs the
+//! Interop with independent client libraries in other languages: panva's `oauth4webapi`,
+//! `openid-client` and `jose` on Node.js, and `requests-oauth2client` (with `jwskate`) on
+//! Python, drive a Tessera served over real HTTP (docs/interop.md). The scripts are in `tests/interop/`; `tests/interop/setup` installs the
 //! pinned packages into `target/interop` (once per test process; a no-op when already done).
 //! Each test registers its clients through the admin API, runs a script with the issuer and the
 //! client's credentials in its environment, and asserts on the JSON the script prints.
@@ -8,9 +8,10 @@
 //! Node.js, npm or Python missing, or an install that fails: the test fails when `CI` is set
 //! and is skipped with a loud message otherwise, like the PostgreSQL tests.
 //!
-//! The tests of client secrets and JWT access tokens cover what Tessera does today; the others
-//! (private_key_jwt, DPoP, PS256, FAPI 2.0) are the acceptance tests of issue 16 and use its
-//! registration fields `auth_methods`, `jwks`, `jwks_uri`, `require_dpop` and `fapi2`.
+//! The tests of client secrets and of JWT access tokens (EdDSA, ES256, RS256, PS256) cover what
+//! Tessera does now; the others (private_key_jwt, DPoP, FAPI 2.0, replay across instances) are
+//! the acceptance tests of issue 16 and use its registration fields `auth_methods`, `jwks`,
+//! `jwks_uri`, `require_dpop` and `fapi2`, and its `dpop_nonce` setting.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -237,7 +238,7 @@ fn lower(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_ascii_lowercase()
 }
 
-/// The checks common to both libraries' `secrets` flow.
+/// The checks common to every library's `secrets` flow.
 fn assert_secrets_flow(v: &Value, app: &TestApp, c: &Registered, scope: &str) {
     let iss = issuer(app);
     assert_eq!(v["discovery"]["issuer"], iss.as_str(), "{v}");
@@ -408,7 +409,7 @@ async fn jwskate_verifies_jwt_access_tokens_signed_with_eddsa_es256_rs256_and_ps
 // ---------------------------------------------------------------------------------------------
 // Issue 16: keys instead of shared secrets, and tokens bound to their holder.
 
-/// The checks common to both libraries' `private-key-jwt` flow.
+/// The checks common to every library's `private-key-jwt` flow.
 fn assert_private_key_jwt_flow(v: &Value, c: &Registered) {
     let scope = "/ping.read /accounts.read";
     for grant in ["token", "refreshed"] {
@@ -516,7 +517,7 @@ async fn oauth4webapi_authenticates_with_private_key_jwt_keys_fetched_from_jwks_
     assert_private_key_jwt_flow(&v, &c);
 }
 
-/// The checks common to both libraries' `dpop` flow.
+/// The checks common to every library's `dpop` flow.
 fn assert_dpop_flow(v: &Value, c: &Registered) {
     let jkt = v["jkt"].as_str().expect("the library's thumbprint");
     // RFC 9449 §5.2: a client registered for DPoP-bound tokens is refused without a proof.
