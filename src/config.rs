@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 
 use crate::domain::client::{Profile, TokenFormat};
 use crate::domain::jwt::Algorithm;
+use crate::store::postgres::SslMode;
 
 /// Longest token lifetime accepted (one year), so `exp` always fits an int32 until 2037.
 pub const MAX_TTL: u32 = 365 * 24 * 3600;
@@ -190,7 +191,7 @@ macro_rules! word_setting {
         }
     )*};
 }
-word_setting!(Profile, TokenFormat, Algorithm, LogFormat);
+word_setting!(Profile, TokenFormat, Algorithm, LogFormat, SslMode);
 
 impl SettingValue for Vec<String> {
     const KIND: Kind = Kind::List;
@@ -387,6 +388,20 @@ settings! {
         /// PostgreSQL only: connections in this instance's pool.
         max_connections as "database_max_connections": u32 =
             crate::store::postgres::DEFAULT_MAX_CONNECTIONS, No;
+        /// PostgreSQL only: TLS mode, disable, prefer, require, verify-ca or verify-full
+        /// (as libpq's `sslmode`, which it overrides).
+        ssl_mode as "database_sslmode": Option<SslMode> = None, No,
+            unset "the URL's `sslmode`, else `prefer`";
+        /// PostgreSQL only: PEM file of the CA certificates the server's certificate must chain
+        /// to (overrides the URL's `sslrootcert`).
+        ssl_root_cert as "database_ssl_root_cert": Option<PathBuf> = None, No,
+            unset "the URL's `sslrootcert`, else the Mozilla roots";
+        /// PostgreSQL only: PEM file of a client certificate chain to present (with
+        /// `database_ssl_key`; overrides the URL's `sslcert`).
+        ssl_cert as "database_ssl_cert": Option<PathBuf> = None, No;
+        /// PostgreSQL only: PEM file of the client certificate's private key (overrides the
+        /// URL's `sslkey`).
+        ssl_key as "database_ssl_key": Option<PathBuf> = None, No;
     }
 
     /// Tokens and the keys behind them: lifetimes, formats, profiles, audience, scopes,
@@ -449,6 +464,9 @@ settings! {
         token as "admin_token": Option<Secret> = None, No, unset "none: generated";
         /// Open connections at most on the admin listener.
         max_connections as "admin_max_connections": u32 = 64, Serve;
+        /// A read-only credential that alone opens `/metrics` (the admin token does not);
+        /// when unset, `/metrics` needs none.
+        metrics_token: Option<Secret> = None, No, unset "none: `/metrics` is open";
     }
 }
 
@@ -547,7 +565,21 @@ impl Settings {
             bail!("token_retention must be at most {MAX_TTL} seconds");
         }
         if let Some(token) = &self.admin.token {
-            check_admin_token(token.expose())?;
+            check_token("admin_token", token.expose())?;
+        }
+        if let Some(token) = &self.admin.metrics_token {
+            check_token("metrics_token", token.expose())?;
+            if self
+                .admin
+                .token
+                .as_ref()
+                .is_some_and(|admin| admin.expose() == token.expose())
+            {
+                bail!(
+                    "metrics_token (TESSERA_METRICS_TOKEN) must differ from admin_token: it is \
+                     given to the scraper, and must not open the admin API"
+                );
+            }
         }
         Ok(())
     }
@@ -583,29 +615,34 @@ fn to_value(name: &str, kind: Kind, text: &str) -> anyhow::Result<toml::Value> {
     })
 }
 
-/// A configured admin token must be a credential worth the name: at least
+/// A configured admin or metrics token (`name`) must be a credential worth the name: at least
 /// [`MIN_ADMIN_TOKEN_CHARS`] characters, all visible ASCII (what a `Bearer` header can carry
 /// unchanged: surrounding whitespace, e.g. a newline from a secret file, would be trimmed off
 /// the presented token and never match). The message never shows the token.
-fn check_admin_token(token: &str) -> anyhow::Result<()> {
+fn check_token(name: &str, token: &str) -> anyhow::Result<()> {
+    let var = format!("TESSERA_{}", name.to_ascii_uppercase());
     if token.is_empty() {
+        let fix = if name == "admin_token" {
+            "unset it to have a token generated, or set"
+        } else {
+            "unset it to leave /metrics open, or set"
+        };
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) is set but empty; unset it to have a token \
-             generated, or set at least {MIN_ADMIN_TOKEN_CHARS} random characters \
-             (e.g. `openssl rand -base64 32`)"
+            "{name} ({var}) is set but empty; {fix} at least {MIN_ADMIN_TOKEN_CHARS} random \
+             characters (e.g. `openssl rand -base64 32`)"
         );
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) must be visible ASCII characters only, without \
-             spaces, newlines or other control characters"
+            "{name} ({var}) must be visible ASCII characters only, without spaces, newlines or \
+             other control characters"
         );
     }
     let n = token.len();
     if n < MIN_ADMIN_TOKEN_CHARS {
         bail!(
-            "admin_token (TESSERA_ADMIN_TOKEN) is {n} characters; it must be at least \
-             {MIN_ADMIN_TOKEN_CHARS} (e.g. `openssl rand -base64 32`)"
+            "{name} ({var}) is {n} characters; it must be at least {MIN_ADMIN_TOKEN_CHARS} \
+             (e.g. `openssl rand -base64 32`)"
         );
     }
     Ok(())

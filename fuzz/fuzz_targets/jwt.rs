@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tessera::domain::jwt::{AccessClaims, Algorithm, SigningKey, encode};
+use tessera::domain::jwt::{ACCESS_TOKEN_TYP, AccessClaims, Algorithm, SigningKey, encode};
 use tessera::fuzzing::{decode_jwt, looks_like_jwt};
 
 const ISSUER: &str = "https://issuer.test";
@@ -37,7 +37,7 @@ fn fixture() -> &'static Fixture {
             client_id: "client".into(),
             scope: "/ping.read /accounts/a1/transfers.write".into(),
         };
-        let tokens = keys.iter().map(|k| encode(k, &claims).unwrap()).collect();
+        let tokens = keys.iter().map(|k| encode(k, ACCESS_TOKEN_TYP, &claims).unwrap()).collect();
         Fixture { keys, tokens }
     })
 }

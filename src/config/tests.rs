@@ -30,6 +30,37 @@ fn an_empty_short_or_unprintable_admin_token_is_refused() {
 }
 
 #[test]
+fn a_metrics_token_is_held_to_the_admin_tokens_rules_and_must_differ_from_it() {
+    let admin = "a".repeat(40);
+    let load = |token: &str| {
+        let (token, admin) = (token.to_owned(), admin.clone());
+        Settings::load_from(
+            None,
+            move |k| match k {
+                "TESSERA_METRICS_TOKEN" => Some(token.clone()),
+                "TESSERA_ADMIN_TOKEN" => Some(admin.clone()),
+                _ => None,
+            },
+            &[],
+        )
+        .map(|s| s.admin.metrics_token.is_some())
+        .map_err(|e| e.to_string())
+    };
+    for (token, says) in [
+        ("", "empty"),
+        ("short-token", "at least 32"),
+        (&format!("{}\n", "m".repeat(40)), "visible ASCII"),
+        (&admin, "must differ from admin_token"),
+    ] {
+        let e = load(token).err().unwrap_or_default();
+        assert!(e.contains("metrics_token"), "{token:?}: {e}");
+        assert!(e.contains(says), "{token:?}: {e}");
+        assert!(token.is_empty() || !e.contains(token), "{e}");
+    }
+    assert_eq!(load(&"m".repeat(MIN_ADMIN_TOKEN_CHARS)), Ok(true));
+}
+
+#[test]
 fn flags_override_environment_which_overrides_the_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("t.toml");

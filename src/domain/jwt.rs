@@ -1,4 +1,5 @@
-//! JWT access tokens (RFC 9068) and the keys that sign them.
+//! JWT access tokens (RFC 9068), the keys that sign them, and the JWS signing that JWT
+//! introspection responses (RFC 9701) share with them.
 //!
 //! A JWT access token is a JWS in compact form with header `{"alg", "typ": "at+jwt", "kid"}` and
 //! the claims of [`AccessClaims`]. Tessera signs with Ed25519 (`EdDSA`) by default. Verification
@@ -27,6 +28,9 @@ use super::crypto::sha256;
 
 /// The `typ` header of access tokens (RFC 9068 §2.1).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
+/// The `typ` header of JWT introspection responses (RFC 9701 §5).
+pub const INTROSPECTION_TYP: &str = "token-introspection+jwt";
 
 /// Signing algorithms. Asymmetric only: never `none`, never HMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -342,14 +346,15 @@ struct Header {
     kid: Option<String>,
 }
 
-/// Signs `claims` with `key` into a compact JWS.
+/// Signs `claims` with `key` into a compact JWS with header `{"alg", "typ", "kid"}`: `typ` is
+/// [`ACCESS_TOKEN_TYP`] for access tokens, [`INTROSPECTION_TYP`] for introspection responses.
 ///
 /// # Errors
 /// Only if the claims cannot be serialised or the signer fails.
-pub fn encode(key: &SigningKey, claims: &AccessClaims) -> anyhow::Result<String> {
+pub fn encode(key: &SigningKey, typ: &str, claims: &impl Serialize) -> anyhow::Result<String> {
     let header = Header {
         alg: key.alg.as_str().to_owned(),
-        typ: Some(ACCESS_TOKEN_TYP.to_owned()),
+        typ: Some(typ.to_owned()),
         kid: Some(key.kid.clone()),
     };
     let mut out = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
@@ -478,7 +483,7 @@ mod tests {
 
     fn fixture_for(alg: Algorithm) -> Result<(SigningKey, String), Box<dyn std::error::Error>> {
         let (key, _) = SigningKey::generate(alg)?;
-        let token = encode(&key, &claims(1000))?;
+        let token = encode(&key, ACCESS_TOKEN_TYP, &claims(1000))?;
         Ok((key, token))
     }
 
@@ -512,7 +517,7 @@ mod tests {
         let (ps, pkcs8) = SigningKey::generate(Algorithm::Ps256)?;
         let rs = SigningKey::from_pkcs8(Algorithm::Rs256, &pkcs8)?;
         assert_eq!(ps.kid(), rs.kid());
-        let token = encode(&ps, &claims(1000))?;
+        let token = encode(&ps, ACCESS_TOKEN_TYP, &claims(1000))?;
         let (signed, sig) = token.rsplit_once('.').ok_or("shape")?;
         let sig = URL_SAFE_NO_PAD.decode(sig)?;
         assert!(ps.verify(signed.as_bytes(), &sig));

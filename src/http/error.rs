@@ -8,6 +8,7 @@
 //! | about one request field (an OAuth refusal naming it, or [`ServiceError::Invalid`]) | `422 {"<field>": "<reason>"}` | `400 {"error": "<code>", "error_description": …}` |
 //! | about the request as a whole | `400 {"error": "<code>", "error_description": …}` | same |
 //! | body too large | `413 {"error": "invalid_request", …}` | same |
+//! | `Accept` allows no answer the endpoint has (introspection) | `406 {"error": "invalid_request", …}` | same |
 //! | body not received within `body_timeout` | `408 {"error": "invalid_request", …}`, `Connection: close` | same |
 //! | store unavailable | `503` + `Retry-After`, `{"error": "temporarily_unavailable"}` | same |
 //! | lost a race with a concurrent change | `503` + `Retry-After`, as above | same |
@@ -46,6 +47,7 @@ enum Kind {
     Internal,
     NotFound(String),
     MethodNotAllowed,
+    NotAcceptable(String),
     Limited(super::limits::Limited),
 }
 
@@ -140,6 +142,17 @@ impl ApiError {
         Self {
             profile,
             kind: Kind::MethodNotAllowed,
+            basic_challenge: false,
+        }
+    }
+
+    /// No answer the request's `Accept` allows (`406`, the same in every profile);
+    /// `description` says what the endpoint can answer.
+    #[must_use]
+    pub fn not_acceptable(profile: Profile, description: String) -> Self {
+        Self {
+            profile,
+            kind: Kind::NotAcceptable(description),
             basic_challenge: false,
         }
     }
@@ -247,6 +260,9 @@ impl IntoResponse for ApiError {
                 "invalid_request",
                 "this endpoint does not accept this HTTP method",
             ),
+            Kind::NotAcceptable(what) => {
+                generic(StatusCode::NOT_ACCEPTABLE, "invalid_request", &what)
+            }
         }
     }
 }
@@ -284,6 +300,17 @@ impl AdminError {
             status: StatusCode::UNAUTHORIZED,
             code: "unauthorized",
             description: "a valid admin token is required (Authorization: Bearer …)".into(),
+        }
+    }
+
+    /// A `401 unauthorized` from `/metrics`: a `metrics_token` is configured and the request
+    /// does not carry it.
+    #[must_use]
+    pub fn metrics_unauthorized() -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            description: "the metrics token is required (Authorization: Bearer …)".into(),
         }
     }
 

@@ -74,6 +74,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         "scopes_supported": literal,
         "tessera_scope_templates": templates,
         "access_token_signing_alg_values_supported": t.keyring().algorithms(t.now()),
+        // JWT introspection responses (RFC 9701) are signed by the same keys.
+        "introspection_signing_alg_values_supported": t.keyring().algorithms(t.now()),
     }))
     .into_response()
 }

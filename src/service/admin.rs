@@ -6,6 +6,9 @@
 //! handed to the operator once — written to `<database file>.admin-token` (mode 0600) on the
 //! embedded SQLite default, printed to standard output otherwise. `tessera admin-token rotate`
 //! replaces it. Comparison is constant-time.
+//!
+//! `/metrics` has a credential of its own, `metrics_token` (read-only: it opens nothing else),
+//! or none: see [`Tessera::check_metrics_token`].
 
 use std::path::PathBuf;
 
@@ -116,5 +119,19 @@ impl Tessera {
             },
         };
         Ok(constant_time_eq(hash.as_bytes(), expected.as_bytes()))
+    }
+
+    /// Whether a request for `/metrics` presenting `presented` (a bearer token, if any) may
+    /// scrape: always when no `metrics_token` is configured, otherwise only with that token
+    /// (compared in constant time, as keyed hashes). The admin token is not a metrics token.
+    #[must_use]
+    pub fn check_metrics_token(&self, presented: Option<&str>) -> bool {
+        let Some(expected) = &self.metrics_token_hash else {
+            return true;
+        };
+        presented.is_some_and(|token| {
+            let hash = hex(&self.keys.hash_secret(token));
+            constant_time_eq(hash.as_bytes(), expected.as_bytes())
+        })
     }
 }

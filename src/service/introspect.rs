@@ -6,21 +6,59 @@
 //! Everything else, including "exists but not yours", is the same `{"active": false}`, so
 //! introspection reveals nothing about tokens a caller may not see. A refresh token is active
 //! while it can still be exchanged: unconsumed (or consumed within the grace window).
+//!
+//! The answer is JSON, or signed as a JWT introspection response (RFC 9701) when the caller
+//! asks for one ([`Tessera::sign_introspection`]).
+
+use serde::Serialize;
 
 use crate::domain::client::Client;
 use crate::domain::clock::UnixTime;
 use crate::domain::crypto::hex;
 use crate::domain::jwt;
 use crate::domain::token::{self, OpaqueKind};
-use crate::store::AccessKey;
+use crate::store::{AccessKey, AccessRecord};
 
 use super::{ServiceError, Tessera};
+
+/// Which kind of token was introspected: the response's `token_use`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenUse {
+    /// An access token.
+    Access,
+    /// A refresh token.
+    Refresh,
+}
+
+impl TokenUse {
+    /// `access_token` or `refresh_token` (the names of RFC 7009's `token_type_hint`, and the
+    /// `token_use` member ORY Hydra answers).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access_token",
+            Self::Refresh => "refresh_token",
+        }
+    }
+}
+
+/// The `token_type` of an active access token (RFC 7662 §2.2): its type in the sense of
+/// RFC 6749 §7.1, i.e. how a resource server must accept it. This is the one place that
+/// decides it, from the token's record: every access token Tessera issues, opaque or JWT, is
+/// a bearer token (RFC 6750). A refresh token has no `token_type`: it is never presented to a
+/// resource server.
+fn access_token_type(_record: &AccessRecord) -> &'static str {
+    "Bearer"
+}
 
 /// What introspection says about an active token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
-    /// `access_token` or `refresh_token`.
-    pub token_type: &'static str,
+    /// Access or refresh token (`token_use`).
+    pub token_use: TokenUse,
+    /// `token_type` (RFC 7662 §2.2): for access tokens, see [`access_token_type`]; `None` for
+    /// refresh tokens.
+    pub token_type: Option<&'static str>,
     /// Space-delimited scopes.
     pub scope: String,
     /// The client it was issued to (also `sub`).
@@ -76,7 +114,8 @@ impl Tessera {
                 return Ok(None);
             }
             return Ok(Some(TokenInfo {
-                token_type: "refresh_token",
+                token_use: TokenUse::Refresh,
+                token_type: None,
                 scope: r.scope,
                 client_id: r.client_id,
                 exp: r.expires_at,
@@ -106,7 +145,8 @@ impl Tessera {
             return Ok(None);
         }
         Ok(Some(TokenInfo {
-            token_type: "access_token",
+            token_use: TokenUse::Access,
+            token_type: Some(access_token_type(&a)),
             scope: a.scope,
             client_id: a.client_id,
             exp: a.expires_at,
@@ -116,5 +156,43 @@ impl Tessera {
             iss: self.policy.issuer.clone(),
             jti: a.id,
         }))
+    }
+}
+
+/// The claims of a JWT introspection response (RFC 9701 §5): who signed it, for whom, when,
+/// and the introspection response itself. `sub` and `exp` are left out (RFC 9701 §5 advises
+/// it), so the JWT cannot pass for an access token.
+#[derive(Serialize)]
+struct IntrospectionJwt<'a, R: Serialize> {
+    iss: &'a str,
+    aud: &'a str,
+    iat: UnixTime,
+    token_introspection: &'a R,
+}
+
+impl Tessera {
+    /// Signs `response` (the JSON introspection response, `{"active": false}` included) for
+    /// `caller` as a JWT introspection response (RFC 9701): a JWS with `typ`
+    /// `token-introspection+jwt`, signed by the active signing key (published in the JWKS),
+    /// with `iss` the issuer and `aud` the caller's client id.
+    ///
+    /// # Errors
+    /// Only internal ones: no active key, or the signer failed.
+    pub fn sign_introspection(
+        &self,
+        caller: &Client,
+        response: &impl Serialize,
+    ) -> Result<String, ServiceError> {
+        let claims = IntrospectionJwt {
+            iss: &self.policy.issuer,
+            aud: &caller.id,
+            iat: self.clock.now(),
+            token_introspection: response,
+        };
+        let ring = self.keyring();
+        let key = ring
+            .active()
+            .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
+        Ok(jwt::encode(key, jwt::INTROSPECTION_TYP, &claims)?)
     }
 }

@@ -127,6 +127,8 @@ pub struct Tessera {
     clock: Arc<dyn Clock>,
     policy: Policy,
     admin_token_hash: Option<String>,
+    /// The keyed hash of `metrics_token`, when one is configured.
+    metrics_token_hash: Option<String>,
 }
 
 impl std::fmt::Debug for Tessera {
@@ -188,6 +190,11 @@ impl Tessera {
             admin_token_hash: settings
                 .admin
                 .token
+                .as_ref()
+                .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
+            metrics_token_hash: settings
+                .admin
+                .metrics_token
                 .as_ref()
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,

@@ -359,7 +359,7 @@ impl Tessera {
                     .active()
                     .ok_or_else(|| anyhow::anyhow!("no active signing key"))?;
                 signing_kid = Some(key.kid().to_owned());
-                jwt::encode(key, &claims)?
+                jwt::encode(key, jwt::ACCESS_TOKEN_TYP, &claims)?
             }
         };
         let record = NewAccessToken {

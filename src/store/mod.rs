@@ -450,7 +450,13 @@ pub use postgres::redact_url;
 pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Arc<dyn Store>> {
     let url = settings.url.as_str();
     if is_postgres_url(url) {
-        let store = postgres::PostgresStore::open(url, settings.max_connections)
+        let tls = postgres::Tls {
+            mode: settings.ssl_mode,
+            root_cert: settings.ssl_root_cert.clone(),
+            cert: settings.ssl_cert.clone(),
+            key: settings.ssl_key.clone(),
+        };
+        let store = postgres::PostgresStore::open_with_tls(url, settings.max_connections, &tls)
             .await
             .with_context(|| format!("opening {}", postgres::redact_url(url)))?;
         return Ok(Arc::new(metered::Metered(store)));

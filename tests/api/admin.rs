@@ -18,8 +18,6 @@ async fn the_admin_api_needs_the_admin_token_and_is_not_on_the_public_listener()
         .admin_as("GET", "/admin/clients", None, Some("tes_ak_wrong"))
         .await;
     assert_eq!(r.status, 401);
-    let r = app.admin_as("GET", "/metrics", None, None).await;
-    assert_eq!(r.status, 401);
     assert_eq!(app.admin("GET", "/admin/clients", None).await.status, 200);
     // Nothing of it on the public listener, credential or not.
     for path in ["/admin/clients", "/admin/keys", "/admin/audit", "/metrics"] {
@@ -30,6 +28,61 @@ async fn the_admin_api_needs_the_admin_token_and_is_not_on_the_public_listener()
     }
     // Health is open on both.
     assert_eq!(app.admin_as("GET", "/readyz", None, None).await.status, 200);
+}
+
+#[tokio::test]
+async fn metrics_are_scraped_without_a_credential_by_default() {
+    let app = spawn_app().await;
+    let r = app.admin_as("GET", "/metrics", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")),
+        "{:?}",
+        r.header("content-type")
+    );
+    assert!(
+        r.text.contains("tessera_store_pool_connections"),
+        "{}",
+        r.text
+    );
+    // Still nothing of it on the public listener.
+    assert_eq!(app.get("/metrics", &[]).await.status, 404);
+}
+
+#[tokio::test]
+async fn with_a_metrics_token_only_that_token_scrapes_and_it_opens_nothing_else() {
+    const METRICS_TOKEN: &str = "tes_mt_a-read-only-token-for-the-prometheus-scraper";
+    let app = spawn_app_with(&[("metrics_token", METRICS_TOKEN)]).await;
+    let r = app.admin_as("GET", "/metrics", None, None).await;
+    assert_oauth_error(&r, 401, "unauthorized");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"tessera-admin\"")
+    );
+    assert!(!r.text.contains("tessera_"), "{}", r.text);
+    // The admin token is not a metrics token.
+    let r = app.admin("GET", "/metrics", None).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    let wrong = format!("{METRICS_TOKEN}x");
+    let r = app.admin_as("GET", "/metrics", None, Some(&wrong)).await;
+    assert_eq!(r.status, 401);
+    let r = app
+        .admin_as("GET", "/metrics", None, Some(METRICS_TOKEN))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains("tessera_http_requests_total"), "{}", r.text);
+    // The metrics token opens no admin endpoint.
+    for (method, path) in [
+        ("GET", "/admin/clients"),
+        ("GET", "/admin/keys"),
+        ("GET", "/admin/audit"),
+        ("POST", "/admin/keys/rotate"),
+    ] {
+        let r = app.admin_as(method, path, None, Some(METRICS_TOKEN)).await;
+        assert_oauth_error(&r, 401, "unauthorized");
+    }
+    assert_eq!(app.admin("GET", "/admin/clients", None).await.status, 200);
 }
 
 #[tokio::test]

@@ -74,6 +74,20 @@ pub async fn spawn_app_pg(extra: &[(&str, &str)]) -> Option<TestApp> {
     Some(spawn_on(dir, url, Some(new_master_key()), Some(db), extra).await)
 }
 
+/// Spawns the app in-process on the PostgreSQL database `database_url` (which the caller
+/// provides and cleans up), with a fresh master key.
+pub async fn spawn_app_on_url(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    spawn_on(
+        dir,
+        database_url.to_owned(),
+        Some(new_master_key()),
+        None,
+        extra,
+    )
+    .await
+}
+
 async fn spawn_on(
     dir: tempfile::TempDir,
     database_url: String,

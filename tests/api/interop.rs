@@ -89,6 +89,10 @@ async fn an_oauth2_library_obtains_refreshes_introspects_and_revokes_tokens() {
         .expect("introspect");
     assert!(info.active());
     assert_eq!(info.client_id().unwrap().as_str(), c.id);
+    assert_eq!(
+        info.token_type(),
+        Some(&oauth2::basic::BasicTokenType::Bearer)
+    );
 
     // The oauth2 crate refuses to send revocation requests over plain http (RFC 7009 §2.1
     // requires TLS), and the test server speaks http on loopback: check that refusal, then

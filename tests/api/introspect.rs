@@ -31,7 +31,9 @@ async fn active_tokens_introspect_with_their_claims() {
         let t = app.grant(&c, "/ping.read /accounts.read").await;
         let v = introspect(&app, &c, t["access_token"].as_str().unwrap()).await;
         assert_eq!(v["active"], true, "{format}: {v}");
-        assert_eq!(v["token_type"], "access_token");
+        // RFC 7662 §2.2: the access token's type (RFC 6749 §7.1), whatever its format.
+        assert_eq!(v["token_type"], "Bearer");
+        assert_eq!(v["token_use"], "access_token");
         assert_eq!(v["scope"], "/ping.read /accounts.read");
         assert_eq!(v["client_id"], c.id);
         assert_eq!(v["sub"], c.id);
@@ -43,7 +45,9 @@ async fn active_tokens_introspect_with_their_claims() {
 
         let v = introspect(&app, &c, t["refresh_token"].as_str().unwrap()).await;
         assert_eq!(v["active"], true, "{v}");
-        assert_eq!(v["token_type"], "refresh_token");
+        // A refresh token has no token type; its kind is in token_use.
+        assert!(v.get("token_type").is_none(), "{v}");
+        assert_eq!(v["token_use"], "refresh_token");
         assert_eq!(v["scope"], "/ping.read /accounts.read");
         assert!(v["exp"].as_i64().unwrap() > now() + 29 * 24 * 3600);
     }

@@ -1,6 +1,7 @@
 //! The admin API: clients, keys, bulk revocation, audit, metrics — on its own listener
 //! (`admin_listen`, loopback by default), never on the public one, behind
-//! `Authorization: Bearer <admin token>` (see [`crate::service::admin`]).
+//! `Authorization: Bearer <admin token>` (see [`crate::service::admin`]); `/metrics` behind its
+//! own read-only `metrics_token`, or nothing ([`require_metrics`]).
 //!
 //! JSON in, JSON out. Errors are `{"error": "<code>", "error_description": "…"}` with 400
 //! (bad input), 401 (no or wrong credential), 404 (no such client or key), 408 (body not
@@ -39,19 +40,23 @@ use super::openapi::GenericError;
 /// What every admin handler answers.
 type AdminResult = Result<Response, AdminError>;
 
+/// The token of an `Authorization: Bearer …` header, if the request has one.
+fn bearer(req: &Request) -> Option<String> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim().to_owned())
+}
+
 /// Requires the admin bearer token.
 pub async fn require_admin(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim().to_owned());
+    let presented = bearer(&req);
     let ok = match presented {
         Some(token) => match state.tessera.check_admin_token(&token).await {
             Ok(ok) => ok,
@@ -67,7 +72,24 @@ pub async fn require_admin(
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+/// Guards `/metrics`. Without a configured `metrics_token` it is open: the admin listener is on
+/// loopback or a private interface, where Prometheus scrapes it without a credential. With one,
+/// only `Authorization: Bearer <metrics_token>` opens it, never the admin token, which can
+/// create clients and so must not sit in a scraper's configuration.
+pub async fn require_metrics(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.tessera.check_metrics_token(bearer(&req).as_deref()) {
+        next.run(req).await
+    } else {
+        tracing::warn!("metrics: missing or wrong metrics token");
+        AdminError::metrics_unauthorized().into_response()
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, description = "`metrics_token` is configured, and the request does not carry it", body = GenericError), (status = 503, description = "Metrics unavailable", body = GenericError)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     crate::http::metrics::render(&state.tessera)
 }
@@ -97,13 +119,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/keys/{kid}/retire", post(retire_key))
         .route("/admin/keys/{kid}/revoke", post(revoke_key))
         .route("/admin/audit", get(audit))
-        .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_admin,
         ));
+    let scraped =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_metrics,
+            ));
     Router::new()
         .merge(protected)
+        .merge(scraped)
         .route("/openapi.json", get(crate::http::openapi::admin))
         .route("/healthz", get(crate::http::wellknown::healthz))
         .route("/readyz", get(crate::http::wellknown::readyz))

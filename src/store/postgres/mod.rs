@@ -39,6 +39,7 @@ mod lookups;
 mod maintenance;
 mod revocations;
 mod rotations;
+mod tls;
 mod tokens;
 
 use std::future::Future;
@@ -54,6 +55,7 @@ use grants::Grants;
 use lookups::{AccessLookups, ClientLookups, RefreshLookups};
 use revocations::Revocations;
 use rotations::Rotations;
+pub use tls::{SslMode, Tls};
 
 /// How long a request waits for a pooled connection (including opening a new one) before the
 /// store reports itself unavailable.
@@ -128,6 +130,17 @@ impl PostgresStore {
     /// # Errors
     /// A malformed URL, or a database that does not answer.
     pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        Self::open_with_tls(url, max_connections, &Tls::default()).await
+    }
+
+    /// [`Self::open`] with the `database_ssl*` settings laid over the URL's ([`Tls`]).
+    /// The first connection is made here, so a certificate that does not verify (a wrong CA,
+    /// or under `verify-full` a certificate for another host) fails the start with the TLS
+    /// error, at once: it is not retried.
+    ///
+    /// # Errors
+    /// As [`Self::open`], and unreadable certificate files.
+    pub async fn open_with_tls(url: &str, max_connections: u32, tls: &Tls) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
                 StoreError::Other(anyhow::anyhow!(
@@ -136,6 +149,15 @@ impl PostgresStore {
                 ))
             })?
             .application_name("tessera");
+        let (options, mode) = tls
+            .apply(url, options)
+            .map_err(|e| StoreError::Other(anyhow::anyhow!(e)))?;
+        let target = format!(
+            "PostgreSQL at {}:{} (sslmode {})",
+            options.get_host(),
+            options.get_port(),
+            mode
+        );
         let request_options = options.clone().options([
             ("statement_timeout", STATEMENT_TIMEOUT_MS),
             (
@@ -182,7 +204,13 @@ impl PostgresStore {
                     .await
                     .map_err(map_err)
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::Unavailable(m) => StoreError::Unavailable(format!("{target}: {m}")),
+                StoreError::Other(e) => StoreError::Other(e.context(target.clone())),
+                other => other,
+            })?;
+        tracing::debug!(target = %target, "connected");
         if sync == "off" {
             tracing::warn!(
                 "PostgreSQL synchronous_commit is off: a token answered 200 may be lost if the \
