@@ -406,6 +406,41 @@ async fn jwskate_verifies_jwt_access_tokens_signed_with_eddsa_es256_rs256_and_ps
     }
 }
 
+#[tokio::test]
+async fn oauth4webapi_verifies_jwt_introspection_responses_signed_with_every_algorithm() {
+    if !installed(Lib::Node) {
+        return;
+    }
+    for alg in ["EdDSA", "ES256", "RS256", "PS256"] {
+        let app = spawn_app_with(&[("signing_alg", alg)]).await;
+        let c = register(
+            &app,
+            json!({"name": "interop RFC 9701", "scopes": "/ping.read", "profile": "rfc6749"}),
+        )
+        .await;
+        let v = run(
+            Lib::Node,
+            &["introspection-jwt"],
+            &secret_env(&app, &c, "/ping.read"),
+        )
+        .await;
+        assert_eq!(
+            v["introspection_signing_alg_values_supported"],
+            json!([alg]),
+            "{v}"
+        );
+        for ct in v["content_types"].as_array().expect("content types") {
+            assert_eq!(ct, "application/token-introspection+jwt", "{v}");
+        }
+        let access = &v["introspect_access"];
+        assert_eq!(access["active"], true, "{v}");
+        assert_eq!(access["client_id"], c.id.as_str(), "{v}");
+        assert_eq!(access["token_type"], "Bearer", "{v}");
+        assert_eq!(v["introspect_refresh"]["active"], true, "{v}");
+        assert_eq!(v["after_revoke"], json!({"active": false}), "{v}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Issue 16: keys instead of shared secrets, and tokens bound to their holder.
 

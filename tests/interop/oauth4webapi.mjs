@@ -12,6 +12,7 @@
 //                     refresh_token, introspection, revocation, refresh-token reuse
 //   jwt               a JWT access token checked by jose against the discovered JWKS and by
 //                     oauth4webapi's RFC 9068 validator
+//   introspection-jwt introspection answers as signed JWTs (RFC 9701), verified by the library
 //   private-key-jwt   the same grants, introspection and revocation with private_key_jwt
 //   dpop              DPoP-bound tokens (RFC 9449), authenticated with private_key_jwt
 //   capture           one client_credentials request (private_key_jwt if TESSERA_CLIENT_KEY is
@@ -219,6 +220,28 @@ async function jwt() {
   out.tampered = await refused(() => jose.jwtVerify(`${h}.${forged}.${s}`, jwks, { issuer: as.issuer }));
   }
 
+/** RFC 9701: introspection answered as a signed JWT, which the library verifies. */
+async function introspectionJwt() {
+  const as = await discover();
+  const c = client();
+  const basic = oauth.ClientSecretBasic(env('TESSERA_CLIENT_SECRET'));
+  out.introspection_signing_alg_values_supported = as.introspection_signing_alg_values_supported;
+  const signed = async (token) => {
+    const res = await oauth.introspectionRequest(as, c, basic, token, { requestJwtResponse: true, ...insecure });
+    out.content_types = [...(out.content_types ?? []), res.headers.get('content-type')];
+    return oauth.processIntrospectionResponse(as, c, res);
+  };
+
+  step('client_credentials');
+  const t = await clientCredentials(as, c, basic, env('TESSERA_SCOPE', '/ping.read'));
+  step('introspection as a JWT');
+  out.introspect_access = await signed(t.access_token);
+  out.introspect_refresh = await signed(t.refresh_token);
+  step('revocation, then introspection as a JWT');
+  await revoke(as, c, basic, t.refresh_token);
+  out.after_revoke = await signed(t.access_token);
+}
+
 async function privateKeyJwtFlow() {
   const as = await discover();
   const c = client();
@@ -342,6 +365,14 @@ async function capture() {
   out.token = summary(t);
 }
 
-const flows = { keygen, secrets, jwt, 'private-key-jwt': privateKeyJwtFlow, dpop, capture };
+const flows = {
+  keygen,
+  secrets,
+  jwt,
+  'introspection-jwt': introspectionJwt,
+  'private-key-jwt': privateKeyJwtFlow,
+  dpop,
+  capture,
+};
 
 await main(flows);
