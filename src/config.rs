@@ -356,7 +356,8 @@ settings! {
         /// Public listen address.
         listen: String = "127.0.0.1:8080".to_owned(), Serve;
         /// Issuer URL (`iss`).
-        issuer: Option<String> = None, Serve, unset "`http://<bound listen address>`";
+        issuer: Option<String> = None, Serve,
+            unset "`http://<bound listen address>` (`https://` with `tls_cert`)";
         /// Log format: text or json.
         log_format: LogFormat = LogFormat::Text, Serve;
         /// Largest accepted request body, bytes.
@@ -467,6 +468,24 @@ settings! {
         /// A read-only credential that alone opens `/metrics` (the admin token does not);
         /// when unset, `/metrics` needs none.
         metrics_token: Option<Secret> = None, No, unset "none: `/metrics` is open";
+    }
+
+    /// Native TLS on the listeners, and where client certificates come from (docs/tls.md).
+    tls: TlsSettings {
+        /// PEM file of the public listener's certificate chain, leaf first; with `tls_key`,
+        /// the public listener serves https.
+        cert as "tls_cert": Option<PathBuf> = None, Serve;
+        /// PEM file of the private key of `tls_cert` (PKCS#8, RSA or SEC1, unencrypted).
+        key as "tls_key": Option<PathBuf> = None, Serve;
+        /// PEM file of the admin listener's certificate chain.
+        admin_cert as "admin_tls_cert": Option<PathBuf> = None, No, unset "`tls_cert`";
+        /// PEM file of the private key of `admin_tls_cert`.
+        admin_key as "admin_tls_key": Option<PathBuf> = None, No, unset "`tls_key`";
+        /// Request header in which a TLS-terminating proxy passes the client certificate
+        /// (URL-encoded PEM), honoured only from `tls_client_cert_proxies`.
+        client_cert_header as "tls_client_cert_header": Option<String> = None, No;
+        /// Addresses or networks of the proxies whose `tls_client_cert_header` is trusted.
+        client_cert_proxies as "tls_client_cert_proxies": Vec<String> = Vec::new(), No;
     }
 }
 
@@ -581,16 +600,106 @@ impl Settings {
                 );
             }
         }
+        self.tls.validate()?;
         Ok(())
     }
 
-    /// The issuer URL, explicit or derived from the listen address.
+    /// The issuer URL, explicit or derived from the listen address (`https://` when the
+    /// public listener serves TLS).
     #[must_use]
     pub fn issuer(&self) -> String {
         self.server
             .issuer
             .clone()
-            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+            .unwrap_or_else(|| format!("{}://{}", self.tls.scheme(), self.server.listen))
+    }
+}
+
+impl TlsSettings {
+    /// The public listener's certificate and key files; `None` for plain http.
+    #[must_use]
+    pub fn public_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        Some(crate::http::tls::TlsFiles {
+            cert: self.cert.clone()?,
+            key: self.key.clone()?,
+        })
+    }
+
+    /// The admin listener's: its own when set, else the public listener's.
+    #[must_use]
+    pub fn admin_files(&self) -> Option<crate::http::tls::TlsFiles> {
+        match (&self.admin_cert, &self.admin_key) {
+            (Some(cert), Some(key)) => Some(crate::http::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => self.public_files(),
+        }
+    }
+
+    /// `https` when the public listener serves TLS, else `http`.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.public_files().is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The trusted proxy header, when configured.
+    ///
+    /// # Errors
+    /// The header name or a proxy address is not valid.
+    pub fn proxy_cert_header(&self) -> anyhow::Result<Option<crate::http::tls::ProxyCertHeader>> {
+        let Some(name) = &self.client_cert_header else {
+            return Ok(None);
+        };
+        let name = axum::http::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            anyhow::anyhow!("tls_client_cert_header: {name:?} is not a header name")
+        })?;
+        let proxies = self
+            .client_cert_proxies
+            .iter()
+            .map(|p| {
+                crate::http::tls::proxy_network(p)
+                    .map_err(|e| anyhow::anyhow!("tls_client_cert_proxies: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(crate::http::tls::ProxyCertHeader { name, proxies }))
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (cert, key, cert_name, key_name) in [
+            (&self.cert, &self.key, "tls_cert", "tls_key"),
+            (
+                &self.admin_cert,
+                &self.admin_key,
+                "admin_tls_cert",
+                "admin_tls_key",
+            ),
+        ] {
+            match (cert, key) {
+                (Some(_), None) => {
+                    bail!("{cert_name} is set without {key_name}: set both or neither")
+                }
+                (None, Some(_)) => {
+                    bail!("{key_name} is set without {cert_name}: set both or neither")
+                }
+                _ => {}
+            }
+        }
+        let header = self.proxy_cert_header()?;
+        if header.as_ref().is_some_and(|h| h.proxies.is_empty()) {
+            bail!(
+                "tls_client_cert_header is set but tls_client_cert_proxies is empty: list the \
+                 addresses of the proxies that set the header (anyone else could send it)"
+            );
+        }
+        if header.is_none() && !self.client_cert_proxies.is_empty() {
+            bail!("tls_client_cert_proxies is set without tls_client_cert_header");
+        }
+        Ok(())
     }
 }
 

@@ -206,7 +206,8 @@ fn a_documented_default_flag_or_setting_that_differs_from_the_code_is_named() {
         "`refresh_ttl`: the table says environment variable `TESSERA_REFRESH`, the code \
          `TESSERA_REFRESH_TTL`",
         "`refresh_ttl`: the table says flag —, the code `--refresh-ttl`",
-        "`issuer`: the table says default none, the code `http://<bound listen address>`",
+        "`issuer`: the table says default none, the code `http://<bound listen address>` \
+         (`https://` with `tls_cert`)",
         "the table documents `acess_ttl`, which is not a setting",
         "the table has no row for the setting `listen`",
     ] {
@@ -263,4 +264,60 @@ fn master_key_is_not_shown_by_debug() -> anyhow::Result<()> {
     let s = Settings::load_from(None, env, &[])?;
     assert!(!format!("{s:?}").contains("c2VjcmV0"));
     Ok(())
+}
+
+#[test]
+fn tls_settings_come_in_pairs_and_a_proxy_header_needs_its_proxies() {
+    let load = |flags: &[(&str, &str)]| {
+        let flags: Vec<(&str, String)> = flags.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        Settings::load_from(None, |_| None, &flags).map_err(|e| format!("{e:#}"))
+    };
+    let e = load(&[("tls_cert", "c.pem")]).unwrap_err();
+    assert!(e.contains("tls_cert is set without tls_key"), "{e}");
+    let e = load(&[("tls_key", "k.pem")]).unwrap_err();
+    assert!(e.contains("tls_key is set without tls_cert"), "{e}");
+    let e = load(&[("admin_tls_key", "k.pem")]).unwrap_err();
+    assert!(
+        e.contains("admin_tls_key is set without admin_tls_cert"),
+        "{e}"
+    );
+    let e = load(&[("tls_client_cert_header", "X-Client-Cert")]).unwrap_err();
+    assert!(e.contains("tls_client_cert_proxies is empty"), "{e}");
+    let e = load(&[
+        ("tls_client_cert_header", "X Client Cert"),
+        ("tls_client_cert_proxies", "10.0.0.1"),
+    ])
+    .unwrap_err();
+    assert!(e.contains("is not a header name"), "{e}");
+    let e = load(&[
+        ("tls_client_cert_header", "X-Client-Cert"),
+        ("tls_client_cert_proxies", "10.0.0.1 proxy.local"),
+    ])
+    .unwrap_err();
+    assert!(
+        e.contains("\"proxy.local\" is not an IP address or network"),
+        "{e}"
+    );
+    let e = load(&[("tls_client_cert_proxies", "10.0.0.1")]).unwrap_err();
+    assert!(e.contains("without tls_client_cert_header"), "{e}");
+
+    let s = load(&[
+        ("listen", "127.0.0.1:9"),
+        ("tls_cert", "c.pem"),
+        ("tls_key", "k.pem"),
+    ])
+    .unwrap();
+    assert_eq!(s.issuer(), "https://127.0.0.1:9");
+    assert_eq!(s.tls.admin_files(), s.tls.public_files());
+    let s = load(&[
+        ("tls_cert", "c.pem"),
+        ("tls_key", "k.pem"),
+        ("admin_tls_cert", "ac.pem"),
+        ("admin_tls_key", "ak.pem"),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.tls.admin_files().map(|f| f.cert),
+        Some(std::path::PathBuf::from("ac.pem"))
+    );
 }

@@ -4,7 +4,7 @@
 //! [`Application`] follows the build → port → run shape: it binds its listener first (port 0
 //! works, which is how the tests run), then serves until the shutdown future completes, letting
 //! in-flight requests finish. [`server`] is the accept loop both listeners run, with the
-//! connection timeouts and caps.
+//! connection timeouts and caps; [`tls`] is their optional native TLS.
 
 pub mod admin;
 pub mod auth;
@@ -18,6 +18,7 @@ pub mod ping;
 pub mod request;
 pub mod revoke;
 pub mod server;
+pub mod tls;
 pub mod token;
 pub mod wellknown;
 
@@ -103,15 +104,19 @@ pub struct Application {
     token_retention: u32,
     public_rules: server::Rules,
     admin_rules: server::Rules,
+    public_transport: server::Transport,
+    admin_transport: server::Transport,
 }
 
 impl Application {
-    /// Binds both listeners and opens the application. When no issuer is configured, it is
-    /// `http://<bound address>`.
+    /// Loads the TLS certificates (if any), binds both listeners and opens the application.
+    /// When no issuer is configured, it is `http://<bound address>` (`https://` with TLS).
     ///
     /// # Errors
-    /// An address cannot be bound, or [`Tessera::open`] fails.
+    /// A TLS certificate or key does not load (see [`tls::load`]), an address cannot be
+    /// bound, or [`Tessera::open`] fails.
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let (public_transport, admin_transport) = transports(&settings)?;
         let listener = TcpListener::bind(&settings.server.listen)
             .await
             .with_context(|| format!("binding {}", settings.server.listen))?;
@@ -120,7 +125,15 @@ impl Application {
             .with_context(|| format!("binding the admin listener {}", settings.admin.listen))?;
         let addr = listener.local_addr()?;
         if settings.server.issuer.is_none() {
-            settings.server.issuer = Some(format!("http://{addr}"));
+            settings.server.issuer = Some(format!("{}://{addr}", settings.tls.scheme()));
+        }
+        if public_transport.tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                addr = %addr,
+                "the public listener serves plain http on a non-loopback address: clients' \
+                 secrets and tokens cross the network in clear unless a TLS-terminating proxy \
+                 is in front; set tls_cert and tls_key to serve https (docs/tls.md)"
+            );
         }
         metrics::install();
         let (public_rules, admin_rules) = connection_rules(&settings);
@@ -148,6 +161,8 @@ impl Application {
             token_retention: settings.cleanup.token_retention,
             public_rules,
             admin_rules,
+            public_transport,
+            admin_transport,
         })
     }
 
@@ -190,6 +205,14 @@ impl Application {
         });
         let limits = tokio::spawn(limits_upkeep_loop(state.clone(), self.cleanup_interval));
         let reload = tokio::spawn(key_reload_loop(state.clone()));
+        let tls_listeners: Vec<_> = [&self.public_transport.tls, &self.admin_transport.tls]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        // Also without TLS, so that SIGHUP (a `systemctl reload`, a closed terminal) does not
+        // end the server.
+        let tls_reload = tokio::spawn(tls::reload_loop(tls_listeners));
         let upkeep = tokio::spawn(async {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -200,6 +223,8 @@ impl Application {
             addr = %self.listener.local_addr()?,
             admin = %self.admin_listener.local_addr()?,
             issuer = %state.tessera.policy().issuer,
+            tls = self.public_transport.tls.is_some(),
+            admin_tls = self.admin_transport.tls.is_some(),
             max_connections = self.public_rules.max_connections,
             admin_max_connections = self.admin_rules.max_connections,
             "serving"
@@ -228,6 +253,7 @@ impl Application {
             "public",
             router(state.clone()),
             self.public_rules,
+            self.public_transport,
             stop_rx.clone(),
         );
         let admin = server::serve(
@@ -235,6 +261,7 @@ impl Application {
             "admin",
             admin::router(state.clone()),
             self.admin_rules,
+            self.admin_transport,
             stop_rx.clone(),
         );
         let both = async { tokio::join!(public, admin) };
@@ -252,10 +279,40 @@ impl Application {
         cleanup.abort();
         limits.abort();
         reload.abort();
+        tls_reload.abort();
         upkeep.abort();
         state.tessera.close().await;
         Ok(())
     }
+}
+
+/// Each listener's transport: TLS from its certificate files, if any (the admin listener's
+/// own, else the public one's), and on the public listener the trusted proxy header. The
+/// public listener asks for client certificates; the admin listener does not.
+fn transports(settings: &Settings) -> anyhow::Result<(server::Transport, server::Transport)> {
+    let public_tls = settings
+        .tls
+        .public_files()
+        .map(|files| tls::Tls::open("public", files, true))
+        .transpose()
+        .context("the public listener's TLS certificate")?;
+    let admin_tls = settings
+        .tls
+        .admin_files()
+        .map(|files| tls::Tls::open("admin", files, false))
+        .transpose()
+        .context("the admin listener's TLS certificate")?;
+    let cert_header = settings.tls.proxy_cert_header()?.map(Arc::new);
+    Ok((
+        server::Transport {
+            tls: public_tls,
+            cert_header,
+        },
+        server::Transport {
+            tls: admin_tls,
+            cert_header: None,
+        },
+    ))
 }
 
 /// Each listener's connection rules. The public cap, when not configured, leaves the

@@ -1,12 +1,13 @@
 //! Tessera's accept loop: HTTP/1.1 over hyper with the connection rules `axum::serve` lacks.
 //!
-//! Each listener runs [`serve`]. Per listener and per connection it enforces
-//! (docs/operating.md, "Connections and timeouts"):
+//! Each listener runs [`serve`], over plain TCP or over TLS ([`Transport`], docs/tls.md). Per
+//! listener and per connection it enforces (docs/operating.md, "Connections and timeouts"):
 //!
 //! - **Header timeout.** A connection must deliver a request's complete headers within
-//!   `header_timeout` of its first byte (of being accepted, for its first request). Otherwise it
-//!   is closed without a response: the request line may not even be known, and a client this slow
-//!   is more likely an attack than a peer that would read an answer.
+//!   `header_timeout` of its first byte (of being accepted, for its first request; on a TLS
+//!   listener the handshake counts toward that, so a slow handshake cannot hold a slot longer).
+//!   Otherwise it is closed without a response: the request line may not even be known, and a
+//!   client this slow is more likely an attack than a peer that would read an answer.
 //! - **Body timeout.** A request body must arrive whole within `body_timeout` of its headers.
 //!   The body then fails with [`BodyTimeout`]; the OAuth endpoints and the admin API answer
 //!   `408` with `Connection: close`, in their error shape.
@@ -26,6 +27,11 @@
 //! The header and idle timeouts are checked by each connection's task every [`tick`] (a quarter
 //! of the shorter timeout, at most a second), so a connection is closed between the timeout and
 //! the timeout plus one tick. A request being handled is never cut off by them.
+//!
+//! On a TLS listener, the client certificate a connection presented is added to each of its
+//! requests as a [`ClientCertificate`] extension; with a trusted proxy header configured,
+//! requests from the proxies' addresses get it from that header instead (and the header is
+//! removed from every request, trusted or not).
 //!
 //! Shutdown: once `stop` turns true, the listener stops accepting and closes, every connection
 //! is told to finish (hyper answers the request in flight, then closes; an idle connection closes
@@ -54,6 +60,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::tls::{ClientCertificate, ProxyCert, ProxyCertHeader, Tls};
+
 /// How long a listener stops accepting after an error that is not about one connection.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
@@ -79,6 +87,16 @@ pub struct Rules {
     pub idle_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+}
+
+/// How a listener's connections are carried: TLS or not, and where client certificates come
+/// from.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// TLS, when the listener has a certificate.
+    pub tls: Option<Arc<Tls>>,
+    /// The trusted proxy header carrying the client certificate, when configured.
+    pub cert_header: Option<Arc<ProxyCertHeader>>,
 }
 
 /// How often a connection checks its header and idle timeouts.
@@ -145,6 +163,7 @@ pub async fn serve(
     name: &'static str,
     router: Router,
     rules: Rules,
+    transport: Transport,
     mut stop: watch::Receiver<bool>,
 ) {
     // Every connection task holds a clone of `open_rx`; `open_tx.closed()` is the moment the
@@ -182,14 +201,14 @@ pub async fn serve(
                 }
                 let held = OpenConnection::new(open.clone(), name);
                 let conn = Connection {
-                    stream,
                     peer,
                     name,
                     rules,
                     builder: builder.clone(),
                     service: service.clone(),
+                    transport: transport.clone(),
                 };
-                tokio::spawn(conn.run(stop.clone(), open_rx.clone(), held));
+                tokio::spawn(conn.run(stream, stop.clone(), open_rx.clone(), held));
             }
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
@@ -269,24 +288,79 @@ impl Drop for OpenConnection {
 
 /// One accepted connection, before it is served.
 struct Connection {
-    stream: TcpStream,
     peer: SocketAddr,
     name: &'static str,
     rules: Rules,
     builder: hyper::server::conn::http1::Builder,
     service: TowerToHyperService<Router>,
+    transport: Transport,
 }
 
 impl Connection {
     async fn run(
         self,
+        stream: TcpStream,
         mut stop: watch::Receiver<bool>,
         _open: watch::Receiver<()>,
         _held: OpenConnection,
     ) {
+        // Started before any TLS handshake, so that the first request's header timeout covers
+        // the handshake too.
         let activity = Arc::new(Activity::new());
+        let Some(tls) = self.transport.tls.clone() else {
+            self.serve(stream, activity, None, stop).await;
+            return;
+        };
+        let peer = self.peer;
+        let handshake = tls.acceptor().accept(stream);
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            accepted = tokio::time::timeout(self.rules.header_timeout, handshake) => accepted,
+        };
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                metrics::counter!("tessera_tls_handshake_failures_total", "listener" => self.name)
+                    .increment(1);
+                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!(
+                    "tessera_http_connections_timed_out_total",
+                    "listener" => self.name,
+                    "timeout" => "header"
+                )
+                .increment(1);
+                tracing::debug!(peer = %peer, "closing a connection whose TLS handshake did not finish within the header timeout");
+                return;
+            }
+        };
+        let cert = super::tls::peer_certificate(stream.get_ref().1);
+        if let Some(c) = &cert {
+            tracing::debug!(
+                peer = %peer,
+                sha256 = %crate::domain::crypto::hex(&c.sha256()),
+                "TLS client certificate presented"
+            );
+        }
+        self.serve(stream, activity, cert.map(Arc::new), stop).await;
+    }
+
+    /// Serves HTTP/1.1 on `stream` (the socket, or the TLS stream over it) until the
+    /// connection ends, a timeout closes it, or shutdown has let it finish.
+    async fn serve<S>(
+        self,
+        stream: S,
+        activity: Arc<Activity>,
+        client_cert: Option<Arc<ClientCertificate>>,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let io = TokioIo::new(TrackedStream {
-            stream: self.stream,
+            stream,
             activity: activity.clone(),
         });
         let service = ConnService {
@@ -294,6 +368,8 @@ impl Connection {
             peer: self.peer,
             activity: activity.clone(),
             body_timeout: self.rules.body_timeout,
+            client_cert,
+            cert_header: self.transport.cert_header,
         };
         let conn = self.builder.serve_connection(io, service);
         let mut conn = std::pin::pin!(conn);
@@ -401,13 +477,13 @@ impl Drop for Busy {
     }
 }
 
-/// The socket, noting every read that brings bytes.
-struct TrackedStream {
-    stream: TcpStream,
+/// The stream, noting every read that brings bytes.
+struct TrackedStream<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for TrackedStream {
+impl<S: AsyncRead + Unpin> AsyncRead for TrackedStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -423,7 +499,7 @@ impl AsyncRead for TrackedStream {
     }
 }
 
-impl AsyncWrite for TrackedStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for TrackedStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -454,13 +530,49 @@ impl AsyncWrite for TrackedStream {
 }
 
 /// The router as one connection's hyper service: it adds the peer address
-/// (`ConnectInfo<SocketAddr>`), times the body, and marks the connection busy meanwhile.
+/// (`ConnectInfo<SocketAddr>`) and the client certificate ([`ClientCertificate`]), times the
+/// body, and marks the connection busy meanwhile.
 #[derive(Clone)]
 struct ConnService {
     inner: TowerToHyperService<Router>,
     peer: SocketAddr,
     activity: Arc<Activity>,
     body_timeout: Duration,
+    /// The certificate the TLS client presented.
+    client_cert: Option<Arc<ClientCertificate>>,
+    cert_header: Option<Arc<ProxyCertHeader>>,
+}
+
+impl ConnService {
+    /// The request's client certificate: from the trusted header when the peer is a configured
+    /// proxy (the proxy's own TLS certificate, if any, is not the client's), else the
+    /// connection's. The header is removed either way, so that nothing after this reads an
+    /// untrusted copy.
+    fn client_certificate(&self, headers: &mut axum::http::HeaderMap) -> Option<ClientCertificate> {
+        let Some(header) = &self.cert_header else {
+            return self.client_cert.as_deref().cloned();
+        };
+        let trusted = header.trusts(self.peer.ip());
+        let cert = if trusted {
+            match header.read(headers) {
+                ProxyCert::Present(c) => Some(c),
+                ProxyCert::Absent => None,
+                ProxyCert::Invalid(why) => {
+                    tracing::warn!(
+                        peer = %self.peer,
+                        header = %header.name,
+                        why,
+                        "ignoring a client certificate header from a trusted proxy that does not hold a certificate"
+                    );
+                    None
+                }
+            }
+        } else {
+            self.client_cert.as_deref().cloned()
+        };
+        headers.remove(&header.name);
+        cert
+    }
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnService {
@@ -472,6 +584,9 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let busy = Busy::enter(self.activity.clone());
         let (mut parts, body) = req.into_parts();
         parts.extensions.insert(ConnectInfo(self.peer));
+        if let Some(cert) = self.client_certificate(&mut parts.headers) {
+            parts.extensions.insert(cert);
+        }
         let body = if body.is_end_stream() {
             Body::new(body)
         } else {

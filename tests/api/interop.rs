@@ -12,10 +12,10 @@ use crate::helpers::*;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct HttpError(String);
+pub struct HttpError(String);
 
-/// The oauth2 crate's HTTP hook, implemented with reqwest.
-async fn send(
+/// The oauth2 crate's HTTP hook, implemented with reqwest (the TLS tests use it too).
+pub async fn send(
     http: reqwest::Client,
     req: oauth2::HttpRequest,
 ) -> Result<oauth2::HttpResponse, HttpError> {

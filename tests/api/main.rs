@@ -41,4 +41,5 @@ mod revoke;
 mod robustness;
 mod stalls;
 mod storage;
+mod tls;
 mod token;
