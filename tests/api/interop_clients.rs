@@ -238,10 +238,9 @@ fn lower(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_ascii_lowercase()
 }
 
-/// The checks common to every library's `secrets` flow.
-fn assert_secrets_flow(v: &Value, app: &TestApp, c: &Registered, scope: &str) {
-    let iss = issuer(app);
-    assert_eq!(v["discovery"]["issuer"], iss.as_str(), "{v}");
+/// The checks common to every library's `secrets` flow, against the issuer `iss`.
+fn assert_secrets_flow(v: &Value, iss: &str, c: &Registered, scope: &str) {
+    assert_eq!(v["discovery"]["issuer"], iss, "{v}");
     assert_eq!(
         v["discovery"]["token_endpoint"],
         format!("{iss}/oauth2/token"),
@@ -264,7 +263,7 @@ fn assert_secrets_flow(v: &Value, app: &TestApp, c: &Registered, scope: &str) {
     assert_eq!(access["active"], true, "{v}");
     assert_eq!(access["client_id"], c.id.as_str(), "{v}");
     assert_eq!(access["scope"], scope, "{v}");
-    assert_eq!(access["iss"], iss.as_str(), "{v}");
+    assert_eq!(access["iss"], iss, "{v}");
     assert_eq!(v["introspect_refresh"]["active"], true, "{v}");
     assert_eq!(v["after_revoke"]["access"], json!({"active": false}), "{v}");
     assert_eq!(
@@ -300,7 +299,7 @@ async fn oauth4webapi_discovers_and_obtains_refreshes_introspects_and_revokes_wi
     )
     .await;
     let v = run(Lib::Node, &["secrets"], &secret_env(&app, &c, scope)).await;
-    assert_secrets_flow(&v, &app, &c, scope);
+    assert_secrets_flow(&v, &issuer(&app), &c, scope);
     assert_eq!(
         v["discovery"]["jwks_uri"],
         app.url("/.well-known/jwks.json")
@@ -320,7 +319,7 @@ async fn requests_oauth2client_obtains_refreshes_introspects_and_revokes_with_cl
     )
     .await;
     let v = run(Lib::Python, &["secrets"], &secret_env(&app, &c, scope)).await;
-    assert_secrets_flow(&v, &app, &c, scope);
+    assert_secrets_flow(&v, &issuer(&app), &c, scope);
     assert_eq!(v["basic"]["class"], "BearerToken", "{v}");
     assert_eq!(v["revoked"], true, "{v}");
 }
@@ -343,7 +342,76 @@ async fn openid_client_obtains_refreshes_introspects_and_revokes_with_client_sec
         &secret_env(&app, &c, scope),
     )
     .await;
-    assert_secrets_flow(&v, &app, &c, scope);
+    assert_secrets_flow(&v, &issuer(&app), &c, scope);
+}
+
+/// A test CA and a server certificate for 127.0.0.1 written to `dir`; (ca.pem, cert.pem,
+/// key.pem).
+fn tls_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.distinguished_name
+        .push(DnType::CommonName, "interop test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca_cert.pem()).expect("write ca.pem");
+    std::fs::write(&paths.1, cert.pem()).expect("write cert.pem");
+    std::fs::write(&paths.2, key.serialize_pem()).expect("write key.pem");
+    paths
+}
+
+/// Every library over https:// with the server's native TLS, trusting only what the
+/// environment says (the test CA), with none of the options that allow plain HTTP.
+#[tokio::test]
+async fn every_library_works_over_https_without_insecure_options() {
+    let node = installed(Lib::Node);
+    let python = installed(Lib::Python);
+    if !node && !python {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = tls_files(certs.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let app = spawn_app_with(&[("tls_cert", &cert), ("tls_key", &key)]).await;
+    let iss = format!("https://{}", app.addr);
+    let scope = "/ping.read /accounts.read";
+    let mut libs = Vec::new();
+    if node {
+        libs.extend([Lib::Node, Lib::OpenidClient]);
+    }
+    if python {
+        libs.push(Lib::Python);
+    }
+    for lib in libs {
+        // The admin listener serves the same certificate: this client comes from the CLI.
+        let t = app.client(scope, &["--profile", "rfc6749"]);
+        let c = Registered {
+            id: t.id,
+            secret: Some(t.secret.clone()),
+        };
+        let env = vec![
+            ("TESSERA_ISSUER", iss.clone()),
+            ("TESSERA_CLIENT_ID", c.id.clone()),
+            ("TESSERA_CLIENT_SECRET", t.secret.clone()),
+            ("TESSERA_SCOPE", scope.to_owned()),
+            ("NODE_EXTRA_CA_CERTS", ca.display().to_string()),
+            ("REQUESTS_CA_BUNDLE", ca.display().to_string()),
+        ];
+        let v = run(lib, &["secrets"], &env).await;
+        assert_secrets_flow(&v, &iss, &c, scope);
+    }
 }
 
 /// A JWT access token checked by the library against the JWKS from discovery, for one signing

@@ -34,9 +34,9 @@ import { readFileSync, writeFileSync } from 'node:fs';
 
 import { describe, env, jose, main, oauth, out, refused, step, summary } from './lib.mjs';
 
-// Tessera in the tests listens on plain HTTP on loopback; the library refuses http:// unless
-// told otherwise.
-const insecure = { [oauth.allowInsecureRequests]: true };
+// Most tests serve plain HTTP on loopback, which the library refuses unless told otherwise; over
+// https:// it is told nothing (the test CA comes from NODE_EXTRA_CA_CERTS).
+const insecure = process.env.TESSERA_ISSUER?.startsWith('http:') ? { [oauth.allowInsecureRequests]: true } : {};
 
 async function discover() {
   step('discovery');

@@ -85,8 +85,9 @@ def summary(t: BearerToken) -> dict[str, Any]:
 
 
 def discover(auth: Any) -> OAuth2Client:
-    """The client, from Tessera's RFC 8414 metadata. `testing=True`: the tests' issuer is
-    plain HTTP on loopback, which the library otherwise refuses."""
+    """The client, from Tessera's RFC 8414 metadata. `testing=True` for a plain HTTP issuer on
+    loopback, as most tests serve, which the library otherwise refuses; over https:// the
+    library checks as usual (the test CA comes from REQUESTS_CA_BUNDLE)."""
     global step
     step = "discovery"
     issuer = env("TESSERA_ISSUER")
@@ -94,7 +95,7 @@ def discover(auth: Any) -> OAuth2Client:
         url=f"{issuer}/.well-known/oauth-authorization-server",
         issuer=issuer,
         auth=auth,
-        testing=True,
+        testing=issuer.startswith("http:"),
     )
     out["discovery"] = {
         "issuer": client.issuer,
