@@ -431,6 +431,12 @@ settings! {
         /// Seconds between two reloads of the signing keys from the store (how soon a
         /// rotation made elsewhere takes effect here).
         key_reload_interval: u32 = 10, No;
+        /// Require a server nonce in DPoP proofs (RFC 9449 §8); the nonce is stateless, the
+        /// same on every instance.
+        dpop_nonce: bool = false, Serve;
+        /// Let clients register a plain-http `jwks_uri` and let it point at loopback or
+        /// private addresses (tests and development only; see docs/security.md).
+        jwks_uri_allow_http: bool = false, No;
     }
 
     /// The background cleanup, and how long the rows it deletes are kept.

@@ -55,6 +55,11 @@ fuzz_target!(|data: &[u8]| {
                     resources: Some(spec.resources),
                     resource_server: Some(spec.resource_server),
                     disabled: None,
+                    auth_methods: spec.auth_methods,
+                    jwks: Some(spec.jwks),
+                    jwks_uri: Some(spec.jwks_uri),
+                    require_dpop: Some(spec.require_dpop),
+                    fapi2: Some(spec.fapi2),
                 });
             }
         }

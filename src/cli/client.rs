@@ -84,9 +84,49 @@ pub(super) struct CreateArgs {
     /// Let this client introspect others' tokens: `*` (all) or an audience value.
     #[arg(long)]
     resource_server: Option<String>,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// How a client authenticates, on `client create` and `client update`.
+#[derive(Debug, Args)]
+pub(super) struct AuthArgs {
+    /// An allowed token-endpoint auth method: client_secret_basic, client_secret_post or
+    /// private_key_jwt (repeatable; replaces the current ones) [default on create: the two
+    /// secret methods].
+    #[arg(long = "auth-method")]
+    auth_methods: Vec<String>,
+    /// A file holding the client's public keys, a JWK Set (`{"keys": [...]}`), for
+    /// private_key_jwt.
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<std::path::PathBuf>,
+    /// Where the client publishes its JWK Set (https) instead of --jwks.
+    #[arg(long, value_name = "URL")]
+    jwks_uri: Option<String>,
+    /// Require DPoP-bound access tokens (`--require-dpop=false` to stop requiring them).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    require_dpop: Option<bool>,
+    /// FAPI 2.0 rules: only private_key_jwt, DPoP required, no RS256 (`--fapi2=false` to
+    /// leave them).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    fapi2: Option<bool>,
+}
+
+impl AuthArgs {
+    /// The JWK Set in the `--jwks` file, if one was given.
+    fn jwks(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        let Some(path) = &self.jwks else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("--jwks {}: {e}", path.display()))?;
+        let value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--jwks {}: not JSON: {e}", path.display()))?;
+        Ok(Some(value))
+    }
 }
 
 /// A value that may also be `default` (follow the server setting).
@@ -145,6 +185,14 @@ pub(super) struct UpdateArgs {
     /// Introspection rights: `*`, an audience value, or `none`.
     #[arg(long)]
     resource_server: Option<String>,
+    #[command(flatten)]
+    auth: AuthArgs,
+    /// Remove the registered keys (--jwks).
+    #[arg(long, conflicts_with = "jwks")]
+    clear_jwks: bool,
+    /// Remove the jwks_uri.
+    #[arg(long, conflicts_with = "jwks_uri")]
+    clear_jwks_uri: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -202,6 +250,37 @@ fn print_client(v: &ClientView, json: bool) -> anyhow::Result<()> {
         if let Some(rs) = &v.resource_server {
             println!("introspects: {}", shown(rs));
         }
+        println!("auth:        {}", v.auth_methods.join(" "));
+        if let Some(jwks) = &v.jwks {
+            let n = jwks
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
+                .map_or(0, Vec::len);
+            let kids: Vec<&str> = jwks
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.get("kid").and_then(serde_json::Value::as_str))
+                .collect();
+            println!(
+                "jwks:        {n} key(s){}",
+                if kids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (kid {})", shown(&kids.join(", ")))
+                }
+            );
+        }
+        if let Some(uri) = &v.jwks_uri {
+            println!("jwks_uri:    {}", shown(uri));
+        }
+        if v.require_dpop || v.fapi2 {
+            println!("dpop:        required");
+        }
+        if v.fapi2 {
+            println!("fapi2:       true");
+        }
         println!("disabled:    {}", v.disabled);
         if let Some(t) = v.previous_secret_expires_at {
             println!("old secret valid until: {t} (Unix time)");
@@ -229,6 +308,12 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 audience: a.audience,
                 resources: a.resources,
                 resource_server: a.resource_server,
+                auth_methods: (!a.auth.auth_methods.is_empty())
+                    .then(|| a.auth.auth_methods.clone()),
+                jwks: a.auth.jwks()?,
+                jwks_uri: a.auth.jwks_uri.clone(),
+                require_dpop: a.auth.require_dpop.unwrap_or(false),
+                fapi2: a.auth.fapi2.unwrap_or(false),
             };
             let (client, secret) = tessera
                 .create_client(spec, &Actor::cli())
@@ -237,16 +322,20 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
             let view = tessera.view(&client);
             if a.json {
                 let mut v = serde_json::to_value(&view)?;
-                if let Some(o) = v.as_object_mut() {
+                if let (Some(o), Some(secret)) = (v.as_object_mut(), &secret) {
                     o.insert("client_secret".into(), json!(secret));
                 }
                 println!("{}", to_terminal_json(&v)?);
             } else {
                 print_client(&view, false)?;
-                println!("client_secret: {secret}");
-                println!(
-                    "\nStore the secret now: it is not stored in clear and cannot be shown again."
-                );
+                if let Some(secret) = secret {
+                    println!("client_secret: {secret}");
+                    println!(
+                        "\nStore the secret now: it is not stored in clear and cannot be shown again."
+                    );
+                } else {
+                    println!("\nNo secret: this client authenticates with its keys only.");
+                }
             }
         }
         ClientCommand::List(f) => {
@@ -295,6 +384,20 @@ pub(super) async fn run(cmd: ClientCommand, settings: &Settings) -> anyhow::Resu
                 },
                 resource_server: a.resource_server.map(|v| (v != "none").then_some(v)),
                 disabled: None,
+                auth_methods: (!a.auth.auth_methods.is_empty())
+                    .then(|| a.auth.auth_methods.clone()),
+                jwks: if a.clear_jwks {
+                    Some(None)
+                } else {
+                    a.auth.jwks()?.map(Some)
+                },
+                jwks_uri: if a.clear_jwks_uri {
+                    Some(None)
+                } else {
+                    a.auth.jwks_uri.clone().map(Some)
+                },
+                require_dpop: a.auth.require_dpop,
+                fapi2: a.auth.fapi2,
             };
             let c = tessera
                 .update_client(&a.id, changes, &Actor::cli())

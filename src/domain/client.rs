@@ -13,6 +13,10 @@ use super::crypto::{DerivedKeys, constant_time_eq};
 use super::error::{ErrorCode, OAuthError};
 use super::scope::ScopePattern;
 
+pub mod auth;
+
+pub use auth::{AuthMethod, ClientAuth};
+
 /// The format of a client's access tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TokenFormat {
@@ -188,6 +192,8 @@ pub struct Client {
     /// revision it was made from, so two concurrent changes cannot undo each other
     /// ([`crate::store::ClientStore::update_client`]).
     pub revision: i64,
+    /// How it authenticates: methods, keys, DPoP and FAPI 2.0 rules.
+    pub auth: ClientAuth,
 }
 
 #[cfg(test)]
@@ -213,11 +219,18 @@ impl Client {
             created_at: 0,
             updated_at: 0,
             revision: 0,
+            auth: ClientAuth::default(),
         }
     }
 }
 
 impl Client {
+    /// Must this client's access tokens be DPoP-bound ([`ClientAuth::dpop_required`])?
+    #[must_use]
+    pub fn dpop_required(&self) -> bool {
+        self.auth.dpop_required()
+    }
+
     /// Checks a presented secret against the current and (unexpired) previous secret, in
     /// constant time with respect to the secret's content.
     #[must_use]

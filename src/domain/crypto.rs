@@ -10,7 +10,9 @@
 //!   - the **secret pepper**, keying the HMAC under which client secrets are stored;
 //!   - the **token MAC key**, keying the checksum inside every opaque token, so that forged or
 //!     mangled tokens are rejected before any database read;
-//!   - the **key-encryption key**, an AES-256-GCM key that seals signing keys at rest.
+//!   - the **key-encryption key**, an AES-256-GCM key that seals signing keys at rest;
+//!   - the **DPoP nonce key**, keying the HMAC that makes DPoP nonces (RFC 9449 §8), so that
+//!     every instance issues and accepts the same nonces without sharing state.
 //!
 //! Starting with the wrong master key fails loudly: the wrapped root key does not open.
 //! Rotating the master key re-wraps the root key; secrets, tokens and signing keys stay valid.
@@ -175,6 +177,10 @@ impl RootKey {
             ),
             token_mac: hmac::Key::new(hmac::HMAC_SHA256, &sub_key(&self.0, "tessera/v1/token-mac")),
             kek: aead_key(&sub_key(&self.0, "tessera/v1/key-encryption"))?,
+            dpop_nonce: hmac::Key::new(
+                hmac::HMAC_SHA256,
+                &sub_key(&self.0, "tessera/v1/dpop-nonce"),
+            ),
         })
     }
 }
@@ -184,6 +190,7 @@ pub struct DerivedKeys {
     secret_pepper: hmac::Key,
     token_mac: hmac::Key,
     kek: aead::LessSafeKey,
+    dpop_nonce: hmac::Key,
 }
 
 impl std::fmt::Debug for DerivedKeys {
@@ -203,6 +210,12 @@ impl DerivedKeys {
     #[must_use]
     pub fn token_mac(&self, data: &[u8]) -> [u8; 32] {
         mac32(&self.token_mac, data)
+    }
+
+    /// HMAC-SHA-256 under the DPoP nonce key (see [`crate::domain::dpop`]).
+    #[must_use]
+    pub fn dpop_nonce_mac(&self, data: &[u8]) -> [u8; 32] {
+        mac32(&self.dpop_nonce, data)
     }
 
     /// Encrypts `plaintext` with the key-encryption key; `aad` binds it to its context (e.g.

@@ -29,6 +29,11 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     /// RFC 8707 §2: the requested `resource` is not allowed for the client.
     InvalidTarget,
+    /// RFC 9449 §5: the `DPoP` proof is missing where one is required, or invalid.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the `DPoP` proof lacks a current server nonce; the answer carries one in
+    /// `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
@@ -44,6 +49,8 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::UseDpopNonce => "use_dpop_nonce",
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct RefreshRecord {
     pub consumed_at: Option<UnixTime>,
     /// True if the token or its family was revoked.
     pub revoked: bool,
+    /// True if the family was granted with a DPoP proof: a refresh needs one too.
+    pub dpop_bound: bool,
 }
 
 /// What to do with a presented refresh token.
@@ -148,6 +150,7 @@ mod tests {
             expires_at: 1000,
             consumed_at: None,
             revoked: false,
+            dpop_bound: false,
         }
     }
 

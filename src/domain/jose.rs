@@ -487,4 +487,4 @@ impl<'a> Jws<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -337,6 +337,17 @@ pub struct AccessClaims {
     pub client_id: String,
     /// Space-delimited scopes.
     pub scope: String,
+    /// The key a DPoP-bound token is bound to (RFC 9449 §6.1); absent for a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The confirmation claim of a DPoP-bound token (RFC 7800, RFC 9449 §6.1), in JWTs and in
+/// introspection responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The RFC 7638 SHA-256 thumbprint of the proof key.
+    pub jkt: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -474,6 +485,7 @@ mod tests {
             jti: "id".into(),
             client_id: "client".into(),
             scope: "/ping.read".into(),
+            cnf: None,
         }
     }
 

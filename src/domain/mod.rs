@@ -9,6 +9,7 @@ pub mod audit;
 pub mod client;
 pub mod clock;
 pub mod crypto;
+pub mod dpop;
 pub mod error;
 pub mod grant;
 pub mod jose;

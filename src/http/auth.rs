@@ -6,14 +6,23 @@
 //!
 //! 1. the body is read and parsed;
 //! 2. the source address is counted (`rate_limit_per_ip`);
-//! 3. the credentials are taken from Basic or the body, and the secret is checked;
+//! 3. the credentials are taken from Basic or the body — a secret, or a `private_key_jwt`
+//!    assertion (exactly one method per request) — and checked, including that the client is
+//!    allowed that method ([`crate::service::assertion`] for assertions);
 //! 4. a failed check is counted per (client id, source) (`auth_failures_per_minute`), and past
 //!    that limit answered `429` instead of `401`;
 //! 5. the authenticated client is counted (`rate_limit_per_client`).
 //!
 //! Every refusal up to and including step 4 is in the server's default wire profile: the client
-//! is not known yet. From then on the handler answers in the client's profile, which the
+//! is not known yet — except a refused assertion that named an existing client, answered in
+//! that client's profile. From then on the handler answers in the client's profile, which the
 //! extractor hands on with the client and the parsed body.
+//!
+//! An assertion's `jti` is claimed as used when it is checked; [`release_on_failure`], around
+//! the OAuth endpoints, releases it again when the response is not a success, so that nothing
+//! is recorded as used unless the request succeeded ([`crate::service::replay`]).
+
+use std::sync::Mutex;
 
 use std::sync::Arc;
 
@@ -21,10 +30,51 @@ use axum::extract::{FromRequest, Request};
 
 use super::AppState;
 use super::error::ApiError;
-use super::request::OAuthRequest;
+use super::request::{ClientCredentials, OAuthRequest};
 use crate::domain::audit::Actor;
-use crate::domain::client::{Client, Profile};
+use crate::domain::client::{AuthMethod, Client, Profile};
 use crate::service::ServiceError;
+use crate::service::assertion::Presented;
+use crate::service::replay::JwtUses;
+
+/// The JWT ids a request claimed (assertion `jti`s, DPoP proofs), shared between the
+/// extractors that claim them and [`release_on_failure`], which releases them if the request
+/// fails. In the request's extensions on the OAuth endpoints.
+#[derive(Clone, Default)]
+pub struct ClaimedIds(Arc<Mutex<Option<JwtUses>>>);
+
+impl ClaimedIds {
+    /// Adds `uses` to the request's claims.
+    pub fn add(&self, uses: JwtUses) {
+        if let Ok(mut slot) = self.0.lock() {
+            match slot.as_mut() {
+                Some(held) => held.absorb(uses),
+                None => *slot = Some(uses),
+            }
+        }
+    }
+
+    fn take(&self) -> Option<JwtUses> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
+/// Middleware of the OAuth endpoints: gives the request its [`ClaimedIds`], and releases them
+/// before a response that is not a success (2xx) is sent.
+pub async fn release_on_failure(
+    mut req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let claimed = ClaimedIds::default();
+    req.extensions_mut().insert(claimed.clone());
+    let response = next.run(req).await;
+    if !response.status().is_success()
+        && let Some(uses) = claimed.take()
+    {
+        uses.release().await;
+    }
+    response
+}
 
 /// An OAuth request from an authenticated client, within its rate limits.
 #[derive(Debug)]
@@ -63,17 +113,42 @@ impl FromRequest<Arc<AppState>> for AuthenticatedClient {
                 ServiceError::Internal(anyhow::anyhow!("no request envelope (Actor) set")),
             )
         })?;
+        let claimed = req.extensions().get::<ClaimedIds>().cloned();
+        let endpoint = format!(
+            "{}{}",
+            state.tessera.policy().issuer.trim_end_matches('/'),
+            req.uri().path()
+        );
         let form = OAuthRequest::from_request(req, state).await?;
         let source = actor.source.as_deref();
         state
             .limits
             .source(source)
             .map_err(|l| ApiError::limited(default, l))?;
-        let creds = form.credentials().map_err(|(e, challenge)| {
+        let creds = form.client_credentials().map_err(|(e, challenge)| {
             ApiError::oauth(default, e).with_basic_challenge(challenge)
         })?;
-        let client =
-            check_secret(state, &creds.client_id, &creds.secret, creds.basic, &actor).await?;
+        let client = match creds {
+            ClientCredentials::Secret(creds) => {
+                let method = if creds.basic {
+                    AuthMethod::ClientSecretBasic
+                } else {
+                    AuthMethod::ClientSecretPost
+                };
+                check_secret(state, &creds.client_id, &creds.secret, method, &actor).await?
+            }
+            ClientCredentials::Assertion {
+                assertion,
+                client_id,
+            } => {
+                let presented = Presented {
+                    assertion,
+                    client_id,
+                    endpoint: &endpoint,
+                };
+                check_assertion(state, &presented, claimed.as_ref(), &actor).await?
+            }
+        };
         Ok(Self {
             profile: state.tessera.profile_of(&client),
             client,
@@ -94,13 +169,14 @@ pub async fn check_secret(
     state: &AppState,
     client_id: &str,
     secret: &str,
-    basic: bool,
+    method: AuthMethod,
     actor: &Actor,
 ) -> Result<Client, ApiError> {
+    let basic = method == AuthMethod::ClientSecretBasic;
     let default = state.tessera.policy().default_profile;
     let client = state
         .tessera
-        .authenticate(client_id, secret, actor)
+        .authenticate(client_id, secret, method, actor)
         .await
         .map_err(|e| {
             let err = ApiError::service(default, e).with_basic_challenge(basic);
@@ -113,6 +189,50 @@ pub async fn check_secret(
             }
             err
         })?;
+    tracing::Span::current().record("client_id", client.id.as_str());
+    state
+        .limits
+        .client(&client.id)
+        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
+    Ok(client)
+}
+
+/// Checks a client assertion, then counts the client against its rate: [`check_secret`] for
+/// `private_key_jwt`. The claimed `jti` goes into `claimed`, released if the request fails;
+/// without `claimed` (not behind [`release_on_failure`]) it is kept.
+///
+/// # Errors
+/// `401 invalid_client` (in the named client's profile when it exists), `429` past a limit, or
+/// the service failure (e.g. `503`).
+async fn check_assertion(
+    state: &AppState,
+    presented: &Presented<'_>,
+    claimed: Option<&ClaimedIds>,
+    actor: &Actor,
+) -> Result<Client, ApiError> {
+    let default = state.tessera.policy().default_profile;
+    let (client, uses) = match state.tessera.authenticate_assertion(presented, actor).await {
+        Ok(found) => found,
+        Err(refused) => {
+            let profile = refused
+                .client
+                .as_ref()
+                .map_or(default, |c| state.tessera.profile_of(c));
+            let err = ApiError::service(profile, refused.error);
+            if err.is_invalid_client()
+                && let Err(l) = state.limits.auth_failure(
+                    refused.client_id.as_deref().unwrap_or(""),
+                    actor.source.as_deref(),
+                )
+            {
+                return Err(ApiError::limited(profile, l));
+            }
+            return Err(err);
+        }
+    };
+    if let Some(claimed) = claimed {
+        claimed.add(uses);
+    }
     tracing::Span::current().record("client_id", client.id.as_str());
     state
         .limits

@@ -16,6 +16,7 @@ use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 #[allow(unused_imports)]
 use super::openapi::{OAuthErrors, TokenFieldRequestDoc};
+use crate::domain::jwt::Confirmation;
 
 /// The media type of a JWT introspection response (RFC 9701 §4).
 pub const JWT_MEDIA_TYPE: &str = "application/token-introspection+jwt";
@@ -61,6 +62,10 @@ pub struct IntrospectionResponse {
     /// Token id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The key a DPoP-bound access token is bound to (RFC 9449 §6.2): `{"jkt": thumbprint}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cnf: Option<Confirmation>,
 }
 
 /// The two shapes of an introspection answer.
@@ -206,6 +211,7 @@ pub async fn introspect(
             aud: None,
             iss: None,
             jti: None,
+            cnf: None,
         },
         Some(i) => IntrospectionResponse {
             active: true,
@@ -220,6 +226,7 @@ pub async fn introspect(
             aud: i.aud,
             iss: Some(i.iss),
             jti: Some(i.jti),
+            cnf: i.dpop_jkt.map(|jkt| Confirmation { jkt }),
         },
     };
     let mut resp = match format {

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dpop;
 pub mod error;
 pub mod introspect;
 pub mod limits;
@@ -59,9 +60,18 @@ pub struct AppState {
 /// The public router.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/oauth2/token", post(token::token))
-        .route("/oauth2/revoke", post(revoke::revoke))
-        .route("/oauth2/introspect", post(introspect::introspect))
+        .route(
+            "/oauth2/token",
+            post(token::token).layer(axum::middleware::from_fn(auth::release_on_failure)),
+        )
+        .route(
+            "/oauth2/revoke",
+            post(revoke::revoke).layer(axum::middleware::from_fn(auth::release_on_failure)),
+        )
+        .route(
+            "/oauth2/introspect",
+            post(introspect::introspect).layer(axum::middleware::from_fn(auth::release_on_failure)),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             get(wellknown::metadata),

@@ -18,6 +18,16 @@ pub struct TokenRequestDoc {
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, with `client_assertion`
+    /// (`private_key_jwt`, RFC 7523; instead of a secret, never together with one).
+    #[schema(value_type = Option<ClientAssertionTypeDoc>)]
+    client_assertion_type: Option<String>,
+    /// A JWT signed with the client's registered key (PS256, ES256, EdDSA, or RS256 outside
+    /// FAPI 2.0): `iss` = `sub` = the client id, `aud` the issuer or the token endpoint URL,
+    /// `exp` at most 300 s ahead, a `jti` used once. At most 8 KiB (longer is refused with
+    /// `invalid_client`; no length is declared here, since a body over `max_body_bytes` is
+    /// refused with `413` first).
+    client_assertion: Option<String>,
     /// Space-delimited scopes (required for `client_credentials`; narrows on refresh): each
     /// 1 to 512 characters of RFC 6749 §3.3, at most 100.
     #[schema(pattern = r"^[!#-\[\]-~ ]*$")]
@@ -45,6 +55,21 @@ pub struct TokenFieldRequestDoc {
     client_id: Option<String>,
     /// Client secret (or HTTP Basic password).
     client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer`, with `client_assertion`.
+    #[schema(value_type = Option<ClientAssertionTypeDoc>)]
+    client_assertion_type: Option<String>,
+    /// A `private_key_jwt` client assertion (see `POST /oauth2/token`); `aud` may also be
+    /// this endpoint's URL.
+    client_assertion: Option<String>,
+}
+
+/// `client_assertion_type`: the only one accepted.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum ClientAssertionTypeDoc {
+    /// RFC 7523 §2.2.
+    #[schema(rename = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")]
+    JwtBearer,
 }
 
 /// `grant_type` of a token request.
@@ -85,7 +110,8 @@ pub enum TokenTypeHintDoc {
     refresh_token,
 }
 
-/// `token_type` of an AuthToken: the format in the `seed` profile, `Bearer` otherwise.
+/// `token_type` of an AuthToken: `DPoP` for a DPoP-bound token; otherwise the format in the
+/// `seed` profile, `Bearer` in the others.
 #[derive(ToSchema)]
 #[allow(dead_code, non_camel_case_types)]
 pub enum TokenTypeDoc {
@@ -95,12 +121,15 @@ pub enum TokenTypeDoc {
     jwt,
     /// `moov` and `rfc6749` profiles.
     Bearer,
+    /// A DPoP-bound token (RFC 9449), in every profile.
+    DPoP,
 }
 
 /// Moov's GenericError and the RFC 6749 §5.2 error body.
 #[derive(Serialize, ToSchema)]
 pub struct GenericError {
-    /// The error code (`invalid_request`, `invalid_client`, `invalid_grant`, …).
+    /// The error code (`invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `invalid_dpop_proof`, `use_dpop_nonce`, …).
     pub error: String,
     /// A human-readable reason.
     pub error_description: String,
@@ -163,7 +192,9 @@ pub fn resources_schema() -> utoipa::openapi::schema::Array {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)]
 pub enum OAuthErrors {
-    /// Malformed request, or (rfc6749 profile) a refused field.
+    /// Malformed request, or (rfc6749 profile) a refused field; at the token endpoint also a
+    /// missing or bad DPoP proof (`invalid_dpop_proof`), or one without a current nonce
+    /// (`use_dpop_nonce`, with a fresh one in `DPoP-Nonce`).
     #[response(status = 400)]
     BadRequest(#[to_schema] GenericError),
     /// Client authentication failed (`invalid_client`).
@@ -229,6 +260,7 @@ pub struct Health {
         TokenFieldRequestDoc,
         TokenTypeDoc,
         GrantTypeDoc,
+        ClientAssertionTypeDoc,
         ClientTypeDoc,
         TokenTypeHintDoc,
         Jwks,
@@ -238,9 +270,9 @@ pub struct Health {
 )]
 pub struct PublicApi;
 
-/// The two ways a client authenticates: HTTP Basic with its id and secret (on the OAuth
-/// endpoints the id and secret may come in the body instead), and a Bearer access token
-/// (`/ping`).
+/// The ways a client authenticates: HTTP Basic with its id and secret (on the OAuth endpoints
+/// the id and secret may come in the body instead), and an access token at `/ping`: Bearer, or
+/// DPoP with a proof in the `DPoP` header (RFC 9449 §7).
 struct SecuritySchemes;
 
 impl utoipa::Modify for SecuritySchemes {
@@ -255,7 +287,8 @@ impl utoipa::Modify for SecuritySchemes {
                     .description(Some(
                         "Client id and secret, each form-urlencoded (RFC 6749 §2.3.1); on the \
                          OAuth endpoints they may be sent as `client_id` and `client_secret` in \
-                         the body instead.",
+                         the body instead, or a `private_key_jwt` assertion replaces them \
+                         (`client_assertion_type` and `client_assertion` in the body).",
                     ))
                     .build(),
             ),
@@ -265,7 +298,11 @@ impl utoipa::Modify for SecuritySchemes {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An access token issued by this server."))
+                    .description(Some(
+                        "An access token issued by this server. A DPoP-bound one is sent as \
+                         `Authorization: DPoP <token>` instead, with a proof in the `DPoP` \
+                         header (RFC 9449 §7).",
+                    ))
                     .build(),
             ),
         );

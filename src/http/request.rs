@@ -31,6 +31,8 @@ const KNOWN_FIELDS: &[&str] = &[
     "token",
     "token_type_hint",
     "resource",
+    "client_assertion",
+    "client_assertion_type",
 ];
 
 /// Client credentials presented with a request.
@@ -41,6 +43,19 @@ pub struct Credentials {
     pub secret: String,
     /// True if they came (at least) in an `Authorization: Basic` header.
     pub basic: bool,
+}
+
+/// How a request authenticates its client: exactly one method.
+pub enum ClientCredentials<'a> {
+    /// A secret, in Basic or the body.
+    Secret(Credentials),
+    /// A `private_key_jwt` assertion (RFC 7523 §2.2), with the `client_id` field if sent.
+    Assertion {
+        /// `client_assertion`.
+        assertion: &'a str,
+        /// `client_id`, if sent.
+        client_id: Option<&'a str>,
+    },
 }
 
 /// A parsed OAuth request.
@@ -93,6 +108,45 @@ impl OAuthRequest {
                 "token_type_hint must be access_token or refresh_token",
             )),
         }
+    }
+
+    /// The client's credentials: an assertion (`client_assertion` with
+    /// `client_assertion_type`), or a secret ([`Self::credentials`]). An assertion sent with
+    /// Basic credentials or a `client_secret` is refused: RFC 6749 §2.3 forbids more than one
+    /// method in a request, and the answer is `invalid_client` (401) like every other refused
+    /// client authentication, so that clients see one error for "authentication failed".
+    ///
+    /// # Errors
+    /// `invalid_client` (with whether to send the Basic challenge), or `invalid_request` when
+    /// Basic and the body disagree.
+    pub fn client_credentials(&self) -> Result<ClientCredentials<'_>, (OAuthError, bool)> {
+        // Present even when empty: an empty `client_assertion_type` is a wrong one, not an
+        // absent one, since the client meant to send an assertion.
+        let sent = |name: &str| self.fields.contains_key(name);
+        if !sent("client_assertion") && !sent("client_assertion_type") {
+            return self.credentials().map(ClientCredentials::Secret);
+        }
+        let assertion = self.get("client_assertion");
+        let kind = self.get("client_assertion_type");
+        let refuse =
+            |why: &'static str| Err((OAuthError::new(ErrorCode::InvalidClient, why), false));
+        if self.basic.is_some() || self.get("client_secret").is_some() {
+            return refuse(
+                "more than one client authentication method: send a client assertion, Basic credentials or client_secret, not several",
+            );
+        }
+        if kind != Some(crate::service::assertion::JWT_BEARER) {
+            return refuse(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            );
+        }
+        let Some(assertion) = assertion else {
+            return refuse("client_assertion is required with client_assertion_type");
+        };
+        Ok(ClientCredentials::Assertion {
+            assertion,
+            client_id: self.get("client_id"),
+        })
     }
 
     /// The client credentials, from Basic, the body, or both (which must agree).

@@ -54,7 +54,15 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
     let t = &state.tessera;
     let issuer = t.policy().issuer.trim_end_matches('/').to_owned();
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let auth_methods: Vec<&str> = crate::domain::client::AuthMethod::ALL
+        .iter()
+        .map(|m| m.as_str())
+        .collect();
+    // The algorithms a client assertion may use (RS256 not for FAPI 2.0 clients).
+    let assertion_algs: Vec<&str> = crate::domain::client::auth::ASSERTION_ALGS
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     let (literal, templates): (Vec<&String>, Vec<&String>) = t
         .registry()
         .templates()
@@ -71,9 +79,17 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "scopes_supported": literal,
         "tessera_scope_templates": templates,
         "access_token_signing_alg_values_supported": t.keyring().algorithms(t.now()),
+        // RFC 9449 §5.1; FAPI 2.0 clients may not use RS256 (see docs/protocol.md).
+        "dpop_signing_alg_values_supported": crate::domain::dpop::algorithms(false)
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>(),
         // JWT introspection responses (RFC 9701) are signed by the same keys.
         "introspection_signing_alg_values_supported": t.keyring().algorithms(t.now()),
     }))

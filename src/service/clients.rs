@@ -6,11 +6,13 @@ use crate::config::MAX_TTL;
 use serde_json::json;
 
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
+use crate::domain::client::auth::{parse_jwks, parse_jwks_uri, parse_methods};
 use crate::domain::client::{
-    Client, Profile, SecretHash, TokenFormat, check_keep_old, parse_audience, parse_name,
-    parse_origins, parse_resource_server, parse_resources,
+    AuthMethod, Client, ClientAuth, Profile, SecretHash, TokenFormat, check_keep_old,
+    parse_audience, parse_name, parse_origins, parse_resource_server, parse_resources,
 };
 use crate::domain::clock::UnixTime;
+use crate::domain::jose::JwkSet;
 use crate::domain::scope::{Registry, ScopePattern, parse_patterns};
 use crate::domain::token;
 
@@ -40,6 +42,16 @@ pub struct ClientSpec {
     pub resources: Vec<String>,
     /// Introspection rights: `*` or an audience value.
     pub resource_server: Option<String>,
+    /// Allowed token-endpoint auth methods (default: the two secret methods).
+    pub auth_methods: Option<Vec<String>>,
+    /// Registered public keys (a JWK Set).
+    pub jwks: Option<serde_json::Value>,
+    /// Where the public keys are published instead.
+    pub jwks_uri: Option<String>,
+    /// Require DPoP-bound access tokens.
+    pub require_dpop: bool,
+    /// FAPI 2.0 rules.
+    pub fapi2: bool,
 }
 
 /// Changes to a client; `None` leaves a field as it is.
@@ -67,6 +79,16 @@ pub struct ClientChanges {
     pub resource_server: Option<Option<String>>,
     /// Disable or enable.
     pub disabled: Option<bool>,
+    /// New allowed auth methods (replacing the current ones).
+    pub auth_methods: Option<Vec<String>>,
+    /// New registered keys (`Some(None)` = none).
+    pub jwks: Option<Option<serde_json::Value>>,
+    /// New `jwks_uri` (`Some(None)` = none).
+    pub jwks_uri: Option<Option<String>>,
+    /// Require DPoP or not.
+    pub require_dpop: Option<bool>,
+    /// FAPI 2.0 rules or not.
+    pub fapi2: Option<bool>,
 }
 
 /// A client as shown to operators: everything but secret hashes.
@@ -98,6 +120,17 @@ pub struct ClientView {
     pub resource_server: Option<String>,
     /// Disabled flag.
     pub disabled: bool,
+    /// Allowed token-endpoint auth methods.
+    pub auth_methods: Vec<String>,
+    /// Registered public keys (a JWK Set), if any.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<serde_json::Value>,
+    /// Where its public keys are published, if there.
+    pub jwks_uri: Option<String>,
+    /// Its access tokens must be DPoP-bound.
+    pub require_dpop: bool,
+    /// FAPI 2.0 rules apply (implies DPoP and private_key_jwt only).
+    pub fapi2: bool,
     /// When the previous secret stops working, during a rotation.
     pub previous_secret_expires_at: Option<UnixTime>,
     /// Creation time (Unix seconds).
@@ -134,10 +167,19 @@ struct CheckedChanges {
     resources: Option<Vec<String>>,
     resource_server: Option<Option<String>>,
     disabled: Option<bool>,
+    auth_methods: Option<Vec<AuthMethod>>,
+    jwks: Option<Option<JwkSet>>,
+    jwks_uri: Option<Option<String>>,
+    require_dpop: Option<bool>,
+    fapi2: Option<bool>,
 }
 
 impl CheckedChanges {
-    fn check(changes: ClientChanges, registry: &Registry) -> Result<Self, ServiceError> {
+    fn check(
+        changes: ClientChanges,
+        registry: &Registry,
+        allow_http: bool,
+    ) -> Result<Self, ServiceError> {
         let name = changes
             .name
             .as_deref()
@@ -190,11 +232,35 @@ impl CheckedChanges {
                 .transpose()
                 .map_err(ServiceError::refused_setting)?,
             disabled: changes.disabled,
+            auth_methods: changes
+                .auth_methods
+                .as_deref()
+                .map(parse_methods)
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
+            jwks: changes
+                .jwks
+                .map(|j| j.as_ref().map(parse_jwks).transpose())
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
+            jwks_uri: changes
+                .jwks_uri
+                .map(|u| {
+                    u.as_deref()
+                        .map(|u| parse_jwks_uri(u, allow_http))
+                        .transpose()
+                })
+                .transpose()
+                .map_err(ServiceError::refused_setting)?,
+            require_dpop: changes.require_dpop,
+            fapi2: changes.fapi2,
         })
     }
 
-    /// Sets the changed fields of `c`; leaves the others as stored.
-    fn apply(&self, c: &mut Client) {
+    /// Sets the changed fields of `c`; leaves the others as stored. Checks the authentication
+    /// settings as a whole afterwards, since a change of one may break a rule that ties it to
+    /// another (e.g. `fapi2` and `auth_methods`).
+    fn apply(&self, c: &mut Client) -> Result<(), ServiceError> {
         fn set<T: Clone>(field: &mut T, value: Option<&T>) {
             if let Some(v) = value {
                 field.clone_from(v);
@@ -211,6 +277,12 @@ impl CheckedChanges {
         set(&mut c.resources, self.resources.as_ref());
         set(&mut c.resource_server, self.resource_server.as_ref());
         set(&mut c.disabled, self.disabled.as_ref());
+        set(&mut c.auth.methods, self.auth_methods.as_ref());
+        set(&mut c.auth.jwks, self.jwks.as_ref());
+        set(&mut c.auth.jwks_uri, self.jwks_uri.as_ref());
+        set(&mut c.auth.require_dpop, self.require_dpop.as_ref());
+        set(&mut c.auth.fapi2, self.fapi2.as_ref());
+        c.auth.check().map_err(ServiceError::refused_setting)
     }
 }
 
@@ -221,7 +293,7 @@ impl CheckedChanges {
 /// The 400 the update would answer.
 #[doc(hidden)]
 pub fn check_changes(changes: ClientChanges, registry: &Registry) -> Result<(), ServiceError> {
-    CheckedChanges::check(changes, registry).map(|_| ())
+    CheckedChanges::check(changes, registry, false).map(|_| ())
 }
 
 /// How many times a client change is tried when the client keeps changing under it. Each lost
@@ -248,13 +320,26 @@ impl Tessera {
             resources: c.resources.clone(),
             resource_server: c.resource_server.clone(),
             disabled: c.disabled,
+            auth_methods: c
+                .auth
+                .methods
+                .iter()
+                .map(|m| m.as_str().to_owned())
+                .collect(),
+            jwks: c.auth.jwks.as_ref().map(JwkSet::to_json),
+            jwks_uri: c.auth.jwks_uri.clone(),
+            require_dpop: c.auth.require_dpop,
+            fapi2: c.auth.fapi2,
             previous_secret_expires_at: c.previous_secret.as_ref().map(|(_, t)| *t),
             created_at: c.created_at,
             updated_at: c.updated_at,
         }
     }
 
-    /// Creates a client; returns it with its secret, which is never available again.
+    /// Creates a client; returns it with its secret, which is never available again. A client
+    /// whose auth methods include no secret method gets no secret to show (`None`): it still
+    /// has a random secret hash, which nobody knows and the token endpoint would not accept
+    /// from it anyway (see [`crate::domain::client::auth`]).
     ///
     /// # Errors
     /// [`ServiceError::Invalid`] for a refused setting, `invalid_scope` for a refused scope
@@ -263,7 +348,7 @@ impl Tessera {
         &self,
         spec: ClientSpec,
         actor: &Actor,
-    ) -> Result<(Client, String), ServiceError> {
+    ) -> Result<(Client, Option<String>), ServiceError> {
         let name = parse_name(&spec.name).map_err(ServiceError::refused_setting)?;
         let scopes = parse_patterns(&spec.scopes, &self.registry)?;
         if scopes.is_empty() {
@@ -277,6 +362,7 @@ impl Tessera {
         let resources = parse_resources(&spec.resources).map_err(ServiceError::refused_setting)?;
         let resource_server = parse_resource_server(spec.resource_server.as_deref())
             .map_err(ServiceError::refused_setting)?;
+        let auth = self.new_auth(&spec)?;
         let secret = token::new_secret()?;
         let now = self.clock.now();
         let client = Client {
@@ -297,6 +383,7 @@ impl Tessera {
             created_at: now,
             updated_at: now,
             revision: 0,
+            auth,
         };
         self.store.insert_client(&client).await?;
         tracing::info!(client_id = %client.id, "client created");
@@ -308,7 +395,32 @@ impl Tessera {
             json!({ "name": client.name, "scopes": self.view(&client).scopes }),
         ))
         .await;
-        Ok((client, secret))
+        let shown = client.auth.uses_secret().then_some(secret);
+        Ok((client, shown))
+    }
+
+    /// A new client's authentication settings, checked.
+    fn new_auth(&self, spec: &ClientSpec) -> Result<ClientAuth, ServiceError> {
+        let mut auth = ClientAuth::default();
+        if let Some(methods) = &spec.auth_methods {
+            auth.methods = parse_methods(methods).map_err(ServiceError::refused_setting)?;
+        }
+        auth.jwks = spec
+            .jwks
+            .as_ref()
+            .map(parse_jwks)
+            .transpose()
+            .map_err(ServiceError::refused_setting)?;
+        auth.jwks_uri = spec
+            .jwks_uri
+            .as_deref()
+            .map(|u| parse_jwks_uri(u, self.policy.jwks_uri_allow_http))
+            .transpose()
+            .map_err(ServiceError::refused_setting)?;
+        auth.require_dpop = spec.require_dpop;
+        auth.fapi2 = spec.fapi2;
+        auth.check().map_err(ServiceError::refused_setting)?;
+        Ok(auth)
     }
 
     /// Up to `limit` clients with ids after `after` (keyset pagination by id).
@@ -375,6 +487,11 @@ impl Tessera {
             ("audience", changes.audience.is_some()),
             ("resources", changes.resources.is_some()),
             ("resource_server", changes.resource_server.is_some()),
+            ("auth_methods", changes.auth_methods.is_some()),
+            ("jwks", changes.jwks.is_some()),
+            ("jwks_uri", changes.jwks_uri.is_some()),
+            ("require_dpop", changes.require_dpop.is_some()),
+            ("fapi2", changes.fapi2.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, set)| set.then_some(name))
@@ -385,7 +502,8 @@ impl Tessera {
             _ => AuditKind::ClientUpdated,
         };
         // Checked once, before the first read: the checks do not depend on the stored client.
-        let changes = CheckedChanges::check(changes, &self.registry)?;
+        let changes =
+            CheckedChanges::check(changes, &self.registry, self.policy.jwks_uri_allow_http)?;
         let c = self.change_client(id, |c, _| changes.apply(c)).await?;
         tracing::info!(client_id = %c.id, disabled = c.disabled, "client updated");
         self.audit(AuditEvent::new(
@@ -419,6 +537,7 @@ impl Tessera {
             .change_client(id, |c, now| {
                 let old = std::mem::replace(&mut c.secret, hash.clone());
                 c.previous_secret = (keep_old > 0).then(|| (old, now + i64::from(keep_old)));
+                Ok(())
             })
             .await?;
         tracing::info!(client_id = %c.id, keep_old, "client secret rotated");
@@ -441,12 +560,12 @@ impl Tessera {
     async fn change_client(
         &self,
         id: &str,
-        change: impl Fn(&mut Client, UnixTime),
+        change: impl Fn(&mut Client, UnixTime) -> Result<(), ServiceError>,
     ) -> Result<Client, ServiceError> {
         for attempt in 1..=CLIENT_WRITE_ATTEMPTS {
             let mut c = self.get_client(id).await?;
             let now = self.clock.now();
-            change(&mut c, now);
+            change(&mut c, now)?;
             c.updated_at = now;
             match self.store.update_client(&c).await? {
                 ClientUpdate::Updated => {

@@ -44,11 +44,15 @@ impl TokenUse {
 
 /// The `token_type` of an active access token (RFC 7662 §2.2): its type in the sense of
 /// RFC 6749 §7.1, i.e. how a resource server must accept it. This is the one place that
-/// decides it, from the token's record: every access token Tessera issues, opaque or JWT, is
-/// a bearer token (RFC 6750). A refresh token has no `token_type`: it is never presented to a
+/// decides it, from the token's record: a DPoP-bound access token (RFC 9449 §6.2) is `DPoP`,
+/// every other one, opaque or JWT, a bearer token (RFC 6750). A refresh token has no `token_type`: it is never presented to a
 /// resource server.
-fn access_token_type(_record: &AccessRecord) -> &'static str {
-    "Bearer"
+fn access_token_type(record: &AccessRecord) -> &'static str {
+    if record.dpop_jkt.is_some() {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
 }
 
 /// What introspection says about an active token.
@@ -75,6 +79,8 @@ pub struct TokenInfo {
     pub iss: String,
     /// Token id: the JWT `jti` / opaque token id, or a digest for refresh tokens.
     pub jti: String,
+    /// The thumbprint of the key a DPoP-bound access token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 impl Tessera {
@@ -124,6 +130,7 @@ impl Tessera {
                 aud: None,
                 iss: self.policy.issuer.clone(),
                 jti: hex(hash.0.get(..16).unwrap_or_default()),
+                dpop_jkt: None,
             }));
         }
         let record = if let Some(found) = token::verify(OpaqueKind::Access, presented, &self.keys) {
@@ -155,6 +162,7 @@ impl Tessera {
             aud: Some(a.audience),
             iss: self.policy.issuer.clone(),
             jti: a.id,
+            dpop_jkt: a.dpop_jkt,
         }))
     }
 }

@@ -6,10 +6,14 @@
 //! `http::error` alone decides how those look on the wire.
 
 pub mod admin;
+pub mod assertion;
 pub mod clients;
+pub mod dpop;
 pub mod introspect;
 pub mod jobs;
+pub mod jwks;
 pub mod keys;
+pub mod replay;
 pub mod signing;
 pub mod tokens;
 
@@ -116,6 +120,10 @@ pub struct Policy {
     pub key_reload_interval: u32,
     /// Seconds audit events are kept.
     pub audit_retention: u32,
+    /// DPoP proofs must carry a server nonce (RFC 9449 §8).
+    pub dpop_nonce: bool,
+    /// Clients' `jwks_uri` may be plain http and point at loopback or private addresses.
+    pub jwks_uri_allow_http: bool,
 }
 
 /// The Tessera application.
@@ -127,6 +135,7 @@ pub struct Tessera {
     clock: Arc<dyn Clock>,
     policy: Policy,
     admin_token_hash: Option<String>,
+    jwks: jwks::JwksFetcher,
     /// The keyed hash of `metrics_token`, when one is configured.
     metrics_token_hash: Option<String>,
 }
@@ -182,6 +191,8 @@ impl Tessera {
             signing_alg: tokens.signing_alg,
             key_reload_interval: tokens.key_reload_interval,
             audit_retention: settings.cleanup.audit_retention,
+            dpop_nonce: tokens.dpop_nonce,
+            jwks_uri_allow_http: tokens.jwks_uri_allow_http,
         };
         Ok(Self {
             store,
@@ -199,6 +210,7 @@ impl Tessera {
                 .map(|t| crate::domain::crypto::hex(&derived.hash_secret(t.expose()))),
             keys: derived,
             clock,
+            jwks: jwks::JwksFetcher::new(policy.jwks_uri_allow_http),
             policy,
         })
     }

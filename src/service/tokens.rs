@@ -3,8 +3,9 @@
 use serde_json::json;
 
 use crate::domain::audit::{Actor, AuditEvent, AuditKind};
-use crate::domain::client::{Client, ClientType, TokenFormat};
+use crate::domain::client::{AuthMethod, Client, ClientType, TokenFormat};
 use crate::domain::clock::UnixTime;
+use crate::domain::dpop::Proof;
 use crate::domain::error::{ErrorCode, OAuthError};
 use crate::domain::grant::{self, RefreshVerdict};
 use crate::domain::jwt::{self, AccessClaims};
@@ -14,6 +15,7 @@ use crate::store::{
     AccessKey, NewAccessToken, NewFamily, NewRefreshToken, RotateOutcome, StoreError,
 };
 
+use super::dpop::{ProofTarget, TOKEN_PATH};
 use super::{ServiceError, Tessera};
 
 /// A token request, already split into fields by the HTTP layer.
@@ -31,6 +33,9 @@ pub struct TokenRequest<'a> {
     pub origin: Option<&'a str>,
     /// RFC 8707 `resource`: the audience asked for.
     pub resource: Option<&'a str>,
+    /// The `DPoP` proof header (RFC 9449), if the request had one (the HTTP layer refuses
+    /// more than one).
+    pub dpop: Option<&'a str>,
 }
 
 /// A freshly issued AuthToken, before a wire profile shapes it.
@@ -49,6 +54,8 @@ pub struct Issued {
     pub scope: ScopeSet,
     /// Token id of the access token, for logs.
     pub token_id: String,
+    /// True if the access token is DPoP-bound (`token_type: DPoP`).
+    pub dpop_bound: bool,
 }
 
 impl std::fmt::Debug for Issued {
@@ -68,6 +75,8 @@ pub struct BearerGrant {
     pub client_id: String,
     /// Its scopes.
     pub scope: ScopeSet,
+    /// The thumbprint of the key a DPoP-bound token is bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// Why a bearer token was not accepted (RFC 6750 `invalid_token`).
@@ -91,15 +100,35 @@ fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// The shortest refresh retry window of a FAPI 2.0 client, seconds. FAPI 2.0 Security Profile
+/// §5.3.2.1 forbids rotating refresh tokens unless a client whose response was lost can retry;
+/// a FAPI client's consumed refresh token may therefore be exchanged again for at least this
+/// long (or `refresh_grace`, if longer) before reuse revokes its family.
+pub const FAPI2_REFRESH_GRACE: u32 = 60;
+
 impl Tessera {
-    /// Authenticates a client by id and secret.
+    /// The refresh retry window of `client`: `refresh_grace`, at least
+    /// [`FAPI2_REFRESH_GRACE`] for a FAPI 2.0 client.
+    #[must_use]
+    pub fn refresh_grace_for(&self, client: &Client) -> u32 {
+        if client.auth.fapi2 {
+            self.policy.refresh_grace.max(FAPI2_REFRESH_GRACE)
+        } else {
+            self.policy.refresh_grace
+        }
+    }
+
+    /// Authenticates a client by id and secret, presented by `method` (Basic or the body).
     ///
     /// # Errors
-    /// `invalid_client` for an unknown client, a wrong secret or a disabled client.
+    /// `invalid_client` for an unknown client, a wrong secret, a disabled client, or a client
+    /// not allowed `method` (said only once the secret matched, so that the answer tells
+    /// nothing to someone without it).
     pub async fn authenticate(
         &self,
         client_id: &str,
         secret: &str,
+        method: AuthMethod,
         actor: &Actor,
     ) -> Result<Client, ServiceError> {
         let now = self.clock.now();
@@ -108,8 +137,22 @@ impl Tessera {
         } else {
             self.store.get_client(client_id).await?
         };
+        let mut refusal = OAuthError::invalid_client();
         let (known, reason) = match client {
-            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => return Ok(c),
+            Some(c)
+                if c.secret_matches(secret, &self.keys, now)
+                    && !c.disabled
+                    && c.auth.allows(method) =>
+            {
+                return Ok(c);
+            }
+            Some(c) if c.secret_matches(secret, &self.keys, now) && !c.disabled => {
+                refusal = OAuthError::new(
+                    ErrorCode::InvalidClient,
+                    format!("{method} is not allowed for this client"),
+                );
+                (Some(c.id), "method_not_allowed")
+            }
             Some(c) => (
                 Some(c.id),
                 if c.disabled {
@@ -141,7 +184,7 @@ impl Tessera {
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::warn!(error = %e, "could not record an authentication failure");
         }
-        Err(OAuthError::invalid_client().into())
+        Err(refusal.into())
     }
 
     /// `POST /oauth2/token` for an authenticated client.
@@ -181,12 +224,38 @@ impl Tessera {
             .filter(|t| !t.is_empty())
             .map(ClientType::parse)
             .transpose()?;
-        match required(req.grant_type, "grant_type")? {
+        let grant_type = required(req.grant_type, "grant_type")?;
+        let proof = self.token_proof(client, req.dpop)?;
+        let uses = match &proof {
+            Some(p) => Some(self.use_proof(p).await?),
+            None => None,
+        };
+        let jkt = proof.as_ref().map(Proof::jkt);
+        let result = self
+            .run_grant(client, req, grant_type, client_type, jkt, actor)
+            .await;
+        // A proof is used up only by a request that succeeded.
+        if let (Err(_), Some(uses)) = (&result, uses) {
+            uses.release().await;
+        }
+        result
+    }
+
+    async fn run_grant(
+        &self,
+        client: &Client,
+        req: &TokenRequest<'_>,
+        grant_type: &str,
+        client_type: Option<ClientType>,
+        jkt: Option<&str>,
+        actor: &Actor,
+    ) -> Result<Issued, ServiceError> {
+        match grant_type {
             "client_credentials" => {
-                self.client_credentials(client, req, client_type.unwrap_or_default(), actor)
+                self.client_credentials(client, req, client_type.unwrap_or_default(), jkt, actor)
                     .await
             }
-            "refresh_token" => self.refresh(client, req, actor).await,
+            "refresh_token" => self.refresh(client, req, jkt, actor).await,
             other => Err(OAuthError::field(
                 ErrorCode::UnsupportedGrantType,
                 "grant_type",
@@ -199,11 +268,39 @@ impl Tessera {
         }
     }
 
+    /// The DPoP proof of a token request, checked: `None` without one, which a client whose
+    /// tokens must be DPoP-bound may not send.
+    ///
+    /// A missing proof is `invalid_dpop_proof`, like a bad one: the client must send a (valid)
+    /// proof, which is what that code tells a DPoP client library (Keycloak answers the same).
+    fn token_proof(
+        &self,
+        client: &Client,
+        header: Option<&str>,
+    ) -> Result<Option<Proof>, OAuthError> {
+        let Some(header) = header else {
+            if client.dpop_required() {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "this client's access tokens must be DPoP-bound: send a DPoP proof (RFC 9449)",
+                ));
+            }
+            return Ok(None);
+        };
+        let target = ProofTarget {
+            method: "POST",
+            path: TOKEN_PATH,
+            access_token: None,
+        };
+        Ok(Some(self.check_proof(header, target, Some(client))?))
+    }
+
     async fn client_credentials(
         &self,
         client: &Client,
         req: &TokenRequest<'_>,
         client_type: ClientType,
+        jkt: Option<&str>,
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let scope = ScopeSet::parse(required(req.scope, "scope")?)?;
@@ -222,8 +319,10 @@ impl Tessera {
             scope: scope.to_string(),
             client_type,
             created_at: now,
+            dpop_bound: jkt.is_some(),
         };
-        let (access_token, access) = self.mint_access(client, &family.id, &scope, audience, now)?;
+        let (access_token, access) =
+            self.mint_access(client, &family.id, &scope, audience, jkt, now)?;
         let (refresh_token, refresh) = self.mint_refresh(client, &family.id, &family.scope, now)?;
         let audit = AuditEvent::new(
             AuditKind::TokenIssued,
@@ -252,12 +351,14 @@ impl Tessera {
         &self,
         client: &Client,
         req: &TokenRequest<'_>,
+        jkt: Option<&str>,
         actor: &Actor,
     ) -> Result<Issued, ServiceError> {
         let presented = required(req.refresh_token, "refresh_token")?;
         let found = token::verify(OpaqueKind::Refresh, presented, &self.keys)
             .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
         let hash = found.hash;
+        let grace = self.refresh_grace_for(client);
         // Two rounds at most: if another request consumes the token between our read and our
         // conditional write, the second read sees it consumed and treats this as reuse.
         for _ in 0..2 {
@@ -267,7 +368,7 @@ impl Tessera {
                 .find_refresh(&found)
                 .await?
                 .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid"))?;
-            match grant::judge_refresh(&record, &client.id, now, self.policy.refresh_grace)? {
+            match grant::judge_refresh(&record, &client.id, now, grace)? {
                 RefreshVerdict::Rotate => {}
                 RefreshVerdict::Reused => {
                     let audit = AuditEvent::new(
@@ -288,17 +389,26 @@ impl Tessera {
                     return Err(grant::reuse_error().into());
                 }
             }
+            // A DPoP-bound grant stays bound: its refresh needs a proof, and the new access
+            // token is bound to that proof's key (which may be a new key).
+            if record.dpop_bound && jkt.is_none() {
+                return Err(OAuthError::new(
+                    ErrorCode::InvalidDpopProof,
+                    "this grant is DPoP-bound: refreshing it needs a DPoP proof (RFC 9449 §5)",
+                )
+                .into());
+            }
             let scope = grant::refresh_scope(req.scope, &record.scope, client, &self.registry)?;
             if record.client_type == ClientType::Web {
                 client.check_origin(req.origin)?;
             }
             let audience = client.audience_for(req.resource, &self.policy.audience)?;
             let (access_token, access) =
-                self.mint_access(client, &record.family_id, &scope, audience, now)?;
+                self.mint_access(client, &record.family_id, &scope, audience, jkt, now)?;
             let (refresh_token, refresh) =
                 self.mint_refresh(client, &record.family_id, &record.scope, now)?;
-            let cutoff = if self.policy.refresh_grace > 0 {
-                now - i64::from(self.policy.refresh_grace)
+            let cutoff = if grace > 0 {
+                now - i64::from(grace)
             } else {
                 UnixTime::MAX
             };
@@ -334,6 +444,7 @@ impl Tessera {
         family_id: &str,
         scope: &ScopeSet,
         audience: String,
+        dpop_jkt: Option<&str>,
         now: UnixTime,
     ) -> Result<(String, NewAccessToken), ServiceError> {
         let uuid = uuid::Uuid::now_v7();
@@ -353,6 +464,9 @@ impl Tessera {
                     jti: id.clone(),
                     client_id: client.id.clone(),
                     scope: scope.to_string(),
+                    cnf: dpop_jkt.map(|jkt| jwt::Confirmation {
+                        jkt: jkt.to_owned(),
+                    }),
                 };
                 let ring = self.keyring();
                 let key = ring
@@ -373,6 +487,7 @@ impl Tessera {
             issued_at: now,
             expires_at,
             signing_kid,
+            dpop_jkt: dpop_jkt.map(str::to_owned),
         };
         Ok((token, record))
     }
@@ -415,6 +530,7 @@ impl Tessera {
             lifetime: self.access_ttl(client),
             scope,
             token_id: access.id.clone(),
+            dpop_bound: access.dpop_jkt.is_some(),
         }
     }
 
@@ -519,6 +635,7 @@ impl Tessera {
         Ok(BearerGrant {
             client_id: record.client_id,
             scope,
+            dpop_jkt: record.dpop_jkt,
         })
     }
 }

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::{
     AccessKey, AccessRecord, AuditStore, CleanupPolicy, ClientStore, ClientUpdate, KeyStore,
-    Maintenance, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, Purged, RotateOutcome,
-    StoreResult, StoredKey, TokenStore,
+    Maintenance, NewAccessToken, NewFamily, NewRefreshToken, PoolStats, Purged, ReplayStore,
+    RotateOutcome, StoreResult, StoredKey, TokenStore,
 };
 use crate::domain::audit::{AuditEvent, AuditQuery};
 use crate::domain::client::Client;
@@ -180,6 +180,16 @@ impl<S: AuditStore> AuditStore for Metered<S> {
     }
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         timed("list_audit", self.0.list_audit(query)).await
+    }
+}
+
+#[async_trait]
+impl<S: ReplayStore> ReplayStore for Metered<S> {
+    async fn use_once(&self, id: &[u8; 32], expires_at: UnixTime) -> StoreResult<bool> {
+        timed("use_once", self.0.use_once(id, expires_at)).await
+    }
+    async fn forget_use(&self, id: &[u8; 32]) -> StoreResult<()> {
+        timed("forget_use", self.0.forget_use(id)).await
     }
 }
 

@@ -74,6 +74,8 @@ pub struct NewFamily {
     pub client_type: crate::domain::client::ClientType,
     /// Creation time.
     pub created_at: UnixTime,
+    /// True if the grant was made with a DPoP proof: every refresh must carry one too.
+    pub dpop_bound: bool,
 }
 
 /// A new access token (opaque or JWT), as stored: never the token itself.
@@ -99,6 +101,8 @@ pub struct NewAccessToken {
     pub expires_at: UnixTime,
     /// The key that signed it (JWTs only).
     pub signing_kid: Option<String>,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// A new refresh token, as stored.
@@ -164,6 +168,8 @@ pub struct AccessRecord {
     /// True if the token or its family was revoked, its client is disabled, or the key that
     /// signed it was revoked.
     pub revoked: bool,
+    /// The thumbprint of the key a DPoP-bound token is bound to (`cnf.jkt`).
+    pub dpop_jkt: Option<String>,
 }
 
 /// How to find an access token.
@@ -394,8 +400,8 @@ pub trait Maintenance: Send + Sync {
     /// Deletes up to `batch` events older than `before`.
     async fn purge_audit(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
     /// Deletes up to `batch` families, up to `batch` access tokens and up to `batch` refresh
-    /// tokens that expired or were revoked before `before`, and retired keys no longer published
-    /// at `before`; returns how many rows went, and how long the deletes took. Deleting a family
+    /// tokens that expired or were revoked before `before`, up to `batch` used JWT ids that
+    /// expired before `before`, and retired keys no longer published at `before`; returns how many rows went, and how long the deletes took. Deleting a family
     /// deletes its tokens. A deleted token is unknown afterwards, which every caller treats like
     /// a revoked one.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged>;
@@ -411,11 +417,29 @@ pub trait Maintenance: Send + Sync {
     }
 }
 
-/// Tessera's persistence: every role, on one database.
-pub trait Store: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static {}
+/// JWT ids used once (`private_key_jwt` assertions, DPoP proofs), shared by every instance
+/// on the database. An id is a SHA-256 digest the caller computes (see
+/// [`crate::service::replay`]); a row is kept until `expires_at`, after which the id may be
+/// used again and the cleanup deletes it. "Expired" is judged by the database's clock, so all
+/// instances agree on it.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Records `id` as used until `expires_at`. Ok(true): first use. Ok(false): already used (a replay).
+    async fn use_once(&self, id: &[u8; 32], expires_at: UnixTime) -> StoreResult<bool>;
+    /// Forgets a use this request recorded, after the request failed.
+    async fn forget_use(&self, id: &[u8; 32]) -> StoreResult<()>;
+}
 
-impl<T> Store for T where T: ClientStore + KeyStore + TokenStore + AuditStore + Maintenance + 'static
-{}
+/// Tessera's persistence: every role, on one database.
+pub trait Store:
+    ClientStore + KeyStore + TokenStore + AuditStore + ReplayStore + Maintenance + 'static
+{
+}
+
+impl<T> Store for T where
+    T: ClientStore + KeyStore + TokenStore + AuditStore + ReplayStore + Maintenance + 'static
+{
+}
 
 /// True if `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
 #[must_use]

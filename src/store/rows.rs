@@ -13,7 +13,7 @@ use sqlx::{Database, Encode, Type};
 
 use super::{AccessRecord, NewAccessToken, NewRefreshToken, StoreError, StoreResult, StoredKey};
 use crate::domain::audit::AuditEvent;
-use crate::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use crate::domain::client::{Client, ClientAuth, ClientType, Profile, SecretHash, TokenFormat};
 use crate::domain::clock::UnixTime;
 use crate::domain::grant::RefreshRecord;
 use crate::domain::scope::ScopePattern;
@@ -85,6 +85,7 @@ row! {
         created_at: UnixTime,
         updated_at: UnixTime,
         revision: i64,
+        auth: String,
     }
 }
 
@@ -117,6 +118,7 @@ impl TryFrom<ClientRow> for Client {
             created_at: row.created_at,
             updated_at: row.updated_at,
             revision: row.revision,
+            auth: ClientAuth::from_stored(&row.auth).map_err(|e| corrupt("client auth", e))?,
         })
     }
 }
@@ -124,7 +126,8 @@ impl TryFrom<ClientRow> for Client {
 /// Binds, in this order, the client columns between `client_id` and the timestamps: `name`,
 /// `secret_hash`, `previous_secret_hash`, `previous_secret_expires_at`, `scopes`,
 /// `token_format`, `profile`, `access_ttl`, `refresh_ttl`, `origins`, `audience`,
-/// `resource_server`, `resources`, `disabled` (14 values). Insert and update both use it.
+/// `resource_server`, `resources`, `disabled`, `auth` (15 values). Insert and update both use
+/// it.
 pub(super) fn bind_client_fields<'q, DB>(
     query: Query<'q, DB, DB::Arguments>,
     c: &Client,
@@ -159,10 +162,13 @@ where
         .bind(c.resource_server.clone())
         .bind(c.resources.join(" "))
         .bind(c.disabled)
+        .bind(c.auth.to_stored())
 }
 
 /// Binds, in this order, a new access token's columns: `token_id`, `token_hash`, `family_id`,
-/// `client_id`, `format`, `scope`, `audience`, `issued_at`, `expires_at`, `signing_kid`.
+/// `client_id`, `format`, `scope`, `audience`, `issued_at`, `expires_at`, `signing_kid`. Its
+/// `dpop_jkt` is bound by each statement after the audit event (see the PostgreSQL grants and
+/// rotations), so that the placeholders before it keep their numbers.
 pub(super) fn bind_access_token<'q, DB>(
     query: Query<'q, DB, DB::Arguments>,
     a: &NewAccessToken,
@@ -211,7 +217,7 @@ where
 
 row! {
     /// A refresh token joined with its family: `family_id`, `client_id`, `scope`, `issued_at`,
-    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`.
+    /// `expires_at`, `consumed_at`, `revoked` (token or family), `client_type`, `dpop_bound`.
     RefreshRow {
         family_id: String,
         client_id: String,
@@ -221,6 +227,7 @@ row! {
         consumed_at: Option<UnixTime>,
         revoked: bool,
         client_type: String,
+        dpop_bound: bool,
     }
 }
 
@@ -237,6 +244,7 @@ impl TryFrom<RefreshRow> for RefreshRecord {
             expires_at: row.expires_at,
             consumed_at: row.consumed_at,
             revoked: row.revoked,
+            dpop_bound: row.dpop_bound,
         })
     }
 }
@@ -254,6 +262,7 @@ row! {
         issued_at: UnixTime,
         expires_at: UnixTime,
         revoked: bool,
+        dpop_jkt: Option<String>,
     }
 }
 
@@ -271,6 +280,7 @@ impl TryFrom<AccessRow> for AccessRecord {
             issued_at: row.issued_at,
             expires_at: row.expires_at,
             revoked: row.revoked,
+            dpop_jkt: row.dpop_jkt,
         })
     }
 }

@@ -33,7 +33,11 @@ async fn metadata_advertises_only_what_works() {
     );
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["client_secret_basic", "client_secret_post"])
+        serde_json::json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ])
     );
 
     // Every advertised literal scope can be granted to a client allowed it.

@@ -72,6 +72,7 @@ macro_rules! conformance {
 conformance!(
     migrations_can_run_again,
     clients_round_trip_every_field,
+    client_auth_settings_round_trip,
     a_duplicate_client_id_is_a_conflict,
     issued_tokens_are_found_by_hash_and_by_id,
     a_refresh_token_rotates_once,
@@ -99,6 +100,12 @@ conformance!(
     token_lookups_made_together_each_get_their_own_answer,
     rotations_made_together_each_get_their_own_outcome,
     family_revocations_made_together_are_each_written,
+    dpop_bindings_are_stored_with_grants_and_rotations,
+    a_jwt_id_is_used_once,
+    an_expired_jwt_id_may_be_used_again,
+    a_forgotten_jwt_id_may_be_used_again,
+    concurrent_first_uses_of_one_jwt_id_let_one_through,
+    the_cleanup_deletes_expired_jwt_ids,
 );
 
 /// PostgreSQL only: what the conformance suite cannot see (several instances on one database,

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use tessera::domain::audit::{Actor, AuditEvent, AuditKind, AuditQuery};
 
-use tessera::domain::client::{Client, ClientType, Profile, SecretHash, TokenFormat};
+use tessera::domain::client::{
+    AuthMethod, Client, ClientAuth, ClientType, Profile, SecretHash, TokenFormat,
+};
 use tessera::domain::clock::UnixTime;
 use tessera::domain::jwt::KeyState;
 use tessera::domain::scope::ScopePattern;
@@ -47,10 +49,12 @@ fn client(id: &str, created_at: UnixTime) -> Client {
         created_at,
         updated_at: created_at,
         revision: 0,
+        auth: ClientAuth::default(),
     }
 }
 
 /// One grant's rows, as the service would write them.
+#[derive(Clone)]
 pub(crate) struct Grant {
     pub(crate) family: NewFamily,
     pub(crate) access: NewAccessToken,
@@ -75,6 +79,7 @@ pub(crate) fn access_token(
         issued_at: now,
         expires_at: now + ttl,
         signing_kid: None,
+        dpop_jkt: None,
     }
 }
 
@@ -102,6 +107,7 @@ pub(crate) fn grant_at(client_id: &str, now: UnixTime, access_ttl: i64, refresh_
         scope: "/ping.read".into(),
         client_type: ClientType::Service,
         created_at: now,
+        dpop_bound: false,
     };
     Grant {
         access: access_token(&family.id, client_id, now, access_ttl),
@@ -231,6 +237,48 @@ pub async fn clients_round_trip_every_field(store: Arc<dyn Store>) {
     assert!(store.delete_client("plain-client").await.unwrap());
     assert!(!store.delete_client("plain-client").await.unwrap());
     assert_eq!(store.get_client("plain-client").await.unwrap(), None);
+}
+
+pub async fn client_auth_settings_round_trip(store: Arc<dyn Store>) {
+    let jwks = tessera::domain::jose::JwkSet::parse(&serde_json::json!({"keys": [{
+        "kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA",
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+    }]}))
+    .expect("jwks");
+    let mut keyed = client("keyed-client", T0);
+    keyed.auth = ClientAuth {
+        methods: vec![AuthMethod::PrivateKeyJwt],
+        jwks: Some(jwks),
+        jwks_uri: None,
+        require_dpop: true,
+        fapi2: true,
+    };
+    store.insert_client(&keyed).await.expect("insert");
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(keyed.clone())
+    );
+    let listed = store.list_clients(None, 10).await.unwrap();
+    assert_eq!(listed, [keyed.clone()], "listing decodes the settings too");
+
+    let mut changed = keyed.clone();
+    changed.auth = ClientAuth {
+        methods: vec![AuthMethod::ClientSecretPost, AuthMethod::PrivateKeyJwt],
+        jwks: None,
+        jwks_uri: Some("https://keys.example/jwks.json".into()),
+        require_dpop: false,
+        fapi2: false,
+    };
+    changed.updated_at = T0 + 1;
+    assert_eq!(
+        store.update_client(&changed).await.unwrap(),
+        ClientUpdate::Updated
+    );
+    changed.revision += 1;
+    assert_eq!(
+        store.get_client("keyed-client").await.unwrap(),
+        Some(changed)
+    );
 }
 
 pub async fn a_duplicate_client_id_is_a_conflict(store: Arc<dyn Store>) {
@@ -1453,4 +1501,142 @@ pub async fn family_revocations_made_together_are_each_written(store: Arc<dyn St
         .collect();
     assert_eq!(events.len(), families.len());
     assert_eq!(events, recorded, "each call's audit event, once");
+}
+
+/// Far in the future and long past by any database clock, so that no test depends on the
+/// time it runs at.
+const NEVER_EXPIRES: UnixTime = 4_000_000_000;
+const LONG_EXPIRED: UnixTime = 1_000_000;
+
+pub async fn a_jwt_id_is_used_once(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "jti-1");
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "first use"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "a replay"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "still a replay"
+    );
+    let other = tessera::service::replay::jwt_id("dpop", "thumbprint", "jti-1");
+    assert!(
+        store.use_once(&other, NEVER_EXPIRES).await.unwrap(),
+        "the same jti of another kind and issuer is another id"
+    );
+}
+
+pub async fn an_expired_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "old");
+    assert!(store.use_once(&id, LONG_EXPIRED).await.unwrap());
+    assert!(
+        store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "an expired use is taken over"
+    );
+    assert!(
+        !store.use_once(&id, NEVER_EXPIRES).await.unwrap(),
+        "and is then in use again"
+    );
+}
+
+pub async fn a_forgotten_jwt_id_may_be_used_again(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("private_key_jwt", &unique("client"), "failed");
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    store.forget_use(&id).await.unwrap();
+    assert!(store.use_once(&id, NEVER_EXPIRES).await.unwrap());
+    // Forgetting an id never used is no error.
+    let unknown = tessera::service::replay::jwt_id("dpop", "x", "never");
+    store.forget_use(&unknown).await.unwrap();
+}
+
+pub async fn concurrent_first_uses_of_one_jwt_id_let_one_through(store: Arc<dyn Store>) {
+    let id = tessera::service::replay::jwt_id("dpop", &unique("key"), "raced");
+    let tries: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.use_once(&id, NEVER_EXPIRES).await })
+        })
+        .collect();
+    let mut firsts = 0;
+    for t in tries {
+        if t.await.unwrap().unwrap() {
+            firsts += 1;
+        }
+    }
+    assert_eq!(firsts, 1);
+}
+
+pub async fn the_cleanup_deletes_expired_jwt_ids(store: Arc<dyn Store>) {
+    let old = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "old");
+    let live = tessera::service::replay::jwt_id("private_key_jwt", &unique("c"), "live");
+    assert!(store.use_once(&old, T0 - DAY).await.unwrap());
+    assert!(store.use_once(&live, NEVER_EXPIRES).await.unwrap());
+    let purged = store.purge_expired(T0, 100).await.unwrap();
+    assert_eq!(purged.rows, 1, "only the expired id");
+    assert!(!store.use_once(&live, NEVER_EXPIRES).await.unwrap(), "kept");
+}
+
+/// A DPoP binding is stored with the grant (the family is bound, the access token carries its
+/// key's thumbprint) and with each rotation's access token, whether the writes are made one by
+/// one or together (PostgreSQL batches them); unbound grants read as unbound.
+pub async fn dpop_bindings_are_stored_with_grants_and_rotations(store: Arc<dyn Store>) {
+    let c = new_client(store.as_ref()).await;
+    let grants: Vec<Grant> = (0..16)
+        .map(|i| {
+            let mut g = grant_at(&c.id, T0, HOUR, DAY);
+            if i % 2 == 0 {
+                g.family.dpop_bound = true;
+                g.access.dpop_jkt = Some(format!("jkt-{i}"));
+            }
+            g
+        })
+        .collect();
+    let writes: Vec<_> = grants
+        .iter()
+        .map(|g| {
+            let (store, g) = (store.clone(), g.clone());
+            tokio::spawn(async move { store.issue(&g.family, &g.access, &g.refresh, &ev()).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    let rotations: Vec<_> = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let store = store.clone();
+            let old = g.refresh.key();
+            let mut a = access_token(&g.family.id, &c.id, T0 + 1, HOUR);
+            a.dpop_jkt = (i % 4 != 3).then(|| format!("next-{i}"));
+            let r = refresh_token(&g.family.id, &c.id, T0 + 1, DAY);
+            tokio::spawn(async move {
+                let outcome = store
+                    .rotate_refresh(&old, UnixTime::MAX, &a, &r, &ev())
+                    .await;
+                (a, outcome)
+            })
+        })
+        .collect();
+    for (i, (g, task)) in grants.iter().zip(rotations).enumerate() {
+        let family = store.find_refresh(&g.refresh.key()).await.unwrap().unwrap();
+        assert_eq!(family.dpop_bound, i % 2 == 0, "grant {i}");
+        let first = store
+            .find_access(AccessKey::Opaque(&g.access.key()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.dpop_jkt, g.access.dpop_jkt, "grant {i}");
+        let (a, outcome) = task.await.unwrap();
+        assert_eq!(outcome.unwrap(), RotateOutcome::Rotated);
+        let next = store
+            .find_access(AccessKey::Id(&a.id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.dpop_jkt, a.dpop_jkt, "rotation {i}");
+    }
 }

@@ -7,16 +7,17 @@ use serde_json::json;
 
 use super::*;
 
-type R = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type R = Result<(), Box<dyn std::error::Error>>;
 
-enum TestKey {
+/// A key pair that signs test JWS (also used by the DPoP tests).
+pub(crate) enum TestKey {
     Ed(Ed25519KeyPair),
     Ec(EcdsaKeyPair),
     Rsa(RsaKeyPair),
 }
 
 impl TestKey {
-    fn new(alg: Algorithm) -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) fn new(alg: Algorithm) -> Result<Self, Box<dyn std::error::Error>> {
         Ok(match alg {
             Algorithm::EdDsa => Self::Ed(Ed25519KeyPair::generate()?),
             Algorithm::Es256 => Self::Ec(EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)?),
@@ -26,7 +27,7 @@ impl TestKey {
         })
     }
 
-    fn jwk(&self) -> Value {
+    pub(crate) fn jwk(&self) -> Value {
         match self {
             Self::Ed(p) => json!({"kty": "OKP", "crv": "Ed25519",
                 "x": URL_SAFE_NO_PAD.encode(p.public_key().as_ref())}),
@@ -45,7 +46,7 @@ impl TestKey {
         }
     }
 
-    fn sign(
+    pub(crate) fn sign(
         &self,
         alg: Algorithm,
         header: &Value,

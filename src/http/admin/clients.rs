@@ -34,8 +34,9 @@ pub struct CreatedClient {
     /// The client.
     #[serde(flatten)]
     pub client: ClientView,
-    /// The secret.
-    pub client_secret: String,
+    /// The secret; absent when `auth_methods` has no secret method (`client_secret_basic`,
+    /// `client_secret_post`): such a client has no usable secret until one is rotated in.
+    pub client_secret: Option<String>,
 }
 
 /// A new secret (shown only in this response).
@@ -110,6 +111,23 @@ pub struct CreateClient {
     /// control characters); `none` for none.
     #[schema(max_length = 2048)]
     resource_server: Option<String>,
+    /// Token-endpoint auth methods it may use: `client_secret_basic`, `client_secret_post`,
+    /// `private_key_jwt` (default: the two secret methods).
+    #[schema(min_items = 1)]
+    auth_methods: Option<Vec<String>>,
+    /// Its public keys, a JWK Set (`{"keys": [...]}`) of public signing keys (OKP Ed25519, EC
+    /// P-256, RSA 2048 to 8192 bits; no private members); for `private_key_jwt`.
+    #[schema(value_type = Option<Object>)]
+    jwks: Option<serde_json::Value>,
+    /// Where its JWK Set is published instead (`https`); not together with `jwks`.
+    #[schema(max_length = 2048)]
+    jwks_uri: Option<String>,
+    /// Its access tokens must be DPoP-bound (RFC 9449).
+    #[serde(default)]
+    require_dpop: bool,
+    /// FAPI 2.0 rules: only `private_key_jwt`, DPoP required, no RS256.
+    #[serde(default)]
+    fapi2: bool,
 }
 
 impl CreateClient {
@@ -127,6 +145,11 @@ impl CreateClient {
             audience: self.audience,
             resources: self.resources,
             resource_server: self.resource_server,
+            auth_methods: self.auth_methods,
+            jwks: self.jwks,
+            jwks_uri: self.jwks_uri,
+            require_dpop: self.require_dpop,
+            fapi2: self.fapi2,
         })
     }
 }
@@ -138,7 +161,7 @@ fn parse_opt<T: std::str::FromStr<Err = String>>(
         .transpose()
 }
 
-#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 409, description = "The new client id was taken at the same moment; nothing was created, retry (Retry-After)", body = GenericError), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(post, path = "/admin/clients", tag = "clients", request_body = CreateClient, responses((status = 201, body = CreatedClient), (status = 409, description = "The new client id was taken at the same moment; nothing was created, retry (Retry-After)", body = GenericError), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, auth_methods, jwks, jwks_uri, …), or a malformed body", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn create_client(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,
@@ -147,7 +170,7 @@ pub async fn create_client(
     let (client, secret) = state.tessera.create_client(b.spec()?, &actor).await?;
     let mut v = serde_json::to_value(state.tessera.view(&client))
         .map_err(|e| AdminError::from(ServiceError::Internal(e.into())))?;
-    if let Some(o) = v.as_object_mut() {
+    if let (Some(o), Some(secret)) = (v.as_object_mut(), secret) {
         o.insert("client_secret".into(), secret.into());
     }
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -208,6 +231,21 @@ pub struct UpdateClient {
     resource_server: Option<Option<String>>,
     /// Disable or enable.
     disabled: Option<bool>,
+    /// New auth methods (replacing the current ones); the rules of `POST /admin/clients`.
+    #[schema(min_items = 1)]
+    auth_methods: Option<Vec<String>>,
+    /// New registered keys (a JWK Set); `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    jwks: Option<Option<serde_json::Value>>,
+    /// New `jwks_uri`; `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(max_length = 2048)]
+    jwks_uri: Option<Option<String>>,
+    /// Require DPoP or not.
+    require_dpop: Option<bool>,
+    /// FAPI 2.0 rules or not.
+    fapi2: Option<bool>,
 }
 
 impl UpdateClient {
@@ -225,11 +263,16 @@ impl UpdateClient {
             resources: self.resources,
             resource_server: self.resource_server,
             disabled: self.disabled,
+            auth_methods: self.auth_methods,
+            jwks: self.jwks,
+            jwks_uri: self.jwks_uri,
+            require_dpop: self.require_dpop,
+            fapi2: self.fapi2,
         })
     }
 }
 
-#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
+#[utoipa::path(patch, path = "/admin/clients/{id}", tag = "clients", params(("id" = String, Path)), request_body = UpdateClient, responses((status = 200, body = ClientView), (status = 400, description = "A refused field (the reason names it: name, scopes, origins, audience, resources, resource_server, auth_methods, jwks, jwks_uri, …), or a malformed body", body = GenericError), (status = 404, body = GenericError), (status = 409, description = "The client kept changing while this change was applied; nothing was changed, retry (Retry-After)", body = GenericError), (status = 401, description = "No or wrong admin token", body = GenericError), (status = 503, description = "Store unavailable", body = GenericError)))]
 pub async fn update_client(
     State(state): State<Arc<AppState>>,
     AdminActor(actor): AdminActor,

@@ -15,10 +15,10 @@ impl ClientStore for PostgresStore {
             let query = sqlx::query(
                 "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
                  previous_secret_expires_at, scopes, token_format, profile, access_ttl, \
-                 refresh_ttl, origins, audience, resource_server, resources, disabled, \
+                 refresh_ttl, origins, audience, resource_server, resources, disabled, auth, \
                  created_at, updated_at, revision) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                 $18)",
+                 $18, $19)",
             )
             .bind(&c.id);
             bind_client_fields(query, c)
@@ -67,10 +67,10 @@ impl ClientStore for PostgresStore {
                  previous_secret_hash = $3, previous_secret_expires_at = $4, scopes = $5, \
                  token_format = $6, profile = $7, access_ttl = $8, refresh_ttl = $9, \
                  origins = $10, audience = $11, resource_server = $12, resources = $13, \
-                 disabled = $14, updated_at = $15, revision = revision + 1 \
-                 WHERE client_id = $16 AND revision = $17 RETURNING 1) \
+                 disabled = $14, auth = $15, updated_at = $16, revision = revision + 1 \
+                 WHERE client_id = $17 AND revision = $18 RETURNING 1) \
                  SELECT EXISTS (SELECT 1 FROM updated), \
-                 EXISTS (SELECT 1 FROM clients WHERE client_id = $16)",
+                 EXISTS (SELECT 1 FROM clients WHERE client_id = $17)",
             );
             let row = bind_client_fields(query, c)
                 .bind(c.updated_at)

@@ -56,6 +56,8 @@ impl BatchOp for Grants {
             .bind(g.access.expires_at.max(g.refresh.expires_at));
         let query = bind_refresh_token(bind_access_token(query, &g.access), &g.refresh);
         bind_audit_event(query, &g.audit)
+            .bind(g.access.dpop_jkt.clone())
+            .bind(g.family.dpop_bound)
             .execute(pool)
             .await
             .map_err(map_err)?;
@@ -64,14 +66,15 @@ impl BatchOp for Grants {
 }
 
 /// Issues a grant: family ($1–$6), access token ($7–$16), refresh token ($17–$23), audit
-/// event ($24–$30).
+/// event ($24–$30), then the access token's `dpop_jkt` ($31) and the family's `dpop_bound`
+/// ($32).
 const ISSUE_SQL: &str = "WITH family AS (\
-     INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5, $6)), \
+     INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at, \
+     dpop_bound) VALUES ($1, $2, $3, $4, $5, $6, $32)), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-     audience, issued_at, expires_at, signing_kid) \
-     VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16)), \
+     audience, issued_at, expires_at, signing_kid, dpop_jkt) \
+     VALUES ($7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $31)), \
      refresh AS (\
      INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
      expires_at) VALUES ($17, $18, $19, $20, $21, $22, $23)) \
@@ -79,16 +82,18 @@ const ISSUE_SQL: &str = "WITH family AS (\
      VALUES ($24, $25, $26, $27, $28, $29, $30)";
 
 /// Every grant of the batch in one statement: family, access token, refresh token and audit
-/// event rows from arrays, in the column orders of the one-grant statement.
+/// event rows from arrays, in the column orders and placeholder numbers of the one-grant
+/// statement.
 const INSERT_MANY_SQL: &str = "WITH family AS (\
-     INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at) \
+     INSERT INTO token_families (family_id, client_id, scope, client_type, created_at, expires_at, \
+     dpop_bound) \
      SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], \
-     $6::BIGINT[])), \
+     $6::BIGINT[], $32::BOOLEAN[])), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-     audience, issued_at, expires_at, signing_kid) \
+     audience, issued_at, expires_at, signing_kid, dpop_jkt) \
      SELECT * FROM UNNEST($7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[], $11::TEXT[], \
-     $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[])), \
+     $12::TEXT[], $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $31::TEXT[])), \
      refresh AS (\
      INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
      expires_at) \
@@ -113,6 +118,7 @@ async fn insert_many(pool: &PgPool, batch: &[&Grant]) -> StoreResult<()> {
         .map(|g| (&g.access, &g.refresh, &g.audit))
         .collect();
     bind_successors(query, &successors)
+        .bind(grants().map(|g| g.family.dpop_bound).collect::<Vec<_>>())
         .execute(pool)
         .await
         .map_err(map_err)?;
@@ -121,7 +127,7 @@ async fn insert_many(pool: &PgPool, batch: &[&Grant]) -> StoreResult<()> {
 
 /// Binds the access tokens, refresh tokens and audit events of a batch as ten, seven and seven
 /// arrays, in the column orders of the one-grant statement (`$7`–`$30` of both batch
-/// statements).
+/// statements), then the access tokens' `dpop_jkt` (`$31`).
 pub(super) fn bind_successors<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     rows: &[(&NewAccessToken, &NewRefreshToken, &AuditEvent)],
@@ -152,5 +158,5 @@ pub(super) fn bind_successors<'q>(
         .bind(refresh().map(|r| r.issued_at).collect::<Vec<_>>())
         .bind(refresh().map(|r| r.expires_at).collect::<Vec<_>>());
     let events: Vec<&AuditEvent> = rows.iter().map(|r| r.2).collect();
-    bind_audit_events(query, &events)
+    bind_audit_events(query, &events).bind(access().map(|a| a.dpop_jkt.clone()).collect::<Vec<_>>())
 }

@@ -22,7 +22,7 @@ macro_rules! access_columns {
     () => {
         "a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, a.issued_at, \
          a.expires_at, (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled \
-         OR COALESCE(k.state = 'revoked', FALSE)) AS revoked "
+         OR COALESCE(k.state = 'revoked', FALSE)) AS revoked, a.dpop_jkt "
     };
 }
 macro_rules! access_joins {
@@ -130,7 +130,7 @@ const READ_ACCESS_SQL: &str = concat!(
 const READ_REFRESH_SQL: &str = concat!(
     "SELECT p.ord, r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, \
      r.consumed_at, (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, \
-     f.client_type ",
+     f.client_type, f.dpop_bound ",
     numbered_lookups!(),
     "JOIN refresh_tokens r ON r.token_id = p.token_id AND r.token_hash = p.token_hash \
      JOIN token_families f ON f.family_id = r.family_id"

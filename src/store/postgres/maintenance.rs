@@ -92,13 +92,15 @@ impl Maintenance for PostgresStore {
     /// disjoint batches instead of waiting on (or deadlocking with) each other, and never
     /// blocks on a family a request is refreshing at that moment.
     async fn purge_expired(&self, before: UnixTime, batch: u32) -> StoreResult<Purged> {
-        const BATCHES: [&str; 3] = [
+        const BATCHES: [&str; 4] = [
             "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
             "DELETE FROM refresh_tokens WHERE token_id IN (SELECT token_id FROM refresh_tokens \
              WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM used_jwt_ids WHERE id IN (SELECT id FROM used_jwt_ids \
+             WHERE expires_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         ];
         self.detached(move |store| async move {
             let started = std::time::Instant::now();

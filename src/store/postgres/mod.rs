@@ -37,6 +37,7 @@ mod grants;
 mod keys;
 mod lookups;
 mod maintenance;
+mod replay;
 mod revocations;
 mod rotations;
 mod tls;

@@ -96,6 +96,7 @@ impl BatchOp for Rotations {
             .bind(r.reuse_cutoff);
         let query = bind_refresh_token(bind_access_token(query, &r.access), &r.refresh);
         let consumed: i64 = bind_audit_event(query, &r.audit)
+            .bind(r.access.dpop_jkt.clone())
             .fetch_one(&mut *tx)
             .await
             .and_then(|row| sqlx::Row::try_get(&row, 0))
@@ -119,8 +120,9 @@ impl BatchOp for Rotations {
 }
 
 /// Rotates a refresh token: $1 now, $2 the family's new expiry, $3 the family, $4 the old
-/// token's row id, $5 its hash, $6 the reuse cutoff; the successors ($7–$16, $17–$23) and the
-/// audit event ($24–$30) are inserted only if the old token was consumed. Returns how many
+/// token's row id, $5 its hash, $6 the reuse cutoff; the successors ($7–$16 and the access
+/// token's `dpop_jkt` $31, $17–$23) and the audit event ($24–$30) are inserted only if the old
+/// token was consumed. Returns how many
 /// tokens were consumed (0 or 1). [`super::tokens`] says why this is race-free.
 const ROTATE_SQL: &str = "WITH family AS (\
      UPDATE token_families SET refreshed_at = $1, expires_at = GREATEST(expires_at, $2) \
@@ -131,8 +133,8 @@ const ROTATE_SQL: &str = "WITH family AS (\
      AND revoked_at IS NULL AND (consumed_at IS NULL OR consumed_at >= $6) RETURNING 1), \
      access AS (\
      INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-     audience, issued_at, expires_at, signing_kid) \
-     SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM consumed), \
+     audience, issued_at, expires_at, signing_kid, dpop_jkt) \
+     SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $31 FROM consumed), \
      refresh AS (\
      INSERT INTO refresh_tokens (token_id, token_hash, family_id, client_id, scope, issued_at, \
      expires_at) SELECT $17, $18, $19, $20, $21, $22, $23 FROM consumed), \
@@ -157,7 +159,7 @@ const LOCK_ROTATIONS_SQL: &str = "SELECT f.family_id \
 macro_rules! access_insert_columns {
     () => {
         "token_id, token_hash, family_id, client_id, format, scope, audience, issued_at, \
-         expires_at, signing_kid"
+         expires_at, signing_kid, dpop_jkt"
     };
 }
 macro_rules! refresh_insert_columns {
@@ -175,7 +177,7 @@ pub(super) use audit_insert_columns;
 /// Every rotation of a batch in one statement, run after [`LOCK_ROTATIONS_SQL`] in the same
 /// transaction (so its snapshot sees every change committed before the locks were granted).
 /// `$1`–`$6`: each rotation's time, family expiry, family, old token id, old token hash and
-/// reuse cutoff; `$7`–`$30` the successors and audit events ([`bind_successors`]). A rotation
+/// reuse cutoff; `$7`–`$31` the successors and audit events ([`bind_successors`]). A rotation
 /// is written only if its old token is consumed, which needs the token live (unconsumed, or
 /// consumed within the grace window) in a family not revoked; the statement returns the
 /// numbers (from 1) of the rotations written. The same conditions as the one-rotation
@@ -200,7 +202,7 @@ const ROTATE_MANY_SQL: &str = concat!(
     ") SELECT ",
     access_insert_columns!(),
     " FROM UNNEST($7::TEXT[], $8::BYTEA[], $9::TEXT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
-     $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[]) WITH ORDINALITY AS a(",
+     $13::TEXT[], $14::BIGINT[], $15::BIGINT[], $16::TEXT[], $31::TEXT[]) WITH ORDINALITY AS a(",
     access_insert_columns!(),
     ", ord) JOIN consumed USING (ord)), \
      refresh AS (INSERT INTO refresh_tokens (",

@@ -27,8 +27,8 @@ impl ClientStore for SqliteStore {
         let query = sqlx::query(
             "INSERT INTO clients (client_id, name, secret_hash, previous_secret_hash, \
              previous_secret_expires_at, scopes, token_format, profile, access_ttl, refresh_ttl, \
-             origins, audience, resource_server, resources, disabled, created_at, updated_at, \
-             revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             origins, audience, resource_server, resources, disabled, auth, created_at, updated_at, \
+             revision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.id);
         bind_client_fields(query, c)
@@ -72,7 +72,7 @@ impl ClientStore for SqliteStore {
             "UPDATE clients SET name = ?, secret_hash = ?, previous_secret_hash = ?, \
              previous_secret_expires_at = ?, scopes = ?, token_format = ?, profile = ?, \
              access_ttl = ?, refresh_ttl = ?, origins = ?, audience = ?, resource_server = ?, \
-             resources = ?, disabled = ?, updated_at = ?, revision = revision + 1 \
+             resources = ?, disabled = ?, auth = ?, updated_at = ?, revision = revision + 1 \
              WHERE client_id = ? AND revision = ?",
         );
         let done = bind_client_fields(query, c)

@@ -7,17 +7,19 @@ use super::super::{CleanupPolicy, Maintenance, PoolStats, Purged, StoreError, St
 use super::{SqliteStore, change, map_err};
 use crate::domain::clock::UnixTime;
 
-/// One cleanup batch: expired or revoked families, access and refresh tokens ($1 the cutoff,
-/// $2 the batch size). Each `OR` is served by two indexes (expiry, and the partial index of
+/// One cleanup batch: expired or revoked families, access and refresh tokens, and expired used
+/// JWT ids ($1 the cutoff, $2 the batch size). Each `OR` is served by two indexes (expiry, and the partial index of
 /// revoked rows), so a batch never scans a table: it runs inside the group writer's
 /// transaction, and a scan there stalls every token request batched with it (the test below).
-pub(super) const PURGE_TOKENS_SQL: [&str; 3] = [
+pub(super) const PURGE_TOKENS_SQL: [&str; 4] = [
     "DELETE FROM token_families WHERE family_id IN (SELECT family_id FROM token_families \
      WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
     "DELETE FROM access_tokens WHERE token_id IN (SELECT token_id FROM access_tokens \
      WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
     "DELETE FROM refresh_tokens WHERE token_id IN (SELECT token_id FROM refresh_tokens \
      WHERE expires_at < ?1 OR revoked_at < ?1 LIMIT ?2)",
+    "DELETE FROM used_jwt_ids WHERE id IN (SELECT id FROM used_jwt_ids \
+     WHERE expires_at < ?1 LIMIT ?2)",
 ];
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

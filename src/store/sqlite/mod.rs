@@ -26,6 +26,7 @@ mod files;
 mod keys;
 mod maintenance;
 mod reads;
+mod replay;
 mod tokens;
 mod writer;
 

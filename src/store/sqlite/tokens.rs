@@ -20,7 +20,8 @@ fn insert_access(conn: &Connection, a: &NewAccessToken) -> StoreResult<()> {
     change(
         conn,
         "INSERT INTO access_tokens (token_id, token_hash, family_id, client_id, format, scope, \
-         audience, issued_at, expires_at, signing_kid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         audience, issued_at, expires_at, signing_kid, dpop_jkt) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             a.id,
             &a.hash.0[..],
@@ -31,7 +32,8 @@ fn insert_access(conn: &Connection, a: &NewAccessToken) -> StoreResult<()> {
             a.audience,
             a.issued_at,
             a.expires_at,
-            a.signing_kid
+            a.signing_kid,
+            a.dpop_jkt
         ],
     )?;
     Ok(())
@@ -75,14 +77,15 @@ impl TokenStore for SqliteStore {
                 change(
                     conn,
                     "INSERT INTO token_families (family_id, client_id, scope, client_type, \
-                     created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     created_at, expires_at, dpop_bound) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         family.id,
                         family.client_id,
                         family.scope,
                         family.client_type.as_str(),
                         family.created_at,
-                        access.expires_at.max(refresh.expires_at)
+                        access.expires_at.max(refresh.expires_at),
+                        family.dpop_bound
                     ],
                 )?;
                 insert_access(conn, &access)?;
@@ -97,8 +100,8 @@ impl TokenStore for SqliteStore {
         let row = self.point_reads.read(|conn| {
             conn.prepare_cached(
                 "SELECT r.family_id, r.client_id, r.scope, r.issued_at, r.expires_at, r.consumed_at, \
-                 (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type \
-                 FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
+                 (r.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL) AS revoked, f.client_type, \
+                 f.dpop_bound FROM refresh_tokens r JOIN token_families f ON f.family_id = r.family_id \
                  WHERE r.token_id = ?1 AND r.token_hash = ?2",
             )?
             .query_row(params![id, &token.hash.0[..]], RefreshRow::from_rusqlite)
@@ -200,7 +203,7 @@ impl TokenStore for SqliteStore {
                     "SELECT a.token_id, a.client_id, a.family_id, a.format, a.scope, a.audience, \
                      a.issued_at, a.expires_at, \
                      (a.revoked_at IS NOT NULL OR f.revoked_at IS NOT NULL OR c.disabled != 0 \
-                      OR COALESCE(k.state = 'revoked', 0)) AS revoked \
+                      OR COALESCE(k.state = 'revoked', 0)) AS revoked, a.dpop_jkt \
                      FROM access_tokens a \
                      JOIN token_families f ON f.family_id = a.family_id \
                      JOIN clients c ON c.client_id = a.client_id \
