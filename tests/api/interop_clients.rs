@@ -602,7 +602,8 @@ async fn oauth4webapi_authenticates_with_private_key_jwt_keys_fetched_from_jwks_
     if !installed(Lib::Node) {
         return;
     }
-    let app = spawn_app().await;
+    // The key server in the test is plain HTTP, which registration refuses unless allowed.
+    let app = spawn_app_with(&[("jwks_uri_allow_http", "true")]).await;
     let (key, public) = keygen(&app, Lib::Node, "ES256").await;
     let (jwks_uri, _stop) = serve_jwks(json!({"keys": [public]})).await;
     let c = register(

@@ -36,6 +36,7 @@ export function describe(err) {
   const d = { name: err?.name, message: err?.message };
   if (err instanceof oauth.ResponseBodyError) {
     d.error = err.error;
+    d.error_description = err.error_description;
     d.status = err.status;
   }
   if (err instanceof oauth.WWWAuthenticateChallengeError) {
