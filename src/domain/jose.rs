@@ -41,6 +41,21 @@ fn parse_alg(name: &str) -> Option<Algorithm> {
     }
 }
 
+/// The `alg` names accepted for `algs` in other parties' JWS, for discovery metadata: each
+/// algorithm's name, and `Ed25519` beside `EdDSA` (see [`parse_alg`]), so that a client that
+/// checks the list before using the fully-specified name finds it.
+#[must_use]
+pub fn accepted_names(algs: &[Algorithm]) -> Vec<&'static str> {
+    let mut names = Vec::with_capacity(algs.len() + 1);
+    for alg in algs {
+        names.push(alg.as_str());
+        if *alg == Algorithm::EdDsa {
+            names.push("Ed25519");
+        }
+    }
+    names
+}
+
 /// Members that only a private or symmetric JWK has.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 

@@ -258,3 +258,12 @@ fn jwk_sets_are_strict_when_registered_and_lenient_when_fetched() -> R {
     assert!(matches!(JwkSet::parse(&json!([])), Err(JoseError::Key(_))));
     Ok(())
 }
+
+#[test]
+fn discovery_names_ed25519_beside_eddsa() {
+    assert_eq!(
+        accepted_names(&[Algorithm::Ps256, Algorithm::EdDsa]),
+        vec!["PS256", "EdDSA", "Ed25519"]
+    );
+    assert_eq!(accepted_names(&[Algorithm::Es256]), vec!["ES256"]);
+}
