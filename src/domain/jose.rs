@@ -31,6 +31,31 @@ pub const MAX_JWS_LEN: usize = 8 * 1024;
 /// The most keys one JWK Set may hold.
 pub const MAX_KEYS: usize = 20;
 
+/// The algorithm an `alg` value of another party's key or JWS names: the names of
+/// [`Algorithm::as_str`], and `Ed25519`, RFC 9864's fully-specified name for EdDSA over
+/// Ed25519 (the only EdDSA curve known here), which oauth4webapi and openid-client send.
+fn parse_alg(name: &str) -> Option<Algorithm> {
+    match name {
+        "Ed25519" => Some(Algorithm::EdDsa),
+        other => other.parse().ok(),
+    }
+}
+
+/// The `alg` names accepted for `algs` in other parties' JWS, for discovery metadata: each
+/// algorithm's name, and `Ed25519` beside `EdDSA` (see [`parse_alg`]), so that a client that
+/// checks the list before using the fully-specified name finds it.
+#[must_use]
+pub fn accepted_names(algs: &[Algorithm]) -> Vec<&'static str> {
+    let mut names = Vec::with_capacity(algs.len() + 1);
+    for alg in algs {
+        names.push(alg.as_str());
+        if *alg == Algorithm::EdDsa {
+            names.push("Ed25519");
+        }
+    }
+    names
+}
+
 /// Members that only a private or symmetric JWK has.
 const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
@@ -179,8 +204,7 @@ impl PublicJwk {
         };
         let alg = str_member(obj, "alg")?
             .map(|a| {
-                a.parse::<Algorithm>()
-                    .map_err(|_| JoseError::Key(format!("alg {a:?} is not supported")))
+                parse_alg(a).ok_or_else(|| JoseError::Key(format!("alg {a:?} is not supported")))
             })
             .transpose()?;
         let kid = str_member(obj, "kid")?.map(str::to_owned);
@@ -402,9 +426,7 @@ impl<'a> Jws<'a> {
             .get("alg")
             .and_then(Value::as_str)
             .ok_or(JoseError::Algorithm("the header has no alg".into()))?;
-        let alg = alg_name
-            .parse::<Algorithm>()
-            .ok()
+        let alg = parse_alg(alg_name)
             .filter(|a| allowed.contains(a))
             .ok_or_else(|| {
                 JoseError::Algorithm(format!(

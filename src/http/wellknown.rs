@@ -61,10 +61,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         .map(|m| m.as_str())
         .collect();
     // The algorithms a client assertion may use (RS256 not for FAPI 2.0 clients).
-    let assertion_algs: Vec<&str> = crate::domain::client::auth::ASSERTION_ALGS
-        .iter()
-        .map(|a| a.as_str())
-        .collect();
+    let assertion_algs =
+        crate::domain::jose::accepted_names(crate::domain::client::auth::ASSERTION_ALGS);
     let (literal, templates): (Vec<&String>, Vec<&String>) = t
         .registry()
         .templates()
@@ -90,10 +88,8 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         // JWT introspection responses (RFC 9701) are signed by the same keys.
         "introspection_signing_alg_values_supported": t.keyring().algorithms(t.now()),
         // RFC 9449 §5.1; FAPI 2.0 clients may not use RS256 (see docs/protocol.md).
-        "dpop_signing_alg_values_supported": crate::domain::dpop::algorithms(false)
-            .iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>(),
+        "dpop_signing_alg_values_supported":
+            crate::domain::jose::accepted_names(&crate::domain::dpop::algorithms(false)),
     });
     // RFC 8705 §3.3 and §5: certificate-bound tokens and the mTLS endpoints, when client
     // certificates can reach this server at all. The aliases are the endpoints themselves:

@@ -668,7 +668,7 @@ async fn discovery_lists_the_dpop_algorithms() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    for alg in ["EdDSA", "ES256", "PS256", "RS256"] {
+    for alg in ["EdDSA", "Ed25519", "ES256", "PS256", "RS256"] {
         assert!(algs.contains(&alg), "{algs:?}");
     }
 }

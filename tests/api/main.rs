@@ -27,6 +27,7 @@ mod discovery;
 mod dpop;
 mod faults;
 mod interop;
+mod interop_clients;
 mod introspect;
 mod introspect_jwt;
 mod jwt;

@@ -933,7 +933,7 @@ async fn discovery_lists_private_key_jwt_and_its_algorithms() {
             .as_array()
             .unwrap()
             .clone();
-        for alg in ["PS256", "ES256", "EdDSA", "RS256"] {
+        for alg in ["PS256", "ES256", "EdDSA", "Ed25519", "RS256"] {
             assert!(algs.contains(&json!(alg)), "{v}");
         }
         assert!(!algs.contains(&json!("none")) && !algs.contains(&json!("HS256")));

@@ -154,6 +154,23 @@ fn the_header_alg_must_be_allowed_and_fit_the_key() -> R {
 }
 
 #[test]
+fn the_fully_specified_ed25519_name_is_eddsa_in_headers_and_keys() -> R {
+    let key = TestKey::new(Algorithm::EdDsa)?;
+    let token = key.sign(Algorithm::EdDsa, &json!({"alg": "Ed25519"}), &json!({}))?;
+    let mut jwk = key.jwk();
+    jwk["alg"] = "EdDSA".into();
+    Jws::parse(&token, &[Algorithm::EdDsa])?.verify(&PublicJwk::parse(&jwk)?)?;
+    jwk["alg"] = "Ed25519".into();
+    Jws::parse(&token, &[Algorithm::EdDsa])?.verify(&PublicJwk::parse(&jwk)?)?;
+    // Still only where EdDSA is allowed.
+    assert!(matches!(
+        Jws::parse(&token, &[Algorithm::Es256]),
+        Err(JoseError::Algorithm(_))
+    ));
+    Ok(())
+}
+
+#[test]
 fn crit_oversized_and_malformed_tokens_are_refused() -> R {
     let key = TestKey::new(Algorithm::EdDsa)?;
     let crit = key.sign(
@@ -240,4 +257,13 @@ fn jwk_sets_are_strict_when_registered_and_lenient_when_fetched() -> R {
     ));
     assert!(matches!(JwkSet::parse(&json!([])), Err(JoseError::Key(_))));
     Ok(())
+}
+
+#[test]
+fn discovery_names_ed25519_beside_eddsa() {
+    assert_eq!(
+        accepted_names(&[Algorithm::Ps256, Algorithm::EdDsa]),
+        vec!["PS256", "EdDSA", "Ed25519"]
+    );
+    assert_eq!(accepted_names(&[Algorithm::Es256]), vec!["ES256"]);
 }
