@@ -62,7 +62,7 @@ pub async fn metadata(State(state): State<Arc<AppState>>) -> Response {
         .collect();
     // The algorithms a client assertion may use (RS256 not for FAPI 2.0 clients).
     let assertion_algs =
-        crate::domain::jose::accepted_names(crate::domain::client::auth::ASSERTION_ALGS);
+        crate::domain::jose::accepted_names(&crate::domain::client::auth::ASSERTION_ALGS);
     let (literal, templates): (Vec<&String>, Vec<&String>) = t
         .registry()
         .templates()
