@@ -36,6 +36,7 @@ fn fixture() -> &'static Fixture {
             jti: "0190d7a4-0000-7000-8000-000000000000".into(),
             client_id: "client".into(),
             scope: "/ping.read /accounts/a1/transfers.write".into(),
+            cnf: None,
         };
         let tokens = keys.iter().map(|k| encode(k, ACCESS_TOKEN_TYP, &claims).unwrap()).collect();
         Fixture { keys, tokens }
