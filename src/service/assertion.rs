@@ -24,11 +24,11 @@
 //! `unknown_client`, `disabled`, `method_not_allowed`, `replayed_assertion`).
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::replay::{JwtUses, PRIVATE_KEY_JWT, jwt_id};
 use super::{ServiceError, Tessera};
-use crate::domain::audit::{Actor, AuditEvent, AuditKind};
+use crate::domain::audit::Actor;
 use crate::domain::client::auth::ASSERTION_ALGS;
 use crate::domain::client::{AuthMethod, Client};
 use crate::domain::clock::UnixTime;
@@ -182,24 +182,15 @@ impl Tessera {
                 error: e,
             }),
             Err(AssertionError::Refused(reason, e)) => {
-                let known = client.as_ref().map(|c| c.id.clone());
-                metrics::counter!("tessera_auth_failures_total", "reason" => reason).increment(1);
-                tracing::info!(
-                    client_id = known.as_deref(),
+                let known = client.as_ref().map(|c| c.id.as_str());
+                self.record_auth_failure(
+                    known,
                     reason,
-                    why = %e.description,
-                    "client authentication failed"
-                );
-                let event = AuditEvent::new(
-                    AuditKind::AuthFailed,
-                    now,
+                    Some(("private_key_jwt", &e.description)),
                     actor,
-                    known.as_deref(),
-                    json!({ "reason": reason, "method": "private_key_jwt", "detail": e.description }),
-                );
-                if let Err(err) = self.store.record_audit(&event).await {
-                    tracing::warn!(error = %err, "could not record an authentication failure");
-                }
+                    now,
+                )
+                .await;
                 Err(Refused {
                     client,
                     client_id: named,
@@ -362,6 +353,7 @@ enum AssertionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const NOW: UnixTime = 1_800_000_000;
     const AUD: [&str; 2] = ["https://as.example", "https://as.example/oauth2/token"];

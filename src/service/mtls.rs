@@ -21,11 +21,10 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use serde_json::json;
 
 use super::assertion::Refused;
 use super::{ServiceError, Tessera};
-use crate::domain::audit::{Actor, AuditEvent, AuditKind};
+use crate::domain::audit::Actor;
 use crate::domain::client::mtls::LeafFacts;
 use crate::domain::client::{AuthMethod, Client};
 use crate::domain::error::{ErrorCode, OAuthError};
@@ -149,24 +148,15 @@ impl Tessera {
                 Err(r) => r,
             },
         };
-        let known = client.as_ref().map(|c| c.id.clone());
-        metrics::counter!("tessera_auth_failures_total", "reason" => reason).increment(1);
-        tracing::info!(
-            client_id = known.as_deref(),
+        let known = client.as_ref().map(|c| c.id.as_str());
+        self.record_auth_failure(
+            known,
             reason,
-            why = %error.description,
-            "client authentication failed"
-        );
-        let event = AuditEvent::new(
-            AuditKind::AuthFailed,
-            now,
+            Some(("mtls", &error.description)),
             actor,
-            known.as_deref(),
-            json!({ "reason": reason, "method": "mtls", "detail": error.description }),
-        );
-        if let Err(e) = self.store.record_audit(&event).await {
-            tracing::warn!(error = %e, "could not record an authentication failure");
-        }
+            now,
+        )
+        .await;
         Err(Refused {
             client,
             client_id: Some(client_id.to_owned()),

@@ -182,24 +182,39 @@ impl Tessera {
                 (None, "unknown_client")
             }
         };
+        self.record_auth_failure(known.as_deref(), reason, None, actor, now)
+            .await;
+        Err(refusal.into())
+    }
+
+    /// Counts, logs and audits a failed client authentication: the client (when known), the
+    /// reason and, for the key and certificate methods, the method and what was wrong. Never
+    /// the credential. The presented id of an unknown client is not recorded: it may be a
+    /// mistyped secret.
+    pub(super) async fn record_auth_failure(
+        &self,
+        known: Option<&str>,
+        reason: &'static str,
+        method: Option<(&'static str, &str)>,
+        actor: &Actor,
+        now: UnixTime,
+    ) {
         metrics::counter!("tessera_auth_failures_total", "reason" => reason).increment(1);
+        let why = method.map(|(_, detail)| detail);
         tracing::info!(
-            client_id = known.as_deref(),
+            client_id = known,
             reason,
+            why,
             "client authentication failed"
         );
-        // The presented id of an unknown client is not recorded: it may be a mistyped secret.
-        let event = AuditEvent::new(
-            AuditKind::AuthFailed,
-            now,
-            actor,
-            known.as_deref(),
-            json!({ "reason": reason }),
-        );
+        let detail = match method {
+            None => json!({ "reason": reason }),
+            Some((method, why)) => json!({ "reason": reason, "method": method, "detail": why }),
+        };
+        let event = AuditEvent::new(AuditKind::AuthFailed, now, actor, known, detail);
         if let Err(e) = self.store.record_audit(&event).await {
             tracing::warn!(error = %e, "could not record an authentication failure");
         }
-        Err(refusal.into())
     }
 
     /// `POST /oauth2/token` for an authenticated client.
