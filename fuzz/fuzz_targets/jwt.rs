@@ -38,7 +38,10 @@ fn fixture() -> &'static Fixture {
             scope: "/ping.read /accounts/a1/transfers.write".into(),
             cnf: None,
         };
-        let tokens = keys.iter().map(|k| encode(k, ACCESS_TOKEN_TYP, &claims).unwrap()).collect();
+        let tokens = keys
+            .iter()
+            .map(|k| encode(k, ACCESS_TOKEN_TYP, &claims).unwrap())
+            .collect();
         Fixture { keys, tokens }
     })
 }
