@@ -36,7 +36,7 @@ use super::tls::ClientCertificate;
 use crate::domain::audit::Actor;
 use crate::domain::client::{AuthMethod, Client, Profile};
 use crate::service::ServiceError;
-use crate::service::assertion::Presented;
+use crate::service::assertion::{Presented, Refused};
 use crate::service::mtls::PresentedCert;
 use crate::service::replay::JwtUses;
 
@@ -195,32 +195,41 @@ async fn check_certificate(
     presented: Option<PresentedCert<'_>>,
     actor: &Actor,
 ) -> Result<Client, ApiError> {
-    let default = state.tessera.policy().default_profile;
-    let client = match state
+    let client = state
         .tessera
         .authenticate_certificate(client_id, presented, actor)
         .await
+        // Without a certificate the client may simply have left out its secret: the answer
+        // offers Basic, as a request without credentials always got.
+        .map_err(|r| refusal(state, r, presented.is_none(), actor))?;
+    admit(state, client)
+}
+
+/// The answer to a refused key or certificate authentication: `invalid_client` in the named
+/// client's profile (the server default when it does not exist), counted against the
+/// (client id, source) failure limit and `429` past it; other failures as they are.
+fn refusal(state: &AppState, refused: Refused, basic: bool, actor: &Actor) -> ApiError {
+    let profile = refused
+        .client
+        .as_ref()
+        .map_or(state.tessera.policy().default_profile, |c| {
+            state.tessera.profile_of(c)
+        });
+    let err = ApiError::service(profile, refused.error).with_basic_challenge(basic);
+    if err.is_invalid_client()
+        && let Err(l) = state.limits.auth_failure(
+            refused.client_id.as_deref().unwrap_or(""),
+            actor.source.as_deref(),
+        )
     {
-        Ok(c) => c,
-        Err(refused) => {
-            let profile = refused
-                .client
-                .as_ref()
-                .map_or(default, |c| state.tessera.profile_of(c));
-            // Without a certificate the client may simply have left out its secret: the
-            // answer offers Basic, as a request without credentials always got.
-            let err =
-                ApiError::service(profile, refused.error).with_basic_challenge(presented.is_none());
-            if err.is_invalid_client()
-                && let Err(l) = state
-                    .limits
-                    .auth_failure(client_id, actor.source.as_deref())
-            {
-                return Err(ApiError::limited(profile, l));
-            }
-            return Err(err);
-        }
-    };
+        return ApiError::limited(profile, l);
+    }
+    err
+}
+
+/// An authenticated client, named in the request's span and counted against its rate
+/// (`rate_limit_per_client`): the last step of every method.
+fn admit(state: &AppState, client: Client) -> Result<Client, ApiError> {
     tracing::Span::current().record("client_id", client.id.as_str());
     state
         .limits
@@ -260,12 +269,7 @@ pub async fn check_secret(
             }
             err
         })?;
-    tracing::Span::current().record("client_id", client.id.as_str());
-    state
-        .limits
-        .client(&client.id)
-        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
-    Ok(client)
+    admit(state, client)
 }
 
 /// Checks a client assertion, then counts the client against its rate: [`check_secret`] for
@@ -281,33 +285,13 @@ async fn check_assertion(
     claimed: Option<&ClaimedIds>,
     actor: &Actor,
 ) -> Result<Client, ApiError> {
-    let default = state.tessera.policy().default_profile;
-    let (client, uses) = match state.tessera.authenticate_assertion(presented, actor).await {
-        Ok(found) => found,
-        Err(refused) => {
-            let profile = refused
-                .client
-                .as_ref()
-                .map_or(default, |c| state.tessera.profile_of(c));
-            let err = ApiError::service(profile, refused.error);
-            if err.is_invalid_client()
-                && let Err(l) = state.limits.auth_failure(
-                    refused.client_id.as_deref().unwrap_or(""),
-                    actor.source.as_deref(),
-                )
-            {
-                return Err(ApiError::limited(profile, l));
-            }
-            return Err(err);
-        }
-    };
+    let (client, uses) = state
+        .tessera
+        .authenticate_assertion(presented, actor)
+        .await
+        .map_err(|r| refusal(state, r, false, actor))?;
     if let Some(claimed) = claimed {
         claimed.add(uses);
     }
-    tracing::Span::current().record("client_id", client.id.as_str());
-    state
-        .limits
-        .client(&client.id)
-        .map_err(|l| ApiError::limited(state.tessera.profile_of(&client), l))?;
-    Ok(client)
+    admit(state, client)
 }
